@@ -1,0 +1,1 @@
+"""Attention kernels for Parrot (imported as ``parrot_kernels``)."""

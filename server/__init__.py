@@ -1,0 +1,1 @@
+"""Parrot ServeCore and the embedded engine (imported as ``parrot_server``)."""
