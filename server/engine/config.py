@@ -1,0 +1,35 @@
+"""Engine configuration: every limit of the embedded engine, in one place."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    model: str | None = None  # GGUF file or HF dir; None = the bundled SmolLM2-135M-Instruct
+    device: str = "cpu"
+    dtype: str = "float32"  # fp32 on CPU: bf16 matmul is ~50x slower on AVX2 machines
+    kv_pool_tokens: int = (
+        32768  # KV slots preallocated (tokens, all layers); SmolLM2-135M: 46 KB each
+    )
+    max_context_len: int | None = None  # default: the model's max_position_embeddings
+    max_step_tokens: int = 512  # tokens computed per step (prefill chunk + decodes)
+    max_running_requests: int = 64  # decode batch size cap
+    max_queued_requests: int = 1024  # waiting requests beyond this are refused (overloaded)
+    num_threads: int | None = None  # torch intra-op threads; default: all cores
+
+    def __post_init__(self) -> None:
+        for name in (
+            "kv_pool_tokens",
+            "max_step_tokens",
+            "max_running_requests",
+            "max_queued_requests",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"EngineConfig.{name} must be >= 1, got {getattr(self, name)}")
+
+    @property
+    def threads(self) -> int:
+        return self.num_threads or os.cpu_count() or 1

@@ -1,0 +1,104 @@
+"""One generation request as the scheduler sees it (nano-vllm's "sequence").
+
+Token layout: `tokens = prompt + output`. KV exists for `tokens[:num_computed]`, held in
+`slots`. The first `num_cached` of those came from the prefix cache and belong to it (locked
+through `cache_node`); the rest belong to the request until it finishes and hands them over.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import time
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .sampling_params import SamplingParams
+
+_arrivals = itertools.count()
+
+
+class RequestStatus(enum.Enum):
+    WAITING = "waiting"
+    RUNNING = "running"
+    FINISHED = "finished"
+
+
+class FinishKind(enum.Enum):
+    STOP = "stop"  # eos, stop token or stop string
+    LENGTH = "length"  # max_new_tokens or the context window
+    ABORT = "abort"
+
+
+@dataclass(frozen=True)
+class FinishReason:
+    kind: FinishKind
+    matched: int | str | None = None  # the stop token id or stop string that ended it
+    message: str | None = None  # why, for aborts
+
+    def to_dict(self) -> dict[str, Any]:
+        """SGLang's shape: {"type": "stop", "matched": 2} / {"type": "length", "length": n}."""
+        d: dict[str, Any] = {"type": self.kind.value}
+        if self.kind is FinishKind.STOP:
+            d["matched"] = self.matched
+        elif self.kind is FinishKind.LENGTH:
+            d["length"] = self.matched
+        else:
+            d["message"] = self.message
+        return d
+
+
+@dataclass
+class RequestOutput:
+    """What one step produced for a request: new tokens/text, and the end when it finished."""
+
+    rid: str
+    new_token_ids: list[int]
+    new_text: str
+    finish_reason: FinishReason | None
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+
+
+@dataclass(eq=False)
+class Request:
+    rid: str
+    prompt_ids: list[int]
+    sampling: SamplingParams
+    namespace: Hashable = None  # cache namespace (SGLang `extra_key`)
+    priority: int = 0  # higher runs first (SGLang's default order)
+    on_output: Callable[[RequestOutput], None] | None = None
+    max_total_tokens: int | None = None  # context window cap on prompt + output
+    prefill_only: bool = False  # a fill: compute the prompt's KV, sample nothing
+    arrival: int = field(default_factory=lambda: next(_arrivals))
+    arrival_time: float = field(default_factory=time.monotonic)
+
+    output_ids: list[int] = field(default_factory=list)
+    status: RequestStatus = RequestStatus.WAITING
+    slots: list[int] = field(default_factory=list)
+    num_computed: int = 0
+    num_cached: int = 0  # prompt tokens served from the prefix cache (first admission)
+    cache_node: Any = None  # locked prefix-cache node covering slots[:num_locked]
+    num_locked: int = 0
+    num_preemptions: int = 0
+    finish_reason: FinishReason | None = None
+    state: dict[str, Any] = field(default_factory=dict)  # runner-side state (rng, detokenizer)
+
+    @property
+    def tokens(self) -> list[int]:
+        return self.prompt_ids + self.output_ids
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.prompt_ids) + len(self.output_ids)
+
+    @property
+    def num_pending(self) -> int:
+        """Tokens still to compute before the next token can be sampled (1 when decoding)."""
+        return self.num_tokens - self.num_computed
+
+    @property
+    def sort_key(self) -> tuple[int, int]:
+        return (-self.priority, self.arrival)

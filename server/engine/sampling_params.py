@@ -1,0 +1,52 @@
+"""Sampling parameters, named as in SGLang's native `/generate` `sampling_params`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .errors import InvalidRequestError
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    max_new_tokens: int = 128
+    temperature: float = 1.0  # 0 means greedy
+    top_p: float = 1.0
+    top_k: int = -1  # -1: no top-k cut
+    stop: tuple[str, ...] = ()  # stop strings; the matched one is not part of the output
+    stop_token_ids: tuple[int, ...] = ()
+    sampling_seed: int | None = None  # same seed, same prompt => same output
+    ignore_eos: bool = False
+    skip_special_tokens: bool = True
+    extra: dict = field(default_factory=dict, compare=False)  # unknown fields, kept for echoing
+
+    def __post_init__(self) -> None:
+        # Normalise lists (JSON) and a single stop string to tuples.
+        if isinstance(self.stop, str):
+            object.__setattr__(self, "stop", (self.stop,))
+        object.__setattr__(self, "stop", tuple(self.stop or ()))
+        object.__setattr__(self, "stop_token_ids", tuple(self.stop_token_ids or ()))
+        self.validate()
+
+    def validate(self) -> None:
+        def bad(msg: str) -> InvalidRequestError:
+            return InvalidRequestError(f"invalid sampling params: {msg}")
+
+        if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
+            raise bad(f"max_new_tokens must be an integer >= 1, got {self.max_new_tokens!r}")
+        if not self.temperature >= 0:  # also catches NaN
+            raise bad(f"temperature must be >= 0, got {self.temperature!r}")
+        if not 0 < self.top_p <= 1:
+            raise bad(f"top_p must be in (0, 1], got {self.top_p!r}")
+        if not isinstance(self.top_k, int) or (self.top_k < 1 and self.top_k != -1):
+            raise bad(f"top_k must be -1 (off) or >= 1, got {self.top_k!r}")
+        if any(not isinstance(s, str) or not s for s in self.stop):
+            raise bad("stop strings must be non-empty strings")
+        if any(not isinstance(t, int) or t < 0 for t in self.stop_token_ids):
+            raise bad("stop_token_ids must be non-negative integers")
+        if self.sampling_seed is not None and not isinstance(self.sampling_seed, int):
+            raise bad(f"sampling_seed must be an integer, got {self.sampling_seed!r}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0 or self.top_k == 1

@@ -1,0 +1,182 @@
+"""Decides, every step, which tokens of which requests to compute (no torch here).
+
+One step holds at most `max_step_tokens` tokens: running requests first, in priority order (a
+decoding request needs one token, a prefilling one a chunk of its prompt), then new admissions.
+Admission matches the prompt against the prefix cache, so only the uncached rest is computed.
+When the KV pool runs dry, unlocked cache entries are evicted; if that is not enough the
+lowest-priority running request is preempted: its KV goes into the prefix cache (cheap to
+resume if it survives) and the request waits again with its output so far.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+from dataclasses import dataclass, field
+
+from .config import EngineConfig
+from .errors import EngineOverloadedError
+from .kv_allocator import KVSlotAllocator
+from .prefix_cache import PrefixCache
+from .request import Request, RequestStatus
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Chunk:
+    """Compute `tokens[start:start+length]` of `request`; sample after it if `sample`."""
+
+    request: Request
+    start: int
+    length: int
+    sample: bool
+
+
+@dataclass
+class Batch:
+    chunks: list[Chunk] = field(default_factory=list)
+    completed: list[Request] = field(default_factory=list)  # fills whose prompt was all cached
+
+    @property
+    def num_tokens(self) -> int:
+        return sum(c.length for c in self.chunks)
+
+
+class Scheduler:
+    def __init__(
+        self, config: EngineConfig, allocator: KVSlotAllocator, cache: PrefixCache
+    ) -> None:
+        self.config = config
+        self.allocator = allocator
+        self.cache = cache
+        self.waiting: list[Request] = []  # sorted by Request.sort_key
+        self.running: list[Request] = []
+        self.num_preemptions = 0
+        self.prompt_tokens_total = 0  # over first admissions
+        self.cached_tokens_total = 0  # of those, served from the prefix cache
+
+    # -- queue --------------------------------------------------------------------------------
+    def add(self, req: Request) -> None:
+        if len(self.waiting) >= self.config.max_queued_requests:
+            raise EngineOverloadedError(
+                f"engine queue is full ({self.config.max_queued_requests} waiting requests); retry later"
+            )
+        self._enqueue(req)
+
+    def _enqueue(self, req: Request) -> None:
+        req.status = RequestStatus.WAITING
+        bisect.insort(self.waiting, req, key=lambda r: r.sort_key)
+
+    def has_work(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    # -- KV -----------------------------------------------------------------------------------
+    def _allocate(self, n: int) -> list[int] | None:
+        slots = self.allocator.allocate(n)
+        if slots is None and self.cache.evictable_tokens >= n - self.allocator.num_free:
+            self.allocator.free(self.cache.evict(n - self.allocator.num_free))
+            slots = self.allocator.allocate(n)
+        return slots
+
+    def _release(self, req: Request) -> object:
+        """Hand the request's computed KV to the prefix cache; returns the node covering it."""
+        computed = req.num_computed
+        node, duplicates = self.cache.insert(
+            req.namespace, req.tokens[:computed], req.slots[:computed]
+        )
+        self.allocator.free(duplicates + req.slots[computed:])
+        if req.cache_node is not None:
+            self.cache.unlock(req.cache_node)
+        req.slots, req.cache_node, req.num_locked, req.num_computed = [], None, 0, 0
+        return node
+
+    def preempt(self, req: Request) -> None:
+        log.debug("preempting %s (%d tokens computed) to free KV", req.rid, req.num_computed)
+        self._release(req)
+        self.running.remove(req)
+        req.num_preemptions += 1
+        self.num_preemptions += 1
+        self._enqueue(req)
+
+    def finish(self, req: Request) -> object:
+        """Remove a finished (or aborted) request; its KV stays cached. Returns its cache node."""
+        if req in self.running:
+            self.running.remove(req)
+        elif req in self.waiting:
+            self.waiting.remove(req)
+        node = self._release(req)
+        req.status = RequestStatus.FINISHED
+        return node
+
+    # -- one step -----------------------------------------------------------------------------
+    def schedule(self) -> Batch:
+        batch = Batch()
+        budget = self.config.max_step_tokens
+        self.running.sort(key=lambda r: r.sort_key)
+        scheduled: set[int] = set()
+        preempted_before = self.num_preemptions
+        for req in list(self.running):
+            if budget == 0:
+                break
+            if req.status is not RequestStatus.RUNNING:  # preempted as a victim below
+                continue
+            n = min(req.num_pending, budget)
+            slots = self._allocate(n)
+            while slots is None:
+                victim = self._pick_victim(scheduled)
+                self.preempt(victim)
+                if victim is req:
+                    break
+                slots = self._allocate(n)
+            if slots is None:
+                continue
+            batch.chunks.append(self._chunk(req, slots, n))
+            scheduled.add(id(req))
+            budget -= n
+        if self.num_preemptions == preempted_before:  # KV was short this step: admit no one
+            self._admit(batch, budget)
+        return batch
+
+    def _pick_victim(self, scheduled: set[int]) -> Request:
+        """Lowest-priority, latest-arrived running request not already in this step."""
+        candidates = [r for r in self.running if id(r) not in scheduled]
+        return max(candidates, key=lambda r: r.sort_key)
+
+    def _admit(self, batch: Batch, budget: int) -> None:
+        while self.waiting and budget > 0 and len(self.running) < self.config.max_running_requests:
+            req = self.waiting[0]
+            # A generating request must compute at least its last prompt token to get logits.
+            tokens = req.tokens if req.prefill_only else req.tokens[:-1]
+            match = self.cache.match(req.namespace, tokens)
+            n = min(req.num_tokens - match.length, budget)
+            slots = self._allocate(n) if n else []
+            if slots is None:
+                break  # wait for running requests to free KV
+            self.waiting.pop(0)
+            self.cache.lock(match.node)
+            req.cache_node, req.num_locked = match.node, match.length
+            req.slots, req.num_computed = list(match.slots), match.length
+            if req.num_preemptions == 0:
+                req.num_cached = match.length
+                self.prompt_tokens_total += len(req.prompt_ids)
+                self.cached_tokens_total += match.length
+            req.status = RequestStatus.RUNNING
+            self.running.append(req)
+            if n == 0:
+                batch.completed.append(req)
+                continue
+            batch.chunks.append(self._chunk(req, slots, n))
+            budget -= n
+
+    def _chunk(self, req: Request, slots: list[int], n: int) -> Chunk:
+        start = req.num_computed
+        req.slots.extend(slots)
+        done = start + n == req.num_tokens
+        return Chunk(req, start, n, sample=done and not req.prefill_only)
+
+    @staticmethod
+    def commit(batch: Batch) -> None:
+        """The model computed the batch: its tokens now have KV."""
+        for chunk in batch.chunks:
+            chunk.request.num_computed = chunk.start + chunk.length
