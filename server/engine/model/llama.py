@@ -1,0 +1,116 @@
+"""Our Llama-family forward (Llama, SmolLM, Mistral, Qwen2): inference only, no KV cache.
+
+The model sees one flat list of N tokens (every request of a step) with their positions.
+Attention is the only place where requests interact, so it is delegated to an `AttentionFn`
+the caller supplies; everything else is a few large GEMMs over all N tokens, for which q/k/v
+and gate/up are stored fused.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .config import ModelConfig
+from .rope import apply_rope, rope_tables
+
+
+class AttentionFn(Protocol):
+    def __call__(self, layer: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        """q: [N, num_heads, head_dim], k and v: [N, num_kv_heads, head_dim], RoPE applied.
+        Returns [N, num_heads, head_dim]."""
+        ...
+
+
+class DenseCausalAttention:
+    """AttentionFn for one sequence without a cache: causal attention over the N tokens given."""
+
+    def __call__(self, layer: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        q, k, v = (t.transpose(0, 1).unsqueeze(0) for t in (q, k, v))  # [1, heads, N, D]
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+        return out.squeeze(0).transpose(0, 1)
+
+
+def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
+    # Statistics in fp32 whatever the model dtype, as the reference implementation does.
+    xf = x.float()
+    xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * xf.to(x.dtype)
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return rms_norm(x, self.weight, self.eps)
+
+
+class Block(nn.Module):
+    def __init__(self, config: ModelConfig, layer: int) -> None:
+        super().__init__()
+        c = config
+        self.layer, self.head_dim = layer, c.head_dim
+        self.q_dim, self.kv_dim = c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim
+        self.attn_norm = RMSNorm(c.hidden_size, c.rms_norm_eps)
+        self.qkv = nn.Linear(c.hidden_size, self.q_dim + 2 * self.kv_dim, bias=c.attention_bias)
+        self.o_proj = nn.Linear(self.q_dim, c.hidden_size, bias=c.output_bias)
+        self.mlp_norm = RMSNorm(c.hidden_size, c.rms_norm_eps)
+        self.gate_up = nn.Linear(c.hidden_size, 2 * c.intermediate_size, bias=False)
+        self.down = nn.Linear(c.intermediate_size, c.hidden_size, bias=False)
+
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, attention: AttentionFn) -> Tensor:
+        n, hd = x.shape[0], self.head_dim
+        q, k, v = self.qkv(self.attn_norm(x)).split([self.q_dim, self.kv_dim, self.kv_dim], -1)
+        q = apply_rope(q.view(n, -1, hd), cos, sin)
+        k = apply_rope(k.view(n, -1, hd), cos, sin)
+        out = attention(self.layer, q, k, v.view(n, -1, hd))
+        x = x + self.o_proj(out.reshape(n, self.q_dim))
+        gate, up = self.gate_up(self.mlp_norm(x)).chunk(2, dim=-1)
+        return x + self.down(F.silu(gate) * up)
+
+
+class LlamaModel(nn.Module):
+    """Parameter names are ours (fused qkv / gate_up); `weights.py` maps HF checkpoints. Made
+    to be filled by `load_model` (built on the meta device, weights assigned), so the
+    embedding is left uninitialised."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        # No random init: on the meta device it would import torch._refs, a second per process.
+        self.embed_tokens = nn.Embedding(
+            config.vocab_size,
+            config.hidden_size,
+            _weight=torch.empty(config.vocab_size, config.hidden_size),
+        )
+        self.layers = nn.ModuleList(Block(config, i) for i in range(config.num_layers))
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.lm_head = (
+            None
+            if config.tie_word_embeddings
+            else nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        )
+        # Derived from the config, never loaded: kept out of the state dict.
+        self.register_buffer("rope", rope_tables(config), persistent=False)
+
+    @torch.inference_mode()
+    def forward(self, input_ids: Tensor, positions: Tensor, attention: AttentionFn) -> Tensor:
+        """input_ids, positions: [N]. Returns the final-normed hidden states [N, hidden]."""
+        x = self.embed_tokens(input_ids)
+        cos, sin = self.rope[positions].to(x.dtype).unsqueeze(2).unbind(1)  # [N, 1, D/2] each
+        for layer in self.layers:
+            x = layer(x, cos, sin, attention)
+        return self.norm(x)
+
+    @torch.inference_mode()
+    def compute_logits(self, hidden: Tensor) -> Tensor:
+        """[M, hidden] -> fp32 [M, vocab]. Call it on the rows that need logits only: the LM
+        head is the largest GEMM of the model."""
+        weight = self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
+        return F.linear(hidden, weight).float()

