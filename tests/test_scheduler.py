@@ -124,3 +124,14 @@ def test_queue_limit_is_explicit():
 def test_bad_sampling_params_are_typed_errors(kwargs, message):
     with pytest.raises(InvalidRequestError, match=message):
         SamplingParams(**kwargs)
+
+
+def test_scheduling_code_never_imports_torch():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; import parrot_server.engine.scheduler, parrot_server.engine.radix_cache; "
+        "sys.exit('torch' in sys.modules)"
+    )
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0

@@ -1,0 +1,183 @@
+"""asyncio front of the engine: one worker thread steps the engine, coroutines talk to it.
+
+Every engine mutation runs on the worker thread (commands are queued to it), so the engine
+itself needs no locks. Outputs come back to the caller's event loop through its queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import queue
+import threading
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
+
+from .engine import Engine, EngineStats
+from .request import FinishKind, FinishReason, RequestOutput
+from .sampling_params import SamplingParams
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class AsyncEngine:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._commands: queue.SimpleQueue[tuple[Callable[[], Any], concurrent.futures.Future]] = (
+            queue.SimpleQueue()
+        )
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._loop, name="parrot-engine", daemon=True)
+        self._thread.start()
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.engine.tokenizer
+
+    # -- worker thread ------------------------------------------------------------------------
+    def _loop(self) -> None:
+        while not self._stopping:
+            self._run_commands()
+            if self.engine.has_work():
+                try:
+                    self.engine.step()
+                except Exception as exc:  # a bug must not hang every client: fail what is in flight
+                    log.exception("engine step failed; aborting in-flight requests")
+                    for rid in list(self.engine.requests):
+                        self.engine.abort(rid, f"engine error: {exc}")
+            else:
+                self._wake.wait(timeout=0.5)
+                self._wake.clear()
+        self._run_commands()
+
+    def _run_commands(self) -> None:
+        while True:
+            try:
+                fn, fut = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            if fut.set_running_or_notify_cancel():
+                try:
+                    fut.set_result(fn())
+                except BaseException as exc:
+                    fut.set_exception(exc)
+
+    async def call(self, fn: Callable[[], T]) -> T:
+        """Run `fn(engine)`-style code on the engine thread and await its result."""
+        if self._stopping:
+            raise RuntimeError("engine is shut down")
+        fut: concurrent.futures.Future = concurrent.futures.Future()
+        self._commands.put((fn, fut))
+        self._wake.set()
+        return await asyncio.wrap_future(fut)
+
+    # -- API ----------------------------------------------------------------------------------
+    async def submit(
+        self, prompt: list[int] | str | None, sampling: SamplingParams | None = None, **kwargs: Any
+    ) -> RequestStream:
+        """Queue a request (see `Engine.submit` for the keyword arguments). Bad input raises
+        here, before anything streams; iterate the returned stream for the outputs."""
+        loop = asyncio.get_running_loop()
+        outputs: asyncio.Queue[RequestOutput] = asyncio.Queue()
+
+        def on_output(out: RequestOutput) -> None:
+            loop.call_soon_threadsafe(outputs.put_nowait, out)
+
+        req = await self.call(
+            lambda: self.engine.submit(prompt, sampling, on_output=on_output, **kwargs)
+        )
+        return RequestStream(self, req.rid, outputs)
+
+    async def generate(
+        self, prompt: list[int] | str | None, sampling: SamplingParams | None = None, **kwargs: Any
+    ) -> AsyncIterator[RequestOutput]:
+        """Submit and stream; leaving the loop early aborts the request and frees its KV."""
+        stream = await self.submit(prompt, sampling, **kwargs)
+        try:
+            async for out in stream:
+                yield out
+        finally:
+            await stream.aclose()
+
+    async def complete(
+        self, prompt: list[int] | str | None, sampling: SamplingParams | None = None, **kwargs: Any
+    ) -> RequestOutput:
+        """Run a request to its end; one output with all ids and text."""
+        ids: list[int] = []
+        text: list[str] = []
+        async for out in self.generate(prompt, sampling, **kwargs):
+            ids += out.new_token_ids
+            text.append(out.new_text)
+        return RequestOutput(
+            out.rid,
+            ids,
+            "".join(text),
+            out.finish_reason,
+            out.prompt_tokens,
+            out.completion_tokens,
+            out.cached_tokens,
+        )
+
+    async def fill(
+        self, prompt: list[int] | str, *, context_id: str, **kwargs: Any
+    ) -> RequestOutput:
+        """Compute `prompt`'s KV into a context (created, or forked from `parent_context_id`)."""
+        return await self.complete(prompt, context_id=context_id, prefill_only=True, **kwargs)
+
+    async def free_context(self, context_id: str) -> None:
+        await self.call(lambda: self.engine.free_context(context_id))
+
+    async def abort(self, rid: str) -> bool:
+        return await self.call(lambda: self.engine.abort(rid))
+
+    async def flush_cache(self) -> int:
+        return await self.call(self.engine.flush_cache)
+
+    async def stats(self) -> EngineStats:
+        return await self.call(self.engine.stats)
+
+    async def shutdown(self) -> None:
+        """Abort what is in flight, then stop the worker thread."""
+        if self._stopping:
+            return
+        reason = FinishReason(FinishKind.ABORT, message="engine shutting down")
+
+        def abort_all() -> None:
+            for rid in list(self.engine.requests):
+                self.engine.abort(rid, reason.message or "")
+
+        await self.call(abort_all)
+        self._stopping = True
+        self._wake.set()
+        await asyncio.to_thread(self._thread.join)
+
+
+class RequestStream:
+    """Outputs of one submitted request, in order; the last one carries the finish reason."""
+
+    def __init__(
+        self, engine: AsyncEngine, rid: str, outputs: asyncio.Queue[RequestOutput]
+    ) -> None:
+        self.rid = rid
+        self._engine = engine
+        self._outputs = outputs
+        self.finished = False
+
+    def __aiter__(self) -> RequestStream:
+        return self
+
+    async def __anext__(self) -> RequestOutput:
+        if self.finished:
+            raise StopAsyncIteration
+        out = await self._outputs.get()
+        self.finished = out.finish_reason is not None
+        return out
+
+    async def aclose(self) -> None:
+        """Abort the request if it is still running (the consumer went away)."""
+        if not self.finished and not self._engine._stopping:
+            self.finished = True
+            await self._engine.abort(self.rid)

@@ -1,0 +1,318 @@
+"""The embedded engine: requests and contexts in, token streams out, one `step()` at a time.
+
+This class is single-threaded on purpose: `AsyncEngine` drives it from one worker thread and
+every mutation happens there. Benchmarks and tests may drive it directly.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+
+import torch
+
+from .config import EngineConfig
+from .context import Context
+from .detokenizer import Detokenizer
+from .errors import ContextBusyError, ContextNotFoundError, InvalidRequestError, PromptTooLongError
+from .kv_allocator import KVSlotAllocator
+from .model import LoadedModel, load_model
+from .model_runner import ModelRunner
+from .radix_cache import RadixCache
+from .request import FinishKind, FinishReason, Request, RequestOutput, RequestStatus
+from .sampling_params import SamplingParams
+from .scheduler import Scheduler
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EngineStats:
+    kv_pool_tokens: int
+    kv_used_tokens: int  # held by requests or by the cache
+    kv_free_tokens: int  # free now, plus what eviction could free
+    cached_tokens: int  # in the prefix cache
+    waiting_requests: int
+    running_requests: int
+    contexts: int
+    prompt_tokens_total: int
+    cached_prompt_tokens_total: int  # prompt tokens served from the prefix cache
+    generated_tokens_total: int
+    preemptions_total: int
+    steps_total: int
+    busy_seconds_total: float  # time spent in steps (for throughput)
+
+    @property
+    def cache_hit_rate(self) -> float:
+        return self.cached_prompt_tokens_total / max(1, self.prompt_tokens_total)
+
+
+class Engine:
+    def __init__(
+        self, config: EngineConfig | None = None, loaded: LoadedModel | None = None
+    ) -> None:
+        self.config = config = config or EngineConfig()
+        torch.set_num_threads(config.threads)
+        self.loaded = loaded or load_model(
+            config.model, dtype=getattr(torch, config.dtype), device=config.device
+        )
+        self.tokenizer = self.loaded.tokenizer
+        mcfg = self.loaded.config
+        self.max_context_len = min(
+            config.max_context_len or mcfg.max_position_embeddings, mcfg.max_position_embeddings
+        )
+        self.eos_token_ids = set(mcfg.eos_token_ids)
+        self.allocator = KVSlotAllocator(config.kv_pool_tokens)
+        self.cache = RadixCache()
+        self.scheduler = Scheduler(config, self.allocator, self.cache)
+        self.runner = ModelRunner(self.loaded.model, config.kv_pool_tokens)
+        self.requests: dict[str, Request] = {}
+        self.contexts: dict[str, Context] = {}
+        self._totals = dict(generated=0, steps=0)
+        self._busy_seconds = 0.0
+
+    # -- submission ---------------------------------------------------------------------------
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False)
+
+    def submit(
+        self,
+        prompt: list[int] | str | None,
+        sampling: SamplingParams | None = None,
+        *,
+        rid: str | None = None,
+        context_id: str | None = None,
+        parent_context_id: str | None = None,
+        namespace: Hashable = None,
+        priority: int = 0,
+        on_output: Callable[[RequestOutput], None] | None = None,
+        prefill_only: bool = False,
+    ) -> Request:
+        """Queue a request. `prompt` is appended to `context_id`'s tokens if that context exists;
+        a new context starts from `parent_context_id`'s tokens (a fork). The request's tokens
+        become the context's when it finishes. `prefill_only` makes it a fill: the prompt's KV
+        is computed and cached, nothing is generated. Raises a typed error for bad input."""
+        sampling = sampling or SamplingParams()
+        rid = rid or uuid.uuid4().hex
+        if rid in self.requests:
+            raise InvalidRequestError(f"request id {rid!r} is already in flight")
+        base, ctx = self._context_base(context_id, parent_context_id, namespace)
+        namespace = ctx.namespace if ctx else namespace
+        new_ids = self.encode(prompt) if isinstance(prompt, str) else list(prompt or [])
+        prompt_ids = base + new_ids
+        self._validate(prompt_ids, new_ids, sampling, prefill_only)
+        req = Request(
+            rid,
+            prompt_ids,
+            sampling,
+            namespace=namespace,
+            priority=priority,
+            on_output=on_output,
+            max_total_tokens=self.max_context_len,
+            prefill_only=prefill_only,
+        )
+        req.state["detok"] = Detokenizer(
+            self.tokenizer, sampling.stop, sampling.skip_special_tokens
+        )
+        self.scheduler.add(req)  # may raise EngineOverloadedError: nothing registered yet
+        if ctx is not None:
+            self.contexts.setdefault(ctx.context_id, ctx)
+            ctx.busy = rid
+            req.state["context"] = ctx
+        self.requests[rid] = req
+        return req
+
+    def _context_base(
+        self, context_id: str | None, parent_id: str | None, namespace: Hashable
+    ) -> tuple[list[int], Context | None]:
+        parent = None
+        if parent_id is not None:
+            parent = self.contexts.get(parent_id)
+            if parent is None:
+                raise ContextNotFoundError(f"parent context {parent_id!r} does not exist")
+            if parent.busy:
+                raise ContextBusyError(
+                    f"parent context {parent_id!r} is still being computed ({parent.busy})"
+                )
+        if context_id is None:
+            return (list(parent.tokens) if parent else []), None
+        ctx = self.contexts.get(context_id)
+        if ctx is not None:
+            if parent is not None:
+                raise InvalidRequestError(
+                    f"context {context_id!r} exists already: it cannot get a parent"
+                )
+            if ctx.busy:
+                raise ContextBusyError(f"context {context_id!r} is busy with request {ctx.busy}")
+            if namespace is not None and namespace != ctx.namespace:
+                raise InvalidRequestError(
+                    f"context {context_id!r} belongs to another cache namespace"
+                )
+            return list(ctx.tokens), ctx
+        ns = parent.namespace if parent else namespace
+        return (list(parent.tokens) if parent else []), Context(context_id, ns)
+
+    def _validate(
+        self,
+        prompt_ids: list[int],
+        new_ids: list[int],
+        sampling: SamplingParams,
+        prefill_only: bool,
+    ) -> None:
+        if not prompt_ids:
+            raise InvalidRequestError("the prompt is empty")
+        vocab = self.loaded.config.vocab_size
+        bad = [t for t in new_ids if not isinstance(t, int) or not 0 <= t < vocab]
+        if bad:
+            raise InvalidRequestError(f"token ids must be integers in [0, {vocab}); got {bad[:5]}")
+        room = 0 if prefill_only else 1
+        if len(prompt_ids) + room > self.max_context_len:
+            raise PromptTooLongError(
+                f"prompt has {len(prompt_ids)} tokens; the context window is {self.max_context_len} "
+                f"tokens and must leave room for at least {room} generated token(s)"
+            )
+        need = min(
+            len(prompt_ids) + (0 if prefill_only else sampling.max_new_tokens), self.max_context_len
+        )
+        if need > self.config.kv_pool_tokens:
+            raise PromptTooLongError(
+                f"prompt plus max_new_tokens needs {need} KV slots but the pool holds "
+                f"{self.config.kv_pool_tokens} (EngineConfig.kv_pool_tokens)"
+            )
+
+    def abort(self, rid: str, message: str = "aborted") -> bool:
+        req = self.requests.get(rid)
+        if req is None or req.status is RequestStatus.FINISHED:
+            return False
+        self._finish(req, FinishReason(FinishKind.ABORT, message=message), "")
+        return True
+
+    def free_context(self, context_id: str) -> None:
+        ctx = self.contexts.pop(context_id, None)
+        if ctx is None:
+            raise ContextNotFoundError(f"context {context_id!r} does not exist")
+        if ctx.busy:
+            self.abort(ctx.busy, f"context {context_id} was freed")
+        if ctx.node is not None:
+            self.cache.unlock(ctx.node)
+
+    def flush_cache(self) -> int:
+        """Drop every unlocked cache entry (SGLang's /flush_cache); returns slots freed."""
+        freed = self.cache.reset()
+        self.allocator.free(freed)
+        return len(freed)
+
+    # -- stepping -----------------------------------------------------------------------------
+    def has_work(self) -> bool:
+        return self.scheduler.has_work()
+
+    def step(self) -> list[RequestOutput]:
+        t0 = time.perf_counter()
+        batch = self.scheduler.schedule()
+        outputs = [self._finish(r, FinishReason(FinishKind.LENGTH, 0), "") for r in batch.completed]
+        if batch.chunks:
+            tokens = self.runner.run(batch.chunks)
+            self.scheduler.commit(batch)
+            for chunk, token in zip(batch.chunks, tokens, strict=True):
+                req = chunk.request
+                if token is not None:
+                    outputs.append(self._append(req, token))
+                elif req.prefill_only and req.num_computed == req.num_tokens:
+                    outputs.append(self._finish(req, FinishReason(FinishKind.LENGTH, 0), ""))
+            self._totals["steps"] += 1
+        self._busy_seconds += time.perf_counter() - t0
+        return [o for o in outputs if o is not None]
+
+    def _append(self, req: Request, token: int) -> RequestOutput | None:
+        req.output_ids.append(token)
+        self._totals["generated"] += 1
+        sp = req.sampling
+        text, stop_str = req.state["detok"].step(req.output_ids)
+        reason = None
+        if stop_str is not None:
+            reason = FinishReason(FinishKind.STOP, stop_str)
+        elif token in sp.stop_token_ids or (token in self.eos_token_ids and not sp.ignore_eos):
+            reason = FinishReason(FinishKind.STOP, token)
+        elif len(req.output_ids) >= sp.max_new_tokens or req.num_tokens >= req.max_total_tokens:
+            reason = FinishReason(FinishKind.LENGTH, len(req.output_ids))
+        if reason is not None:
+            return self._finish(req, reason, text, [token])
+        return self._emit(req, [token], text, None)
+
+    def _finish(
+        self, req: Request, reason: FinishReason, text: str, new_ids: list[int] | None = None
+    ) -> RequestOutput:
+        node = self.scheduler.finish(req)
+        req.finish_reason = reason
+        self.requests.pop(req.rid, None)
+        ctx: Context | None = req.state.get("context")
+        if ctx is not None:
+            ctx.busy = None
+            if reason.kind is not FinishKind.ABORT and ctx.context_id in self.contexts:
+                self.cache.lock(node)
+                if ctx.node is not None:
+                    self.cache.unlock(ctx.node)
+                ctx.node, ctx.tokens = node, req.tokens
+        text += req.state["detok"].flush()
+        return self._emit(req, new_ids or [], text, reason)
+
+    @staticmethod
+    def _emit(
+        req: Request, new_ids: list[int], text: str, reason: FinishReason | None
+    ) -> RequestOutput:
+        out = RequestOutput(
+            req.rid, new_ids, text, reason, len(req.prompt_ids), len(req.output_ids), req.num_cached
+        )
+        if req.on_output is not None:
+            req.on_output(out)
+        return out
+
+    def run_until_idle(self) -> None:
+        while self.has_work():
+            self.step()
+
+    # -- convenience --------------------------------------------------------------------------
+    def generate(
+        self, prompts: list[list[int] | str], sampling: SamplingParams | None = None, **kwargs
+    ) -> list[RequestOutput]:
+        """Run prompts to completion together; one merged output (all ids, all text) each."""
+        merged: dict[str, RequestOutput] = {}
+
+        def collect(out: RequestOutput) -> None:
+            prev = merged.get(out.rid)
+            if prev is not None:
+                out = RequestOutput(
+                    out.rid,
+                    prev.new_token_ids + out.new_token_ids,
+                    prev.new_text + out.new_text,
+                    out.finish_reason,
+                    out.prompt_tokens,
+                    out.completion_tokens,
+                    out.cached_tokens,
+                )
+            merged[out.rid] = out
+
+        rids = [self.submit(p, sampling, on_output=collect, **kwargs).rid for p in prompts]
+        self.run_until_idle()
+        return [merged[r] for r in rids]
+
+    def stats(self) -> EngineStats:
+        free = self.allocator.num_free
+        return EngineStats(
+            kv_pool_tokens=self.config.kv_pool_tokens,
+            kv_used_tokens=self.config.kv_pool_tokens - free,
+            kv_free_tokens=free + self.cache.evictable_tokens,
+            cached_tokens=self.cache.cached_tokens,
+            waiting_requests=len(self.scheduler.waiting),
+            running_requests=len(self.scheduler.running),
+            contexts=len(self.contexts),
+            prompt_tokens_total=self.scheduler.prompt_tokens_total,
+            cached_prompt_tokens_total=self.scheduler.cached_tokens_total,
+            generated_tokens_total=self._totals["generated"],
+            preemptions_total=self.scheduler.num_preemptions,
+            steps_total=self._totals["steps"],
+            busy_seconds_total=self._busy_seconds,
+        )

@@ -1,0 +1,222 @@
+"""The embedded engine on the real SmolLM2 model: batching, prefix cache, eviction, preemption,
+sampling, contexts and bad input. Small sizes, one model load per session."""
+
+from __future__ import annotations
+
+import pytest
+
+from parrot_server.engine.config import EngineConfig
+from parrot_server.engine.engine import Engine
+from parrot_server.engine.errors import (
+    ContextBusyError,
+    ContextNotFoundError,
+    EngineOverloadedError,
+    InvalidRequestError,
+    PromptTooLongError,
+)
+from parrot_server.engine.request import FinishKind
+from parrot_server.engine.sampling_params import SamplingParams
+
+GREEDY = SamplingParams(max_new_tokens=12, temperature=0)
+QUESTIONS = [
+    "What is the capital of France?",
+    "Name three primary colors.",
+    "Write a haiku about the sea.",
+    "What is 2 + 2?",
+]
+
+
+@pytest.fixture(scope="module")
+def make_engine(loaded_model):
+    def make(**overrides) -> Engine:
+        cfg = dict(kv_pool_tokens=4096, max_step_tokens=256, max_running_requests=16)
+        cfg.update(overrides)
+        return Engine(EngineConfig(**cfg), loaded=loaded_model)
+
+    return make
+
+
+@pytest.fixture(scope="module")
+def engine(make_engine) -> Engine:
+    return make_engine()
+
+
+def chat(engine: Engine, question: str) -> list[int]:
+    return engine.tokenizer.apply_chat_template(
+        [{"role": "user", "content": question}],
+        add_generation_prompt=True,
+        tokenize=True,
+        return_dict=False,
+    )
+
+
+def long_prefix(engine: Engine, n: int) -> list[int]:
+    text = " ".join(f"Fact {i}: the number {i} squared is {i * i}." for i in range(400))
+    ids = engine.encode(text)
+    assert len(ids) >= n
+    return ids[:n]
+
+
+def test_greedy_answer_is_sensible(engine):
+    [out] = engine.generate([chat(engine, QUESTIONS[0])], GREEDY)
+    assert "Paris" in out.new_text
+    assert out.completion_tokens == len(out.new_token_ids) <= 12
+
+
+def test_batched_equals_one_at_a_time(make_engine):
+    eng = make_engine()
+    prompts = [chat(eng, q) for q in QUESTIONS]
+    alone = [eng.generate([p], GREEDY)[0].new_token_ids for p in prompts]
+    eng.flush_cache()
+    together = [o.new_token_ids for o in eng.generate(prompts, GREEDY)]
+    assert together == alone
+
+
+def test_shared_prefix_is_computed_once(make_engine):
+    eng = make_engine()
+    prefix = long_prefix(eng, 500)
+    first = eng.generate([prefix + eng.encode(" Question one?")], GREEDY)[0]
+    assert first.cached_tokens == 0
+    steps_before = eng.stats().steps_total
+    suffix = eng.encode(" Question two, a different one?")
+    second = eng.generate([prefix + suffix], SamplingParams(max_new_tokens=1, temperature=0))[0]
+    assert second.cached_tokens >= 500
+    # Only the suffix was computed: one step (max_step_tokens=256 < 500 would need two otherwise).
+    assert eng.stats().steps_total - steps_before == 1
+
+
+def test_namespaces_do_not_share_kv(make_engine):
+    eng = make_engine()
+    prompt = long_prefix(eng, 64)
+    eng.generate([prompt], GREEDY, namespace="tenant-a")
+    other = eng.generate([prompt], GREEDY, namespace="tenant-b")[0]
+    same = eng.generate([prompt], GREEDY, namespace="tenant-a")[0]
+    assert other.cached_tokens == 0
+    assert same.cached_tokens >= 63
+
+
+def test_tiny_pool_evicts_old_prefixes(make_engine):
+    eng = make_engine(kv_pool_tokens=160)
+    a, b = long_prefix(eng, 100), [t + 1 for t in long_prefix(eng, 100)]
+    eng.generate([a], SamplingParams(max_new_tokens=2, temperature=0))
+    assert eng.stats().cached_tokens >= 100
+    eng.generate([b], SamplingParams(max_new_tokens=2, temperature=0))  # needs a's slots
+    assert eng.stats().kv_used_tokens <= 160
+    again = eng.generate([a], SamplingParams(max_new_tokens=2, temperature=0))[0]
+    assert again.cached_tokens < 100  # a was evicted to make room for b
+
+
+def test_preemption_round_trip_keeps_greedy_output(make_engine):
+    sampling = SamplingParams(max_new_tokens=40, temperature=0, ignore_eos=True)
+    roomy = make_engine()
+    prompts = [chat(roomy, q) for q in QUESTIONS[:3]]
+    expected = [o.new_token_ids for o in roomy.generate(prompts, sampling)]
+    # Three prompts of ~40 tokens each, 40 new tokens each: 240 slots needed, 170 available.
+    tight = make_engine(kv_pool_tokens=170)
+    got = [o.new_token_ids for o in tight.generate(prompts, sampling)]
+    assert tight.stats().preemptions_total >= 1
+    assert got == expected
+
+
+def test_seed_determinism(engine):
+    p = chat(engine, "Tell me a short story.")
+    s = SamplingParams(max_new_tokens=16, temperature=1.0, top_p=0.9, top_k=50, sampling_seed=1234)
+    a, b = engine.generate([p], s)[0], engine.generate([p], s)[0]
+    c = engine.generate([p], SamplingParams(max_new_tokens=16, temperature=1.0, sampling_seed=99))[
+        0
+    ]
+    assert a.new_token_ids == b.new_token_ids
+    assert c.new_token_ids != a.new_token_ids
+
+
+def test_stop_string_and_stop_token(engine):
+    p = engine.encode("Count: 1, 2, 3, 4, 5, 6, 7, 8,")
+    out = engine.generate([p], SamplingParams(max_new_tokens=20, temperature=0, stop=(" 11",)))[0]
+    assert out.finish_reason.kind is FinishKind.STOP and out.finish_reason.matched == " 11"
+    assert " 11" not in out.new_text and "10" in out.new_text
+    first = engine.generate([p], SamplingParams(max_new_tokens=1, temperature=0))[0].new_token_ids[
+        0
+    ]
+    out = engine.generate(
+        [p], SamplingParams(max_new_tokens=20, temperature=0, stop_token_ids=(first,))
+    )[0]
+    assert out.finish_reason.matched == first and out.new_token_ids == [first]
+    out = engine.generate([p], SamplingParams(max_new_tokens=3, temperature=0, ignore_eos=True))[0]
+    assert out.finish_reason.kind is FinishKind.LENGTH and out.completion_tokens == 3
+
+
+def test_contexts_fill_fork_generate_free(make_engine):
+    eng = make_engine()
+    system = long_prefix(eng, 200)
+    eng.submit(system, context_id="sys", prefill_only=True)
+    eng.run_until_idle()
+    assert eng.contexts["sys"].tokens == system
+    used_with_context = eng.stats().kv_used_tokens
+    eng.flush_cache()  # a context's KV is locked: flushing keeps it
+    assert eng.stats().kv_used_tokens == used_with_context
+    outs = {}
+    for name in ("a", "b"):
+        eng.submit(
+            eng.encode(f" Now answer as {name}:"),
+            GREEDY,
+            context_id=name,
+            parent_context_id="sys",
+            on_output=lambda o, n=name: outs.setdefault(n, []).append(o),
+        )
+    eng.run_until_idle()
+    assert all(o[-1].cached_tokens >= 200 for o in outs.values())
+    assert eng.contexts["a"].tokens[:200] == system and len(eng.contexts["a"].tokens) > 200
+    # Appending to a context reuses all of its KV.
+    follow = []
+    eng.submit(eng.encode(" And then?"), GREEDY, context_id="a", on_output=follow.append)
+    eng.run_until_idle()
+    assert follow[-1].cached_tokens >= len(eng.contexts["a"].tokens) - 30
+    for name in ("a", "b", "sys"):
+        eng.free_context(name)
+    assert eng.stats().kv_free_tokens == eng.config.kv_pool_tokens  # all evictable again
+    with pytest.raises(ContextNotFoundError):
+        eng.free_context("sys")
+
+
+def test_context_busy_and_missing_parent(engine):
+    engine.submit([1, 2, 3], context_id="busy", prefill_only=True)
+    with pytest.raises(ContextBusyError):
+        engine.submit([4], GREEDY, context_id="busy")
+    with pytest.raises(ContextNotFoundError):
+        engine.submit([4], GREEDY, context_id="x", parent_context_id="nope")
+    engine.run_until_idle()
+    engine.free_context("busy")
+
+
+def test_abort_frees_everything(make_engine):
+    eng = make_engine()
+    req = eng.submit(chat(eng, QUESTIONS[2]), SamplingParams(max_new_tokens=50, temperature=0))
+    for _ in range(3):
+        eng.step()
+    assert eng.stats().running_requests == 1
+    assert eng.abort(req.rid)
+    assert not eng.has_work()
+    assert eng.stats().kv_free_tokens == eng.config.kv_pool_tokens
+    assert req.finish_reason.kind is FinishKind.ABORT
+
+
+def test_bad_input_gets_typed_errors(make_engine):
+    eng = make_engine(kv_pool_tokens=256, max_context_len=128, max_queued_requests=2)
+    with pytest.raises(PromptTooLongError, match="context window is 128"):
+        eng.submit(list(range(1, 129)), GREEDY)
+    with pytest.raises(PromptTooLongError, match="KV slots"):
+        make_engine(kv_pool_tokens=64).submit(list(range(1, 40)), SamplingParams(max_new_tokens=40))
+    with pytest.raises(InvalidRequestError, match="empty"):
+        eng.submit([], GREEDY)
+    with pytest.raises(InvalidRequestError, match="token ids"):
+        eng.submit([10**9], GREEDY)
+    for bad in (dict(max_new_tokens=0), dict(temperature=-1.0), dict(top_p=1.2), dict(top_k=0)):
+        with pytest.raises(InvalidRequestError):
+            eng.submit([1, 2], SamplingParams(**bad))
+    eng.submit([1, 2], GREEDY, rid="dup")
+    with pytest.raises(InvalidRequestError, match="already in flight"):
+        eng.submit([1, 2], GREEDY, rid="dup")
+    eng.submit([1, 2], GREEDY)
+    with pytest.raises(EngineOverloadedError):
+        eng.submit([1, 2], GREEDY)
+    eng.run_until_idle()
