@@ -1,0 +1,1 @@
+"""Wire schema shared by the client SDK and the server (one copy, pydantic v2)."""

@@ -1,0 +1,1 @@
+"""HTTP surface of the server: thin FastAPI routers over service classes."""

@@ -1,0 +1,72 @@
+"""One error response for every endpoint: typed exceptions map to a status and OpenAI's body.
+
+FastAPI's default 422 for a malformed body becomes a 400, as OpenAI and vLLM answer.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from parrot_integrations.protocol.errors import ErrorInfo, ErrorResponse
+
+from ..engine.errors import (
+    ContextBusyError,
+    ContextNotFoundError,
+    EngineOverloadedError,
+    InvalidRequestError,
+    RequestAbortedError,
+)
+
+log = logging.getLogger(__name__)
+
+# Most specific first: the first matching class decides.
+_STATUS: list[tuple[type[Exception], int, str]] = [
+    (InvalidRequestError, 400, "invalid_request_error"),
+    (ContextNotFoundError, 404, "not_found_error"),
+    (ContextBusyError, 409, "conflict_error"),
+    (EngineOverloadedError, 503, "overloaded_error"),
+    (RequestAbortedError, 499, "aborted_error"),
+]
+
+
+def error_response(status: int, kind: str, message: str, param: str | None = None) -> JSONResponse:
+    body = ErrorResponse(error=ErrorInfo(message=message, type=kind, param=param, code=status))
+    return JSONResponse(body.model_dump(), status_code=status)
+
+
+def status_of(exc: Exception) -> tuple[int, str]:
+    for cls, status, kind in _STATUS:
+        if isinstance(exc, cls):
+            return status, kind
+    return 500, "server_error"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_body(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        message = (
+            f"{where}: {first.get('msg', 'invalid value')}"
+            if where
+            else first.get("msg", "invalid request")
+        )
+        return error_response(400, "invalid_request_error", message, where or None)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+        return error_response(exc.status_code, kind, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _typed(_: Request, exc: Exception) -> JSONResponse:
+        status, kind = status_of(exc)
+        if status >= 500:
+            log.exception("unhandled error")
+            return error_response(status, kind, f"internal error: {type(exc).__name__}: {exc}")
+        return error_response(status, kind, str(exc))
