@@ -82,52 +82,44 @@ class RadixCache(PrefixCache):
         upper.children[node.tokens[0]] = node
         return upper
 
-    def match(self, namespace: Namespace, tokens: Sequence[int]) -> PrefixMatch:
-        node = self._root(namespace)
-        slots: list[int] = []
+    def _walk(self, namespace: Namespace, tokens: Sequence[int]) -> tuple[list[RadixNode], int]:
+        """Nodes matching a prefix of `tokens` from the root (the last edge split where they
+        diverge, all marked used), and the matched length."""
+        node, path = self._root(namespace), []
         stamp = next(_clock)
         i = 0
-        while i < len(tokens):
-            child = node.children.get(tokens[i])
-            if child is None:
-                break
+        while i < len(tokens) and (child := node.children.get(tokens[i])) is not None:
             n = _common_len(child.tokens, tokens[i:])
             if n < len(child.tokens):
                 child = self._split(child, n)
             child.last_access = stamp
-            slots.extend(child.slots)
+            path.append(child)
             node = child
             i += n
-        return PrefixMatch(node, slots)
+        return path, i
+
+    def match(self, namespace: Namespace, tokens: Sequence[int]) -> PrefixMatch:
+        path, _ = self._walk(namespace, tokens)
+        node = path[-1] if path else self._root(namespace)
+        return PrefixMatch(node, [s for n in path for s in n.slots])
 
     def insert(
         self, namespace: Namespace, tokens: Sequence[int], slots: Sequence[int]
     ) -> tuple[RadixNode, list[int]]:
         if len(tokens) != len(slots):
             raise ValueError(f"{len(tokens)} tokens but {len(slots)} slots")
-        node = self._root(namespace)
-        duplicates: list[int] = []
-        stamp = next(_clock)
-        i = 0
-        while i < len(tokens):
-            child = node.children.get(tokens[i])
-            if child is None:
-                child = RadixNode(tuple(tokens[i:]), list(slots[i:]), node, namespace)
-                child.last_access = stamp
-                node.children[child.tokens[0]] = child
-                self._cached += len(child.slots)
-                return child, duplicates
-            n = _common_len(child.tokens, tokens[i:])
-            if n < len(child.tokens):
-                child = self._split(child, n)
-            child.last_access = stamp
-            # Same tokens already cached under other slots: keep the cached copy.
-            duplicates.extend(
-                s for s, c in zip(slots[i : i + n], child.slots, strict=True) if s != c
-            )
-            node = child
-            i += n
-        return node, duplicates
+        path, matched = self._walk(namespace, tokens)
+        # Tokens already cached under other slots keep the cached copy; the caller frees ours.
+        cached = [s for n in path for s in n.slots]
+        duplicates = [s for s, c in zip(slots[:matched], cached, strict=True) if s != c]
+        node = path[-1] if path else self._root(namespace)
+        if matched == len(tokens):
+            return node, duplicates
+        leaf = RadixNode(tuple(tokens[matched:]), list(slots[matched:]), node, namespace)
+        leaf.last_access = next(_clock)
+        node.children[leaf.tokens[0]] = leaf
+        self._cached += len(leaf.slots)
+        return leaf, duplicates
 
     # -- locking ------------------------------------------------------------------------------
     def lock(self, node: RadixNode) -> None:
