@@ -1,0 +1,44 @@
+"""Merging partial attention results by their log-sum-exp.
+
+Attention over a key set split into disjoint parts can be computed per part and then combined
+exactly: part X yields its normalised output o_X and lse_X = log(sum_j exp(s_j)) over its own
+keys, and the whole is the mix of the parts with weights exp(lse_X - lse). A part with no keys
+has lse = -inf and weight 0; if every part is empty the result is o = 0, lse = -inf (our
+convention for "no visible keys"; such parts must carry o = 0 or finite values).
+
+Outputs are [..., D]; lses are [...] with the same leading shape, computed in fp32.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def merge_attention(
+    o_a: torch.Tensor, lse_a: torch.Tensor, o_b: torch.Tensor, lse_b: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Combine two partial results over disjoint key sets.
+
+    o_a, o_b: [..., D] (any float dtype); lse_a, lse_b: [...] (natural log, -inf for an empty
+    part). Returns (o [..., D] in o_a's dtype, lse [...] fp32).
+    """
+    lse_a, lse_b = lse_a.float(), lse_b.float()
+    # Weights relative to the larger lse are exact differences of the inputs (accurate even for
+    # huge lse). Shift by 0 where both parts are empty, so exp never sees -inf - -inf = nan.
+    shift = torch.maximum(lse_a, lse_b).nan_to_num_(neginf=0.0)
+    w_a = torch.exp(lse_a - shift).unsqueeze(-1)
+    w_b = torch.exp(lse_b - shift).unsqueeze(-1)
+    total = w_a + w_b  # in [1, 2] unless both parts are empty, then 0
+    o = torch.addcmul(o_a.float() * w_a, o_b.float(), w_b).div_(total.clamp(min=1.0))
+    return o.to(o_a.dtype), shift + total.squeeze(-1).log()  # log(0) = -inf: both empty
+
+
+def merge_partials(o: torch.Tensor, lse: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Combine N partial results stacked on dim 0 (e.g. the KV slices of a split-KV kernel).
+
+    o: [N, ..., D]; lse: [N, ...]. Returns (o [..., D] fp32, lse [...] fp32).
+    """
+    lse = lse.float()
+    total = torch.logsumexp(lse, dim=0)  # -inf where every part is empty
+    weights = torch.exp(lse - total.nan_to_num(neginf=0.0))  # all zero for empty rows
+    return (o.float() * weights.unsqueeze(-1)).sum(dim=0), total
