@@ -42,6 +42,7 @@ class EngineStats:
     cached_prompt_tokens_total: int  # prompt tokens served from the prefix cache
     generated_tokens_total: int
     preemptions_total: int
+    shared_prefix_queries_total: int  # decode queries that read a shared prefix once per group
     steps_total: int
     busy_seconds_total: float  # time spent in steps (for throughput)
 
@@ -68,7 +69,9 @@ class Engine:
         self.allocator = KVSlotAllocator(config.kv_pool_tokens)
         self.cache = RadixCache()
         self.scheduler = Scheduler(config, self.allocator, self.cache)
-        self.runner = ModelRunner(self.loaded.model, config.kv_pool_tokens)
+        self.runner = ModelRunner(
+            self.loaded.model, config.kv_pool_tokens, config.shared_prefix_min_tokens
+        )
         self.requests: dict[str, Request] = {}
         self.contexts: dict[str, Context] = {}
         self._totals = dict(generated=0, steps=0)
@@ -313,6 +316,7 @@ class Engine:
             cached_prompt_tokens_total=self.scheduler.cached_tokens_total,
             generated_tokens_total=self._totals["generated"],
             preemptions_total=self.scheduler.num_preemptions,
+            shared_prefix_queries_total=self.runner.shared_prefix_queries,
             steps_total=self._totals["steps"],
             busy_seconds_total=self._busy_seconds,
         )

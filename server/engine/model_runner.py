@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from parrot_kernels import plan_shared_prefix, shared_prefix_decode
+
 from .model import LlamaModel
 from .sampler import make_generator, sample
 from .scheduler import Chunk
@@ -38,6 +40,38 @@ class KVPool:
         return 2 * self.k[:, 0].numel() * self.k.element_size()
 
 
+def _padded_index(
+    histories: list[list[int]], device: torch.device
+) -> tuple[torch.Tensor, tuple[int, int], list[int]]:
+    """Slot lists -> (flat zero-padded index for index_select, (B, L), lengths)."""
+    lengths = [len(h) for h in histories]
+    index = torch.zeros(len(histories), max(lengths), dtype=torch.long)
+    for i, h in enumerate(histories):
+        index[i, : len(h)] = torch.tensor(h, dtype=torch.long)
+    return index.flatten().to(device), tuple(index.shape), lengths
+
+
+@dataclass
+class _Decodes:
+    """Single-token chunks attended as one padded batch (each request reads its whole KV)."""
+
+    rows: torch.Tensor  # rows of these queries in the flat batch
+    index: torch.Tensor  # flat padded slot index
+    shape: tuple[int, int]  # (B, L)
+    mask: torch.Tensor  # [B, 1, 1, L] bool, True = visible
+
+
+@dataclass
+class _SharedDecodes:
+    """Single-token chunks sharing one cached prefix: the prefix is read once for the group."""
+
+    rows: torch.Tensor
+    prefix_slots: torch.Tensor  # [P]
+    suffix_index: torch.Tensor  # flat padded slots after the prefix, the new token included
+    suffix_shape: tuple[int, int]
+    suffix_lens: torch.Tensor  # [B]
+
+
 @dataclass
 class _Prefill:
     rows: slice  # this chunk's query rows in the flat batch
@@ -46,33 +80,61 @@ class _Prefill:
 
 
 class PagedAttention:
-    """AttentionFn over the KV pool for one step's flattened batch."""
+    """AttentionFn over the KV pool for one step's flattened batch (decode chunks first)."""
 
-    def __init__(self, pool: KVPool, chunks: list[Chunk], device: torch.device) -> None:
+    def __init__(
+        self, pool: KVPool, chunks: list[Chunk], device: torch.device, min_shared_prefix: int = 0
+    ) -> None:
         self.pool = pool
         write: list[int] = []
         for c in chunks:
             write.extend(c.request.slots[c.start : c.start + c.length])
         self.write_slots = torch.tensor(write, dtype=torch.long, device=device)
 
-        decodes = [c for c in chunks if c.length == 1]  # chunks come decode-first
-        self.num_decode = len(decodes)
-        if decodes:
-            lengths = [c.start + 1 for c in decodes]
-            longest = max(lengths)
-            index = torch.zeros(len(decodes), longest, dtype=torch.long)
-            for i, c in enumerate(decodes):
-                index[i, : lengths[i]] = torch.tensor(c.request.slots[: lengths[i]])
-            self.decode_index_shape = tuple(index.shape)
-            self.decode_index = index.flatten().to(device)
-            pos = torch.arange(longest)
-            self.decode_mask = (pos[None, :] < torch.tensor(lengths)[:, None]).to(device)[
-                :, None, None, :
+        num_decode = sum(1 for c in chunks if c.length == 1)
+        decodes = chunks[:num_decode]
+        self.shared: list[_SharedDecodes] = []
+        singles = list(range(num_decode))
+        if min_shared_prefix and num_decode > 1:
+            # The locked cache node identifies the prefix; requests forked from one context
+            # (or matching one system prompt) share it, and its slots, exactly.
+            refs = [
+                (id(c.request.cache_node), c.request.num_locked) if c.request.num_locked else None
+                for c in decodes
             ]
+            plan = plan_shared_prefix(refs, min_prefix_len=min_shared_prefix)
+            singles = list(plan.singles)
+            for g in plan.groups:
+                reqs = [decodes[i].request for i in g.members]
+                index, shape, lens = _padded_index(
+                    [r.slots[g.prefix_len : r.num_computed + 1] for r in reqs], device
+                )
+                self.shared.append(
+                    _SharedDecodes(
+                        torch.tensor(g.members, device=device),
+                        torch.tensor(
+                            reqs[0].slots[: g.prefix_len], dtype=torch.long, device=device
+                        ),
+                        index,
+                        shape,
+                        torch.tensor(lens, device=device),
+                    )
+                )
+        self.decodes = None
+        if singles:
+            histories = [decodes[i].request.slots[: decodes[i].start + 1] for i in singles]
+            index, shape, lens = _padded_index(histories, device)
+            mask = torch.arange(shape[1])[None, :] < torch.tensor(lens)[:, None]
+            self.decodes = _Decodes(
+                torch.tensor(singles, device=device),
+                index,
+                shape,
+                mask.to(device)[:, None, None, :],
+            )
 
         self.prefills: list[_Prefill] = []
-        row = self.num_decode
-        for c in chunks[self.num_decode :]:
+        row = num_decode
+        for c in chunks[num_decode:]:
             total = c.start + c.length
             mask = None
             if c.start:
@@ -89,18 +151,28 @@ class PagedAttention:
         k_pool.index_copy_(0, self.write_slots, k)
         v_pool.index_copy_(0, self.write_slots, v)
         out = torch.empty_like(q)
-        if self.num_decode:
-            # index_select on a flat index is several times faster than advanced indexing.
-            shape = (*self.decode_index_shape, *k_pool.shape[1:])
+        heads = k_pool.shape[1:]
+        # index_select on a flat index is several times faster than advanced indexing.
+        if self.decodes is not None:
+            d = self.decodes
             kd = (
-                k_pool.index_select(0, self.decode_index).view(shape).transpose(1, 2)
+                k_pool.index_select(0, d.index).view(*d.shape, *heads).transpose(1, 2)
             )  # [B, Hkv, L, D]
-            vd = v_pool.index_select(0, self.decode_index).view(shape).transpose(1, 2)
-            qd = q[: self.num_decode].unsqueeze(2)  # [B, Hq, 1, D]
+            vd = v_pool.index_select(0, d.index).view(*d.shape, *heads).transpose(1, 2)
             o = F.scaled_dot_product_attention(
-                qd, kd, vd, attn_mask=self.decode_mask, enable_gqa=True
+                q[d.rows].unsqueeze(2), kd, vd, attn_mask=d.mask, enable_gqa=True
             )
-            out[: self.num_decode] = o.squeeze(2)
+            out.index_copy_(0, d.rows, o.squeeze(2))
+        for g in self.shared:
+            o = shared_prefix_decode(
+                q[g.rows],
+                k_pool.index_select(0, g.prefix_slots),
+                v_pool.index_select(0, g.prefix_slots),
+                k_pool.index_select(0, g.suffix_index).view(*g.suffix_shape, *heads),
+                v_pool.index_select(0, g.suffix_index).view(*g.suffix_shape, *heads),
+                g.suffix_lens,
+            )
+            out.index_copy_(0, g.rows, o)
         for p in self.prefills:
             qp = q[p.rows].transpose(0, 1).unsqueeze(0)  # [1, Hq, n, D]
             kp = k_pool.index_select(0, p.kv_slots).transpose(0, 1).unsqueeze(0)  # [1, Hkv, L, D]
@@ -118,8 +190,10 @@ class PagedAttention:
 
 
 class ModelRunner:
-    def __init__(self, model: LlamaModel, num_slots: int) -> None:
+    def __init__(self, model: LlamaModel, num_slots: int, min_shared_prefix: int = 0) -> None:
         self.model = model
+        self.min_shared_prefix = min_shared_prefix  # 0: never use the shared-prefix kernel
+        self.shared_prefix_queries = 0  # decode queries served by the shared-prefix kernel
         param = next(model.parameters())
         self.device, self.dtype = param.device, param.dtype
         cfg = model.config
@@ -137,7 +211,8 @@ class ModelRunner:
         for c in ordered:
             ids.extend(c.request.tokens[c.start : c.start + c.length])
             positions.extend(range(c.start, c.start + c.length))
-        attention = PagedAttention(self.pool, ordered, self.device)
+        attention = PagedAttention(self.pool, ordered, self.device, self.min_shared_prefix)
+        self.shared_prefix_queries += sum(len(g.rows) for g in attention.shared)
         hidden = self.model(
             torch.tensor(ids, dtype=torch.long, device=self.device),
             torch.tensor(positions, dtype=torch.long, device=self.device),
