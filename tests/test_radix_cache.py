@@ -70,3 +70,16 @@ def test_allocator_round_trip():
     alloc.free(a)
     assert alloc.num_free == 4
     assert sorted(alloc.allocate(4)) == [0, 1, 2, 3]
+
+
+def test_deepest_shared_prefix_among_nodes():
+    cache = RadixCache()
+    base = list(range(1, 11))
+    a, _ = cache.insert(None, base + [20, 21], list(range(12)))
+    b, _ = cache.insert(None, base + [30, 31], list(range(12, 24)))
+    c, _ = cache.insert(None, base[:5] + [99], list(range(24, 30)))
+    d, _ = cache.insert(None, [7, 7], [30, 31])
+    shared = cache.deepest_shared([a, b, c, d, a])
+    assert [s[1] if s else None for s in shared] == [12, 10, 5, None, 12]  # a twice shares all of a
+    assert shared[1][0] is cache.match(None, base).node
+    assert cache.deepest_shared([a, b], min_share=3) == [None, None]

@@ -96,12 +96,8 @@ class PagedAttention:
         self.shared: list[_SharedDecodes] = []
         singles = list(range(num_decode))
         if min_shared_prefix and num_decode > 1:
-            # The locked cache node identifies the prefix; requests forked from one context
-            # (or matching one system prompt) share it, and its slots, exactly.
-            refs = [
-                (id(c.request.cache_node), c.request.num_locked) if c.request.num_locked else None
-                for c in decodes
-            ]
+            # The scheduler marked each decode's deepest prefix shared within this batch.
+            refs = [c.shared_prefix for c in decodes]
             plan = plan_shared_prefix(refs, min_prefix_len=min_shared_prefix)
             singles = list(plan.singles)
             for g in plan.groups:

@@ -51,6 +51,14 @@ class PrefixCache(ABC):
         """Undo one `lock`."""
 
     @abstractmethod
+    def deepest_shared(
+        self, nodes: Sequence[Any], min_share: int = 2
+    ) -> list[tuple[Any, int] | None]:
+        """For each node, its deepest ancestor-or-self that at least `min_share` of `nodes` lie
+        under, with that ancestor's depth in tokens (None where there is none). Requests locked
+        on those nodes share exactly that many leading KV slots."""
+
+    @abstractmethod
     def evict(self, num_tokens: int) -> list[int]:
         """Drop least-recently-used unlocked entries until `num_tokens` slots are freed (or
         nothing evictable is left). Returns the freed slots."""

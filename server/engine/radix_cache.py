@@ -138,6 +138,28 @@ class RadixCache(PrefixCache):
                 self._locked -= len(node.slots)
             node = node.parent
 
+    def deepest_shared(
+        self, nodes: Sequence[RadixNode], min_share: int = 2
+    ) -> list[tuple[RadixNode, int] | None]:
+        paths = []  # per node: its ancestors-or-self below the root, deepest first
+        share: dict[int, int] = {}
+        for node in nodes:
+            path = []
+            while node is not None and node.parent is not None:
+                path.append(node)
+                share[id(node)] = share.get(id(node), 0) + 1
+                node = node.parent
+            paths.append(path)
+        result: list[tuple[RadixNode, int] | None] = []
+        for path in paths:
+            found = None
+            for i, node in enumerate(path):
+                if share[id(node)] >= min_share:
+                    found = (node, sum(len(n.tokens) for n in path[i:]))
+                    break
+            result.append(found)
+        return result
+
     # -- eviction -----------------------------------------------------------------------------
     def _evictable_leaves(self) -> list[RadixNode]:
         leaves, stack = [], list(self._roots.values())

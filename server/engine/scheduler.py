@@ -31,6 +31,9 @@ class Chunk:
     start: int
     length: int
     sample: bool
+    # (prefix id, length) of the deepest cached prefix this decode shares with another decode
+    # of the same batch: the shared-prefix kernel reads that prefix once for all of them.
+    shared_prefix: tuple[int, int] | None = None
 
 
 @dataclass
@@ -136,7 +139,17 @@ class Scheduler:
             budget -= n
         if self.num_preemptions == preempted_before:  # KV was short this step: admit no one
             self._admit(batch, budget)
+        self._mark_shared_prefixes(batch)
         return batch
+
+    def _mark_shared_prefixes(self, batch: Batch) -> None:
+        decodes = [c for c in batch.chunks if c.length == 1 and c.request.cache_node is not None]
+        if len(decodes) < 2:
+            return
+        shared = self.cache.deepest_shared([c.request.cache_node for c in decodes])
+        for chunk, found in zip(decodes, shared, strict=True):
+            if found is not None:
+                chunk.shared_prefix = (id(found[0]), found[1])
 
     def _pick_victim(self, scheduled: set[int]) -> Request:
         """Lowest-priority, latest-arrived running request not already in this step."""

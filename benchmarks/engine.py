@@ -1,0 +1,245 @@
+"""Embedded-engine benchmark: prefill and decode throughput, TTFT with a cached prefix, against
+the machine's own fp32 GEMM rate and `transformers` generate (and llama.cpp when installed),
+all in one run.
+
+    python benchmarks/engine.py --quick     # < 1 min; headline figures on the last line
+    python benchmarks/engine.py             # more repetitions, longer prompts
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from parrot_server.engine.config import EngineConfig
+from parrot_server.engine.engine import Engine
+from parrot_server.engine.model import load_model
+from parrot_server.engine.model.loader import gguf_cache_dir
+from parrot_server.engine.sampling_params import SamplingParams
+
+
+def median_time(fn, reps: int) -> float:
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def gemm_gflops(reps: int) -> float:
+    """fp32 GEMM rate at the shape of a prefill chunk through an MLP projection."""
+    a, b = torch.randn(512, 576), torch.randn(576, 3072)
+    a @ b
+    t = median_time(lambda: [a @ b for _ in range(20)], reps) / 20
+    return 2 * 512 * 576 * 3072 / t / 1e9
+
+
+def flops_per_token(cfg, context: int) -> float:
+    """Matmul FLOPs of one token through every layer (attention over `context` tokens included)."""
+    d, f, h, kv, hd = (
+        cfg.hidden_size,
+        cfg.intermediate_size,
+        cfg.num_heads,
+        cfg.num_kv_heads,
+        cfg.head_dim,
+    )
+    linear = d * (h + 2 * kv) * hd + h * hd * d + 3 * d * f
+    attention = 2 * h * hd * context
+    return cfg.num_layers * 2 * (linear + attention)
+
+
+def prompt_ids(engine: Engine, n: int, salt: int = 0) -> list[int]:
+    text = " ".join(
+        f"Item {i + salt}: the value of {i} times {salt + 3} is {i * (salt + 3)}."
+        for i in range(2000)
+    )
+    return engine.encode(text)[:n]
+
+
+def bench_prefill(engine: Engine, n: int, reps: int) -> float:
+    salt = iter(range(1000))
+
+    def run():
+        engine.flush_cache()
+        engine.generate(
+            [prompt_ids(engine, n, next(salt))], SamplingParams(max_new_tokens=1, temperature=0)
+        )
+
+    return n / median_time(run, reps)
+
+
+def decode_rate(engine: Engine, reqs: list) -> float:
+    """Aggregate steady-state decode tok/s: batch size / median step time once all have started."""
+    while any(not r.output_ids for r in reqs):
+        engine.step()
+    times = []
+    while engine.has_work():
+        running = len(engine.scheduler.running)
+        t0 = time.perf_counter()
+        engine.step()
+        times.append((time.perf_counter() - t0) / running)
+    return 1 / statistics.median(times)
+
+
+def bench_decode(engine: Engine, batch: int, new_tokens: int, reps: int) -> float:
+    def run() -> float:
+        engine.flush_cache()
+        sp = SamplingParams(max_new_tokens=new_tokens, temperature=0, ignore_eos=True)
+        return decode_rate(
+            engine, [engine.submit(prompt_ids(engine, 32, i), sp) for i in range(batch)]
+        )
+
+    return statistics.median(run() for _ in range(reps))
+
+
+def bench_shared_prefix(
+    loaded, batch: int, prefix_len: int, new_tokens: int, reps: int
+) -> tuple[float, float]:
+    """Decode tok/s of `batch` requests forked from one cached prefix: kernel on vs off."""
+    rates = {}
+    for min_tokens in (64, 0):
+        engine = Engine(
+            EngineConfig(
+                kv_pool_tokens=16384, max_step_tokens=1024, shared_prefix_min_tokens=min_tokens
+            ),
+            loaded,
+        )
+        engine.submit(prompt_ids(engine, prefix_len, 11), context_id="doc", prefill_only=True)
+        engine.run_until_idle()
+        sp = SamplingParams(max_new_tokens=new_tokens, temperature=0, ignore_eos=True)
+        runs = []
+        for _ in range(reps):
+            reqs = [
+                engine.submit(prompt_ids(engine, 16, 100 + i), sp, parent_context_id="doc")
+                for i in range(batch)
+            ]
+            runs.append(decode_rate(engine, reqs))
+        rates[min_tokens] = statistics.median(runs)
+    return rates[64], rates[0]
+
+
+def bench_ttft(engine: Engine, prefix_len: int, reps: int) -> tuple[float, float]:
+    prefix = prompt_ids(engine, prefix_len, 7)
+    sp = SamplingParams(max_new_tokens=1, temperature=0)
+
+    def first_token(suffix: str) -> float:
+        t0 = time.perf_counter()
+        engine.generate([prefix + engine.encode(suffix)], sp)
+        return time.perf_counter() - t0
+
+    cold, warm = [], []
+    for i in range(reps):
+        engine.flush_cache()
+        cold.append(first_token(f" Question {i}?"))
+        warm.append(first_token(f" Another question {i}?"))
+    return statistics.median(cold), statistics.median(warm)
+
+
+def bench_transformers(loaded, batch: int, new_tokens: int, reps: int) -> float | None:
+    try:
+        from transformers import AutoModelForCausalLM
+    except ImportError:
+        return None
+    hf_dir = gguf_cache_dir(loaded.path) if loaded.path.suffix == ".gguf" else loaded.path
+    model = AutoModelForCausalLM.from_pretrained(str(hf_dir), dtype=torch.float32).eval()
+    ids = torch.tensor([list(range(100, 132))] * batch)
+
+    def run():
+        with torch.inference_mode():
+            model.generate(
+                ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=new_tokens,
+                min_new_tokens=new_tokens,
+                do_sample=False,
+                pad_token_id=0,
+            )
+
+    return batch * new_tokens / median_time(run, reps)
+
+
+def bench_llama_cpp(path: str, new_tokens: int) -> float | None:
+    try:
+        from llama_cpp import Llama
+    except ImportError:
+        return None
+    llm = Llama(model_path=path, n_ctx=512, n_threads=torch.get_num_threads(), verbose=False)
+    llm("warm up", max_tokens=4)
+    t0 = time.perf_counter()
+    out = llm("Once upon a time", max_tokens=new_tokens, temperature=0)
+    return out["usage"]["completion_tokens"] / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--quick", action="store_true", help="under a minute")
+    ap.add_argument("--model", default=None, help="GGUF or HF dir (default: bundled SmolLM2-135M)")
+    ap.add_argument("--no-transformers", action="store_true")
+    args = ap.parse_args()
+    reps = 2 if args.quick else 5
+    new_tokens = 16 if args.quick else 64
+    prefill_len = 512 if args.quick else 1024
+
+    loaded = load_model(args.model)
+    engine = Engine(
+        EngineConfig(kv_pool_tokens=16384, max_step_tokens=1024, max_running_requests=64), loaded
+    )
+    cfg = loaded.config
+    gflops = gemm_gflops(reps)
+    prefill = bench_prefill(engine, prefill_len, reps)
+    prefill_share = prefill * flops_per_token(cfg, prefill_len // 2) / 1e9 / gflops
+    decode = {b: bench_decode(engine, b, new_tokens, reps) for b in (1, 8, 32)}
+    cold, warm = bench_ttft(engine, 1024, reps)
+    shared_on, shared_off = bench_shared_prefix(
+        loaded, 16, 2048, 6 if args.quick else 32, 1 if args.quick else 3
+    )
+    hf = (
+        {}
+        if args.no_transformers
+        else {
+            b: bench_transformers(loaded, b, new_tokens, 1 if b > 1 else reps) for b in (1, 8, 32)
+        }
+    )
+    lcpp = (
+        bench_llama_cpp(str(loaded.path), new_tokens * 4)
+        if str(loaded.path).endswith(".gguf")
+        else None
+    )
+
+    print(f"model {loaded.name}; torch threads {torch.get_num_threads()}; reps {reps} (medians)")
+    print(f"fp32 GEMM: {gflops:.1f} GFLOP/s")
+    print(
+        f"prefill ({prefill_len} tokens): {prefill:.0f} tok/s = {100 * prefill_share:.0f}% of GEMM rate"
+    )
+    for b, v in decode.items():
+        hf_v = hf.get(b)
+        print(
+            f"decode batch {b:>2}: parrot {v:7.1f} tok/s | transformers "
+            + (f"{hf_v:7.1f} tok/s ({v / hf_v:.2f}x)" if hf_v else "n/a")
+        )
+    print("llama.cpp single stream: " + (f"{lcpp:.1f} tok/s" if lcpp else "not installed"))
+    print(
+        f"TTFT with a 1K-token prefix: cold {1000 * cold:.0f} ms, cached {1000 * warm:.0f} ms ({cold / warm:.1f}x)"
+    )
+    print(
+        f"decode, 16 requests on a shared 2K prefix: shared-prefix kernel {shared_on:.1f} tok/s, "
+        f"plain paged attention {shared_off:.1f} tok/s ({shared_on / shared_off:.2f}x)"
+    )
+    hf_txt = "/".join(f"{hf[b]:.0f}" if hf.get(b) else "n/a" for b in (1, 8, 32))
+    print(
+        f"headline: prefill {prefill:.0f} tok/s ({100 * prefill_share:.0f}% of {gflops:.0f} GFLOP/s GEMM); "
+        f"decode b1/b8/b32 {decode[1]:.0f}/{decode[8]:.0f}/{decode[32]:.0f} tok/s; "
+        f"transformers b1/b8/b32 {hf_txt} tok/s; "
+        f"TTFT 1K prefix cold/cached {1000 * cold:.0f}/{1000 * warm:.0f} ms; "
+        f"16 x shared 2K prefix decode {shared_on / shared_off:.2f}x"
+    )
+
+
+if __name__ == "__main__":
+    main()
