@@ -106,6 +106,7 @@ def test_tiny_pool_evicts_old_prefixes(make_engine):
     assert again.cached_tokens < 100  # a was evicted to make room for b
 
 
+@pytest.mark.slow
 def test_preemption_round_trip_keeps_greedy_output(make_engine):
     sampling = SamplingParams(max_new_tokens=40, temperature=0, ignore_eos=True)
     roomy = make_engine()
