@@ -227,9 +227,9 @@ class Engine:
                     outputs.append(self._finish(req, FinishReason(FinishKind.LENGTH, 0), ""))
             self._totals["steps"] += 1
         self._busy_seconds += time.perf_counter() - t0
-        return [o for o in outputs if o is not None]
+        return outputs
 
-    def _append(self, req: Request, token: int) -> RequestOutput | None:
+    def _append(self, req: Request, token: int) -> RequestOutput:
         req.output_ids.append(token)
         self._totals["generated"] += 1
         sp = req.sampling
