@@ -162,16 +162,20 @@ def bench_transformers(loaded, batch: int, new_tokens: int, reps: int) -> float 
     return batch * new_tokens / median_time(run, reps)
 
 
-def bench_llama_cpp(path: str, new_tokens: int) -> float | None:
+def bench_llama_cpp(path: str, new_tokens: int, reps: int) -> float | None:
+    """llama.cpp's single-stream decode on the same GGUF, when llama-cpp-python is installed."""
     try:
         from llama_cpp import Llama
     except ImportError:
         return None
     llm = Llama(model_path=path, n_ctx=512, n_threads=torch.get_num_threads(), verbose=False)
     llm("warm up", max_tokens=4)
-    t0 = time.perf_counter()
-    out = llm("Once upon a time", max_tokens=new_tokens, temperature=0)
-    return out["usage"]["completion_tokens"] / (time.perf_counter() - t0)
+    rates = []
+    for i in range(reps):
+        t0 = time.perf_counter()
+        out = llm(f"Once upon a time, story {i}:", max_tokens=new_tokens, temperature=0)
+        rates.append(out["usage"]["completion_tokens"] / (time.perf_counter() - t0))
+    return statistics.median(rates)
 
 
 def main() -> None:
@@ -206,11 +210,7 @@ def main() -> None:
             b: bench_transformers(loaded, b, new_tokens, 1 if b > 1 else reps) for b in (1, 8, 32)
         }
     )
-    lcpp = (
-        bench_llama_cpp(str(loaded.path), new_tokens * 4)
-        if str(loaded.path).endswith(".gguf")
-        else None
-    )
+    lcpp = bench_llama_cpp(str(loaded.path), 64, 3) if str(loaded.path).endswith(".gguf") else None
 
     print(f"model {loaded.name}; torch threads {torch.get_num_threads()}; reps {reps} (medians)")
     print(f"fp32 GEMM: {gflops:.1f} GFLOP/s")
@@ -236,7 +236,12 @@ def main() -> None:
         f"headline: prefill {prefill:.0f} tok/s ({100 * prefill_share:.0f}% of {gflops:.0f} GFLOP/s GEMM); "
         f"decode b1/b8/b32 {decode[1]:.0f}/{decode[8]:.0f}/{decode[32]:.0f} tok/s; "
         f"transformers b1/b8/b32 {hf_txt} tok/s; "
-        f"TTFT 1K prefix cold/cached {1000 * cold:.0f}/{1000 * warm:.0f} ms; "
+        + (
+            f"llama.cpp b1 {lcpp:.0f} tok/s (parrot b32 = {decode[32] / lcpp:.2f}x); "
+            if lcpp
+            else ""
+        )
+        + f"TTFT 1K prefix cold/cached {1000 * cold:.0f}/{1000 * warm:.0f} ms; "
         f"16 x shared 2K prefix decode {shared_on / shared_off:.2f}x"
     )
 
