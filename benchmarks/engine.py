@@ -187,7 +187,7 @@ def main() -> None:
     ap.add_argument("--no-transformers", action="store_true")
     args = ap.parse_args()
     reps = 2 if args.quick else 5
-    new_tokens = 16 if args.quick else 64
+    new_tokens = 12 if args.quick else 64
     prefill_len = 512 if args.quick else 1024
 
     loaded = load_model(args.model)
