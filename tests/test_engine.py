@@ -228,19 +228,31 @@ def test_shared_prefix_kernel_gives_identical_greedy_output(make_engine):
         eng = make_engine(shared_prefix_min_tokens=min_tokens)
         eng.submit(long_prefix(eng, 300), context_id="doc", prefill_only=True)
         eng.run_until_idle()
-        outs = {}
-        for i, q in enumerate(QUESTIONS):
-            eng.submit(
-                eng.encode(f" Question {i}: {q}"),
-                SamplingParams(max_new_tokens=12, temperature=0),
-                parent_context_id="doc",
-                on_output=lambda o, i=i: outs.setdefault(i, []).extend(o.new_token_ids),
-            )
-        eng.run_until_idle()
-        return [outs[i] for i in range(len(QUESTIONS))], eng.stats().shared_prefix_queries_total
+        rounds, prefill_shared = [], []
+        for _ in range(2):  # round 2 also matches each question's own cached continuation
+            outs: dict[int, list[int]] = {}
+            for i, q in enumerate(QUESTIONS):
+                eng.submit(
+                    eng.encode(f" Question {i}: {q}"),
+                    SamplingParams(max_new_tokens=12, temperature=0),
+                    parent_context_id="doc",
+                    on_output=lambda o, i=i, outs=outs: outs.setdefault(i, []).extend(
+                        o.new_token_ids
+                    ),
+                )
+            before = eng.stats().shared_prefix_queries_total
+            eng.step()  # the forks' question tokens, prefilled together in one step
+            prefill_shared.append(eng.stats().shared_prefix_queries_total - before)
+            eng.run_until_idle()
+            rounds.append([outs[i] for i in range(len(QUESTIONS))])
+        assert rounds[0] == rounds[1]
+        return rounds[0], prefill_shared, eng.stats().shared_prefix_queries_total
 
-    shared, used = run(64)
-    plain, unused = run(0)
-    # Every decode step with >= 2 requests still running went through the shared path.
-    assert used >= 2 * 2 * (min(len(o) for o in shared) - 1) and unused == 0
+    shared, prefill_shared, used = run(64)
+    plain, _, unused = run(0)
     assert shared == plain
+    # Round 1 prefills every question's tokens through the kernel (round 2 has one token each).
+    assert prefill_shared[0] >= len(QUESTIONS) * 5
+    # Every decode step with >= 2 requests still running went through the kernel too.
+    assert used >= prefill_shared[0] + 2 * 2 * (min(len(o) for o in shared) - 1)
+    assert unused == 0

@@ -19,8 +19,8 @@ class EngineConfig:
     max_running_requests: int = 64  # decode batch size cap
     max_queued_requests: int = 1024  # waiting requests beyond this are refused (overloaded)
     num_threads: int | None = None  # torch intra-op threads; default: all cores
-    # Decoding requests that share a cached prefix at least this long attend to it together
-    # (prefix KV read once per batch); 0 turns the shared-prefix kernel off.
+    # Requests of one step (decoding, or prefilling) that share a cached prefix at least this
+    # long attend to it together (prefix KV read once per group); 0 turns the kernel off.
     shared_prefix_min_tokens: int = 64
 
     def __post_init__(self) -> None:

@@ -42,7 +42,7 @@ class EngineStats:
     cached_prompt_tokens_total: int  # prompt tokens served from the prefix cache
     generated_tokens_total: int
     preemptions_total: int
-    shared_prefix_queries_total: int  # decode queries that read a shared prefix once per group
+    shared_prefix_queries_total: int  # query tokens that read a shared prefix once per group
     steps_total: int
     busy_seconds_total: float  # time spent in steps (for throughput)
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from parrot_kernels import plan_shared_prefix, shared_prefix_decode
+from parrot_kernels import plan_shared_prefix, shared_prefix_decode, shared_prefix_prefill
 
 from .model import LlamaModel
 from .sampler import make_generator, sample
@@ -73,6 +73,15 @@ class _SharedDecodes:
 
 
 @dataclass
+class _SharedPrefills:
+    """Prefill chunks sharing one cached prefix (e.g. the maps of a map-reduce over a document)."""
+
+    rows: list[slice]
+    prefix_slots: torch.Tensor  # [P]
+    suffix_slots: list[torch.Tensor]  # per chunk: its slots after the prefix, the chunk included
+
+
+@dataclass
 class _Prefill:
     rows: slice  # this chunk's query rows in the flat batch
     kv_slots: torch.Tensor  # [L] slots of the request's history including the chunk
@@ -128,9 +137,38 @@ class PagedAttention:
                 mask.to(device)[:, None, None, :],
             )
 
+        prefills = chunks[num_decode:]
+        starts = [num_decode + sum(c.length for c in prefills[:i]) for i in range(len(prefills))]
+        self.shared_prefills: list[_SharedPrefills] = []
+        alone = list(range(len(prefills)))
+        if min_shared_prefix and len(prefills) > 1:
+            plan = plan_shared_prefix(
+                [c.shared_prefix for c in prefills], min_prefix_len=min_shared_prefix
+            )
+            alone = list(plan.singles)
+            for g in plan.groups:
+                members = [prefills[i] for i in g.members]
+                self.shared_prefills.append(
+                    _SharedPrefills(
+                        [slice(starts[i], starts[i] + prefills[i].length) for i in g.members],
+                        torch.tensor(
+                            members[0].request.slots[: g.prefix_len],
+                            dtype=torch.long,
+                            device=device,
+                        ),
+                        [
+                            torch.tensor(
+                                c.request.slots[g.prefix_len : c.start + c.length],
+                                dtype=torch.long,
+                                device=device,
+                            )
+                            for c in members
+                        ],
+                    )
+                )
         self.prefills: list[_Prefill] = []
-        row = num_decode
-        for c in chunks[num_decode:]:
+        for i in alone:
+            c, row = prefills[i], starts[i]
             total = c.start + c.length
             mask = None
             if c.start:
@@ -138,7 +176,13 @@ class PagedAttention:
                 mask = (torch.arange(total)[None, :] <= q_pos).to(device)
             slots = torch.tensor(c.request.slots[:total], dtype=torch.long, device=device)
             self.prefills.append(_Prefill(slice(row, row + c.length), slots, mask))
-            row += c.length
+
+    @property
+    def num_shared_queries(self) -> int:
+        """Query tokens that read their prefix through the shared-prefix kernel this step."""
+        return sum(len(g.rows) for g in self.shared) + sum(
+            r.stop - r.start for g in self.shared_prefills for r in g.rows
+        )
 
     def __call__(
         self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
@@ -169,6 +213,16 @@ class PagedAttention:
                 g.suffix_lens,
             )
             out.index_copy_(0, g.rows, o)
+        for g in self.shared_prefills:
+            outs = shared_prefix_prefill(
+                [q[r] for r in g.rows],
+                k_pool.index_select(0, g.prefix_slots),
+                v_pool.index_select(0, g.prefix_slots),
+                [k_pool.index_select(0, s) for s in g.suffix_slots],
+                [v_pool.index_select(0, s) for s in g.suffix_slots],
+            )
+            for r, o in zip(g.rows, outs, strict=True):
+                out[r] = o
         for p in self.prefills:
             qp = q[p.rows].transpose(0, 1).unsqueeze(0)  # [1, Hq, n, D]
             kp = k_pool.index_select(0, p.kv_slots).transpose(0, 1).unsqueeze(0)  # [1, Hkv, L, D]
@@ -189,7 +243,7 @@ class ModelRunner:
     def __init__(self, model: LlamaModel, num_slots: int, min_shared_prefix: int = 0) -> None:
         self.model = model
         self.min_shared_prefix = min_shared_prefix  # 0: never use the shared-prefix kernel
-        self.shared_prefix_queries = 0  # decode queries served by the shared-prefix kernel
+        self.shared_prefix_queries = 0  # query tokens served by the shared-prefix kernel
         param = next(model.parameters())
         self.device, self.dtype = param.device, param.dtype
         cfg = model.config
@@ -208,7 +262,7 @@ class ModelRunner:
             ids.extend(c.request.tokens[c.start : c.start + c.length])
             positions.extend(range(c.start, c.start + c.length))
         attention = PagedAttention(self.pool, ordered, self.device, self.min_shared_prefix)
-        self.shared_prefix_queries += sum(len(g.rows) for g in attention.shared)
+        self.shared_prefix_queries += attention.num_shared_queries
         hidden = self.model(
             torch.tensor(ids, dtype=torch.long, device=self.device),
             torch.tensor(positions, dtype=torch.long, device=self.device),

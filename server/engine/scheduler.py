@@ -31,8 +31,8 @@ class Chunk:
     start: int
     length: int
     sample: bool
-    # (prefix id, length) of the deepest cached prefix this decode shares with another decode
-    # of the same batch: the shared-prefix kernel reads that prefix once for all of them.
+    # (prefix id, length) of the deepest cached prefix this chunk shares with another chunk of
+    # its kind (decode or prefill) in the batch: the shared-prefix kernel reads it once for all.
     shared_prefix: tuple[int, int] | None = None
 
 
@@ -143,13 +143,19 @@ class Scheduler:
         return batch
 
     def _mark_shared_prefixes(self, batch: Batch) -> None:
-        decodes = [c for c in batch.chunks if c.length == 1 and c.request.cache_node is not None]
-        if len(decodes) < 2:
-            return
-        shared = self.cache.deepest_shared([c.request.cache_node for c in decodes])
-        for chunk, found in zip(decodes, shared, strict=True):
-            if found is not None:
-                chunk.shared_prefix = (id(found[0]), found[1])
+        """Decodes and prefill chunks are attended separately, so each kind is grouped apart."""
+        for decode in (True, False):
+            chunks = [
+                c
+                for c in batch.chunks
+                if (c.length == 1) == decode and c.request.cache_node is not None
+            ]
+            if len(chunks) < 2:
+                continue
+            shared = self.cache.deepest_shared([c.request.cache_node for c in chunks])
+            for chunk, found in zip(chunks, shared, strict=True):
+                if found is not None:
+                    chunk.shared_prefix = (id(found[0]), found[1])
 
     def _pick_victim(self, scheduled: set[int]) -> Request:
         """Lowest-priority, latest-arrived running request not already in this step."""
