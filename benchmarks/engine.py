@@ -122,6 +122,36 @@ def bench_shared_prefix(
     return rates[64], rates[0]
 
 
+def bench_shared_prefill(
+    loaded, batch: int, prefix_len: int, question_len: int, reps: int
+) -> tuple[float, float]:
+    """Seconds to prefill `batch` questions forked from one cached prefix: kernel on vs off."""
+    engines = {}
+    for share in (True, False):
+        engines[share] = Engine(
+            EngineConfig(kv_pool_tokens=16384, max_step_tokens=1024, shared_prefix_prefill=share),
+            loaded,
+        )
+        engines[share].submit(
+            prompt_ids(engines[share], prefix_len, 11), context_id="doc", prefill_only=True
+        )
+        engines[share].run_until_idle()
+    times: dict[bool, list[float]] = {True: [], False: []}
+    sp = SamplingParams(max_new_tokens=1, temperature=0)
+    for rep in range(reps):  # interleaved, so drift hits both alike
+        for share, engine in engines.items():
+            for i in range(batch):
+                engine.submit(
+                    prompt_ids(engine, question_len, 500 + 20 * rep + i),
+                    sp,
+                    parent_context_id="doc",
+                )
+            t0 = time.perf_counter()
+            engine.run_until_idle()
+            times[share].append(time.perf_counter() - t0)
+    return statistics.median(times[True]), statistics.median(times[False])
+
+
 def bench_ttft(engine: Engine, prefix_len: int, reps: int) -> tuple[float, float]:
     prefix = prompt_ids(engine, prefix_len, 7)
     sp = SamplingParams(max_new_tokens=1, temperature=0)
@@ -185,12 +215,24 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="under a minute")
     ap.add_argument("--model", default=None, help="GGUF or HF dir (default: bundled SmolLM2-135M)")
     ap.add_argument("--no-transformers", action="store_true")
+    ap.add_argument(
+        "--shared-prefill",
+        action="store_true",
+        help="only compare prefilling 16 forks of a 2K prefix with and without the kernel",
+    )
     args = ap.parse_args()
     reps = 2 if args.quick else 5
     new_tokens = 12 if args.quick else 64
     prefill_len = 512 if args.quick else 1024
 
     loaded = load_model(args.model)
+    if args.shared_prefill:
+        on, off = bench_shared_prefill(loaded, 16, 2048, 48, reps)
+        print(
+            f"prefill of 16 x 48-token questions on a shared 2K prefix: kernel {1000 * on:.0f} ms, "
+            f"plain {1000 * off:.0f} ms ({off / on:.2f}x)"
+        )
+        return
     engine = Engine(
         EngineConfig(kv_pool_tokens=16384, max_step_tokens=1024, max_running_requests=64), loaded
     )

@@ -225,7 +225,7 @@ def test_bad_input_gets_typed_errors(make_engine):
 
 def test_shared_prefix_kernel_gives_identical_greedy_output(make_engine):
     def run(min_tokens: int):
-        eng = make_engine(shared_prefix_min_tokens=min_tokens)
+        eng = make_engine(shared_prefix_min_tokens=min_tokens, shared_prefix_prefill=True)
         eng.submit(long_prefix(eng, 300), context_id="doc", prefill_only=True)
         eng.run_until_idle()
         rounds, prefill_shared = [], []

@@ -70,7 +70,10 @@ class Engine:
         self.cache = RadixCache()
         self.scheduler = Scheduler(config, self.allocator, self.cache)
         self.runner = ModelRunner(
-            self.loaded.model, config.kv_pool_tokens, config.shared_prefix_min_tokens
+            self.loaded.model,
+            config.kv_pool_tokens,
+            config.shared_prefix_min_tokens,
+            config.shared_prefix_prefill,
         )
         self.requests: dict[str, Request] = {}
         self.contexts: dict[str, Context] = {}

@@ -92,7 +92,12 @@ class PagedAttention:
     """AttentionFn over the KV pool for one step's flattened batch (decode chunks first)."""
 
     def __init__(
-        self, pool: KVPool, chunks: list[Chunk], device: torch.device, min_shared_prefix: int = 0
+        self,
+        pool: KVPool,
+        chunks: list[Chunk],
+        device: torch.device,
+        min_shared_prefix: int = 0,
+        share_prefill: bool = False,
     ) -> None:
         self.pool = pool
         write: list[int] = []
@@ -141,7 +146,7 @@ class PagedAttention:
         starts = [num_decode + sum(c.length for c in prefills[:i]) for i in range(len(prefills))]
         self.shared_prefills: list[_SharedPrefills] = []
         alone = list(range(len(prefills)))
-        if min_shared_prefix and len(prefills) > 1:
+        if min_shared_prefix and share_prefill and len(prefills) > 1:
             plan = plan_shared_prefix(
                 [c.shared_prefix for c in prefills], min_prefix_len=min_shared_prefix
             )
@@ -240,8 +245,15 @@ class PagedAttention:
 
 
 class ModelRunner:
-    def __init__(self, model: LlamaModel, num_slots: int, min_shared_prefix: int = 0) -> None:
+    def __init__(
+        self,
+        model: LlamaModel,
+        num_slots: int,
+        min_shared_prefix: int = 0,
+        share_prefill: bool = False,
+    ) -> None:
         self.model = model
+        self.share_prefill = share_prefill
         self.min_shared_prefix = min_shared_prefix  # 0: never use the shared-prefix kernel
         self.shared_prefix_queries = 0  # query tokens served by the shared-prefix kernel
         param = next(model.parameters())
@@ -261,7 +273,9 @@ class ModelRunner:
         for c in ordered:
             ids.extend(c.request.tokens[c.start : c.start + c.length])
             positions.extend(range(c.start, c.start + c.length))
-        attention = PagedAttention(self.pool, ordered, self.device, self.min_shared_prefix)
+        attention = PagedAttention(
+            self.pool, ordered, self.device, self.min_shared_prefix, self.share_prefill
+        )
         self.shared_prefix_queries += attention.num_shared_queries
         hidden = self.model(
             torch.tensor(ids, dtype=torch.long, device=self.device),
