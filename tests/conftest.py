@@ -26,7 +26,13 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def server_url():
+def server_log(tmp_path_factory):
+    """Where the test server writes its output (a file: an unread pipe would fill and block it)."""
+    return tmp_path_factory.mktemp("server") / "parrot-serve.log"
+
+
+@pytest.fixture(scope="session")
+def server_url(server_log):
     """`parrot serve` in a subprocess on 127.0.0.1 (the real CLI, uvicorn and model), once per run."""
     port = _free_port()
     cmd = [
@@ -43,12 +49,13 @@ def server_url():
         "--log-level",
         "warning",
     ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    with open(server_log, "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            pytest.fail(f"parrot serve exited with {proc.returncode}:\n{proc.stdout.read()}")
+            pytest.fail(f"parrot serve exited with {proc.returncode}:\n{server_log.read_text()}")
         try:
             if httpx.get(f"{url}/health", timeout=2).status_code == 200:
                 break

@@ -69,11 +69,12 @@ def test_generate_stream_is_sse(server_url):
         ({"text": "word " * 9000, "sampling_params": {"max_new_tokens": 4}}, "context window"),
     ],
 )
-def test_bad_requests_get_400_with_a_message(server_url, body, needle):
+def test_bad_requests_get_400_with_a_message(server_url, server_log, body, needle):
     r = httpx.post(f"{server_url}/generate", json=body, timeout=60)
     assert r.status_code == 400, r.text
     err = r.json()["error"]
     assert needle in err["message"] and err["code"] == 400
+    assert "Traceback" not in server_log.read_text()  # a client's mistake is not a server error
 
 
 def test_abort_unknown_rid_and_flush(server_url):

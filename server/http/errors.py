@@ -17,6 +17,7 @@ from parrot_integrations.protocol.errors import ErrorInfo, ErrorResponse
 from ..engine.errors import (
     ContextBusyError,
     ContextNotFoundError,
+    EngineError,
     EngineOverloadedError,
     InvalidRequestError,
     RequestAbortedError,
@@ -63,10 +64,14 @@ def install_error_handlers(app: FastAPI) -> None:
         kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
         return error_response(exc.status_code, kind, str(exc.detail))
 
-    @app.exception_handler(Exception)
-    async def _typed(_: Request, exc: Exception) -> JSONResponse:
+    # Typed errors are the client's: answered quietly. A handler on bare Exception runs in
+    # Starlette's server-error middleware, which logs and re-raises: only real bugs go there.
+    @app.exception_handler(EngineError)
+    async def _typed(_: Request, exc: EngineError) -> JSONResponse:
         status, kind = status_of(exc)
-        if status >= 500:
-            log.exception("unhandled error")
-            return error_response(status, kind, f"internal error: {type(exc).__name__}: {exc}")
         return error_response(status, kind, str(exc))
+
+    @app.exception_handler(Exception)
+    async def _bug(_: Request, exc: Exception) -> JSONResponse:
+        log.error("unhandled error: %s: %s", type(exc).__name__, exc)
+        return error_response(500, "server_error", f"internal error: {type(exc).__name__}: {exc}")
