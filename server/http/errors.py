@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from parrot_integrations.protocol.errors import ErrorInfo, ErrorResponse
 
+from ..core.errors import ConflictError, LimitExceededError, NotFoundError
 from ..engine.errors import (
     ContextBusyError,
     ContextNotFoundError,
@@ -29,6 +30,9 @@ log = logging.getLogger(__name__)
 _STATUS: list[tuple[type[Exception], int, str]] = [
     (InvalidRequestError, 400, "invalid_request_error"),
     (ContextNotFoundError, 404, "not_found_error"),
+    (NotFoundError, 404, "not_found_error"),
+    (ConflictError, 409, "conflict_error"),
+    (LimitExceededError, 429, "rate_limit_error"),
     (ContextBusyError, 409, "conflict_error"),
     (EngineOverloadedError, 503, "overloaded_error"),
     (RequestAbortedError, 499, "aborted_error"),

@@ -1,0 +1,146 @@
+"""Parrot's native API, version 1 (`/api/v1/...`): sessions, Semantic Variables, calls, programs.
+
+One copy of the wire schema, imported by the SDK and the server alike.
+
+Variable ids are chosen by the client (any string of letters, digits, `_`, `-`, `.`, unique in
+its session), so a whole program of calls can name the variables that link its calls before
+the server has seen any of them, and a client can submit a call without a round trip per
+variable. The SDK makes them with uuid4.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+API_PREFIX = "/api/v1"
+ID_PATTERN = r"^[A-Za-z0-9_.\-]{1,128}$"
+
+
+class Criteria(enum.StrEnum):
+    """What the reader of a variable cares about; the server deduces each call's objective
+    from it. LATENCY: the calls producing it run at high priority, as small batches.
+    THROUGHPUT: they may be packed into big batches."""
+
+    LATENCY = "latency"
+    THROUGHPUT = "throughput"
+
+
+class VariableStatus(enum.StrEnum):
+    PENDING = "pending"  # no value yet (its producer has not finished, or nobody set it)
+    READY = "ready"
+    FAILED = "failed"  # its producer failed or was cancelled: `error` says why
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SamplingOptions(_Strict):
+    """How one output is generated (OpenAI names; the server maps them to the engine's)."""
+
+    max_tokens: int = Field(128, ge=1, description="most tokens generated for this output")
+    temperature: float = Field(1.0, ge=0.0, le=2.0, description="0 means greedy")
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    top_k: int = Field(-1, ge=-1, description="-1: no top-k cut")
+    stop: list[str] = Field(default_factory=list, max_length=16)
+    seed: int | None = None
+    ignore_eos: bool = False
+
+
+# -- sessions -----------------------------------------------------------------------------------
+class SessionCreate(_Strict):
+    ttl_seconds: float | None = Field(
+        None,
+        gt=0,
+        description="idle time after which the session expires (server default if unset)",
+    )
+
+
+class SessionInfo(BaseModel):
+    session_id: str
+    ttl_seconds: float
+    expires_in: float  # seconds left before expiry if nothing touches the session
+    variables: int
+    calls: int
+    calls_running: int
+
+
+# -- variables ----------------------------------------------------------------------------------
+class VariableCreate(_Strict):
+    id: str = Field(pattern=ID_PATTERN)
+    value: str | None = Field(None, description="set now; else later with PUT, or by a call")
+
+
+class VariableSet(_Strict):
+    value: str
+
+
+class VariableState(BaseModel):
+    id: str
+    status: VariableStatus
+    value: str | None = None
+    error: str | None = None
+    producer: str | None = None  # id of the call that writes it
+
+
+class VariableChunk(BaseModel):
+    """One server-sent event of `GET .../variables/{id}/stream`: text appended since the last
+    event; the last event has `done=true` (and `error` if the producer failed)."""
+
+    id: str
+    delta: str = ""
+    done: bool = False
+    error: str | None = None
+
+
+# -- calls and programs -------------------------------------------------------------------------
+class OutputBinding(_Strict):
+    var: str = Field(pattern=ID_PATTERN, description="the variable this output writes")
+    sampling: SamplingOptions = Field(default_factory=SamplingOptions)
+    criteria: Criteria | None = Field(
+        None, description="how this output will be read, if known at submit time"
+    )
+
+
+class CallSpec(_Strict):
+    """One semantic call: a template, its inputs bound to variables, its outputs to new ones."""
+
+    id: str | None = Field(None, pattern=ID_PATTERN, description="call id; the server makes one")
+    template: str = Field(max_length=1_000_000)
+    inputs: dict[str, str] = Field(
+        default_factory=dict, description="input placeholder -> variable id"
+    )
+    outputs: dict[str, OutputBinding] = Field(description="output placeholder -> binding")
+
+
+class Program(_Strict):
+    """Variables and calls submitted together: the server checks the whole graph (with what the
+    session already holds) and rejects it as a unit, or accepts and starts it as a unit."""
+
+    variables: list[VariableCreate] = Field(default_factory=list)
+    calls: list[CallSpec] = Field(default_factory=list)
+
+
+class CallStatus(enum.StrEnum):
+    WAITING = "waiting"  # some input has no value yet
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class CallInfo(BaseModel):
+    id: str
+    status: CallStatus
+    outputs: dict[str, str]  # output placeholder -> variable id
+    error: str | None = None
+    objective: Criteria | None = None  # as deduced so far
+    task_group: str | None = None
+
+
+class ProgramAccepted(BaseModel):
+    session_id: str
+    calls: list[CallInfo]
+    variables: list[str]

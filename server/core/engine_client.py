@@ -1,0 +1,133 @@
+"""What the ServeCore needs from an engine, and the in-process implementation.
+
+The ServeCore never touches an `Engine` directly: it talks to an `EngineClient`, so the same
+core drives the embedded engine in this process and (the many-engines issue) engines in other
+processes or real SGLang workers over HTTP.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ..engine.request import RequestOutput
+from ..engine.sampling_params import SamplingParams
+
+
+class OutputStream(Protocol):
+    """Outputs of one submitted request, in order; the last carries `finish_reason`."""
+
+    rid: str
+
+    def __aiter__(self) -> AsyncIterator[RequestOutput]: ...
+
+    async def aclose(self) -> None:
+        """Abort the request if it is still running."""
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    model: str  # served model name (what /v1/models lists)
+    model_path: str
+    max_context_len: int
+    kv_pool_tokens: int
+    max_running_requests: int
+
+
+@dataclass(frozen=True)
+class EngineLoad:
+    """A snapshot for scheduling and /metrics."""
+
+    waiting_requests: int
+    running_requests: int
+    kv_pool_tokens: int
+    kv_used_tokens: int
+    cached_tokens: int
+    prompt_tokens_total: int
+    cached_prompt_tokens_total: int
+    generated_tokens_total: int
+
+
+class EngineClient(abc.ABC):
+    info: EngineInfo
+
+    @abc.abstractmethod
+    async def submit(
+        self,
+        prompt: str | list[int],
+        sampling: SamplingParams,
+        *,
+        rid: str | None = None,
+        priority: int = 0,
+    ) -> OutputStream:
+        """Queue one generation. Bad input (prompt too long, bad sampling) raises a typed
+        `EngineError` here, before anything streams; a full queue raises
+        `EngineOverloadedError`."""
+
+    @abc.abstractmethod
+    async def abort(self, rid: str) -> bool: ...
+
+    @abc.abstractmethod
+    async def load(self) -> EngineLoad: ...
+
+    @abc.abstractmethod
+    def render_chat(self, messages: list[dict[str, Any]]) -> str:
+        """The model's chat template applied to `messages`, ending with the assistant's turn."""
+
+    @abc.abstractmethod
+    async def count_tokens(self, text: str) -> int: ...
+
+    @abc.abstractmethod
+    async def shutdown(self) -> None:
+        """Stop: in-flight requests end as aborted."""
+
+
+class LocalEngineClient(EngineClient):
+    """The embedded engine of this process (an `AsyncEngine` on its worker thread)."""
+
+    def __init__(self, engine: Any) -> None:  # AsyncEngine; typed loosely to keep torch out
+        self.engine = engine
+        core = engine.engine
+        loaded = core.loaded
+        self.info = EngineInfo(
+            model=loaded.name,
+            model_path=str(loaded.path),
+            max_context_len=core.max_context_len,
+            kv_pool_tokens=core.config.kv_pool_tokens,
+            max_running_requests=core.config.max_running_requests,
+        )
+        self._tokenizer = loaded.tokenizer
+
+    async def submit(self, prompt, sampling, *, rid=None, priority=0) -> OutputStream:
+        return await self.engine.submit(prompt, sampling, rid=rid, priority=priority)
+
+    async def abort(self, rid: str) -> bool:
+        return await self.engine.abort(rid)
+
+    async def load(self) -> EngineLoad:
+        s = await self.engine.stats()
+        return EngineLoad(
+            waiting_requests=s.waiting_requests,
+            running_requests=s.running_requests,
+            kv_pool_tokens=s.kv_pool_tokens,
+            kv_used_tokens=s.kv_used_tokens,
+            cached_tokens=s.cached_tokens,
+            prompt_tokens_total=s.prompt_tokens_total,
+            cached_prompt_tokens_total=s.cached_prompt_tokens_total,
+            generated_tokens_total=s.generated_tokens_total,
+        )
+
+    def render_chat(self, messages: list[dict[str, Any]]) -> str:
+        return self._tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True
+        )
+
+    async def count_tokens(self, text: str) -> int:
+        # On the engine thread: a Rust tokenizer used from two threads can fail ("Already
+        # borrowed").
+        return await self.engine.call(lambda: len(self.engine.engine.encode(text)))
+
+    async def shutdown(self) -> None:
+        await self.engine.shutdown()

@@ -1,0 +1,22 @@
+"""Typed errors of the ServeCore (the engine's `InvalidRequestError` serves for bad input).
+Each maps to one HTTP status in `http/errors.py`."""
+
+from __future__ import annotations
+
+from ..engine.errors import EngineError
+
+
+class NotFoundError(EngineError, KeyError):
+    """An unknown (or expired) session, variable or call: a 404."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else "not found"
+
+
+class ConflictError(EngineError):
+    """The request clashes with the current state (an id already used, a variable that already
+    has a value or a producer): a 409."""
+
+
+class LimitExceededError(EngineError):
+    """A documented ServeCore limit (sessions, variables, calls) is reached: a 429."""

@@ -1,0 +1,253 @@
+"""Runs calls on the engine the moment their inputs exist, server-side, with no client round
+trip; a failed or cancelled producer fails its consumers with the cause.
+
+Ready calls wait in one priority queue (objective priority, then arrival) and at most
+`max_inflight` run at once, so a burst of programs never overflows the engine's own queue.
+Calls that become ready together (the maps of one reduce, a whole task group) are started in
+the same event-loop turn, so the engine admits them into the same steps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from parrot_integrations.protocol.native import CallStatus, SamplingOptions, VariableStatus
+from parrot_integrations.template import SegmentKind
+
+from ..engine.errors import EngineError, EngineOverloadedError
+from ..engine.request import FinishKind
+from ..engine.sampling_params import SamplingParams
+from .engine_client import EngineClient
+from .graph import Call, Graph
+from .metrics import Metrics
+from .objective import priority_of
+from .variable import Variable
+
+log = logging.getLogger(__name__)
+
+OVERLOAD_RETRY_SECONDS = 60.0  # how long a ready call retries an engine whose queue is full
+
+
+class SessionLike(Protocol):
+    id: str
+    graph: Graph
+
+
+class CallFailed(Exception):
+    """A call ends without its outputs; the message becomes their error."""
+
+
+def to_sampling_params(opts: SamplingOptions) -> SamplingParams:
+    """Wire sampling options -> engine parameters (raises InvalidRequestError when invalid)."""
+    return SamplingParams(
+        max_new_tokens=opts.max_tokens,
+        temperature=opts.temperature,
+        top_p=opts.top_p,
+        top_k=opts.top_k,
+        stop=tuple(opts.stop),
+        sampling_seed=opts.seed,
+        ignore_eos=opts.ignore_eos,
+    )
+
+
+def render(value_of: Callable[[str], str | None], call: Call, upto_output: int) -> str:
+    """The prompt of the call's `upto_output`-th output: the template up to that placeholder,
+    inputs filled in (`value_of(variable id)`) and earlier outputs included."""
+    parts: list[str] = []
+    seen = 0
+    for seg in call.template.segments:
+        if seg.kind is SegmentKind.TEXT:
+            parts.append(seg.value)
+        elif seg.kind is SegmentKind.INPUT:
+            parts.append(value_of(call.inputs[seg.value]) or "")
+        else:
+            if seen == upto_output:
+                break
+            parts.append(value_of(call.outputs[seg.value].var) or "")
+            seen += 1
+    return "".join(parts)
+
+
+class Executor:
+    def __init__(self, engine: EngineClient, metrics: Metrics, max_inflight: int) -> None:
+        self.engine = engine
+        self.metrics = metrics
+        self.max_inflight = max_inflight
+        self._ready: list[tuple[int, int, SessionLike, Call]] = []  # (-priority, seq, ...)
+        self._seq = itertools.count()
+        self._tasks: dict[Call, asyncio.Task] = {}
+        self._pump_scheduled = False
+
+    # -- events ---------------------------------------------------------------------------------
+    def submitted(self, session: SessionLike, calls: list[Call]) -> None:
+        """New calls: start those whose inputs exist; the rest start when they do."""
+        now = time.monotonic()
+        for call in calls:
+            call.submitted_at = now
+            self._check_inputs(session, call)
+
+    def variable_settled(self, session: SessionLike, var: Variable) -> None:
+        """`var` got a value or failed: its consumers may start, or fail."""
+        graph = session.graph
+        for cid in var.consumers:
+            call = graph.calls.get(cid)
+            if call is not None and call.status is CallStatus.WAITING:
+                self._check_inputs(session, call)
+
+    def reprioritize(self, session: SessionLike, calls: list[Call]) -> None:
+        """Objectives changed (a later get): queued calls move to their new place."""
+        for call in calls:
+            if "queued" in call.extra:
+                self._push(session, call)  # the stale entry is skipped when popped
+
+    def cancel(self, session: SessionLike, call: Call, reason: str = "cancelled") -> None:
+        task = self._tasks.get(call)
+        if task is not None:
+            task.cancel(reason)  # _run fails the outputs and frees the engine request
+        elif not call.finished:
+            self._finish(session, call, CallStatus.CANCELLED, reason)
+
+    async def cancel_and_wait(
+        self, session: SessionLike, call: Call, reason: str, timeout: float = 10.0
+    ) -> None:
+        """Cancel, and return once the call has wound down (its engine request aborted)."""
+        task = self._tasks.get(call)
+        self.cancel(session, call, reason)
+        if task is not None:
+            await asyncio.wait({task}, timeout=timeout)
+
+    # -- internals ------------------------------------------------------------------------------
+    def _check_inputs(self, session: SessionLike, call: Call) -> None:
+        inputs = session.graph.input_vars(call)
+        failed = next((v for v in inputs if v.status is VariableStatus.FAILED), None)
+        if failed is not None:
+            self._finish(
+                session, call, CallStatus.FAILED, f"input {failed.id!r} failed: {failed.error}"
+            )
+        elif all(v.status is VariableStatus.READY for v in inputs) and "queued" not in call.extra:
+            self._push(session, call)
+
+    def _push(self, session: SessionLike, call: Call) -> None:
+        prio = priority_of(call.objective)
+        call.extra["queued"] = prio
+        heapq.heappush(self._ready, (-prio, next(self._seq), session, call))
+        if not self._pump_scheduled:  # coalesce: everything ready in this turn starts together
+            self._pump_scheduled = True
+            asyncio.get_running_loop().call_soon(self._pump)
+
+    def _pump(self) -> None:
+        self._pump_scheduled = False
+        while self._ready and len(self._tasks) < self.max_inflight:
+            neg_prio, _, session, call = heapq.heappop(self._ready)
+            if call.extra.get("queued") != -neg_prio or call.status is not CallStatus.WAITING:
+                continue  # stale entry (re-prioritized) or cancelled meanwhile
+            call.extra.pop("queued")
+            call.status = CallStatus.RUNNING
+            task = asyncio.get_running_loop().create_task(self._run(session, call))
+            self._tasks[call] = task
+
+    async def _run(self, session: SessionLike, call: Call) -> None:
+        graph = session.graph
+        ttft: float | None = None
+        try:
+            for k, binding in enumerate(call.outputs.values()):
+                var = graph.variables[binding.var]
+                prompt = render(lambda v: graph.variables[v].value, call, k)
+                sampling = to_sampling_params(binding.sampling)
+                rid = f"{session.id}.{call.id}.{k}"
+                value, first = await self._generate(prompt, sampling, rid, call, var.append)
+                if ttft is None and first is not None:
+                    ttft = first - call.submitted_at
+                var.set(value)
+                self.variable_settled(session, var)
+            self._finish(session, call, CallStatus.DONE, None, ttft)
+        except asyncio.CancelledError as exc:
+            reason = str(exc.args[0]) if exc.args else "cancelled"
+            self._finish(session, call, CallStatus.CANCELLED, reason)
+        except (CallFailed, EngineError) as exc:
+            self._finish(session, call, CallStatus.FAILED, str(exc))
+        except Exception as exc:  # a bug: fail the call loudly rather than hang its readers
+            log.exception("call %s failed unexpectedly", call.id)
+            self._finish(session, call, CallStatus.FAILED, f"internal error: {exc!r}")
+        finally:
+            self._tasks.pop(call, None)
+            self._pump()
+
+    async def _generate(
+        self,
+        prompt: str,
+        sampling: SamplingParams,
+        rid: str,
+        call: Call,
+        on_delta: Callable[[str], None],
+    ) -> tuple[str, float | None]:
+        stream = await self._submit(prompt, sampling, rid, priority_of(call.objective))
+        parts: list[str] = []
+        first: float | None = None
+        try:
+            async for out in stream:
+                if out.new_text:
+                    first = first or time.monotonic()
+                    parts.append(out.new_text)
+                    on_delta(out.new_text)
+                reason = out.finish_reason
+                if reason is not None and reason.kind is FinishKind.ABORT:
+                    raise CallFailed(f"generation aborted: {reason.message}")
+        finally:
+            await stream.aclose()  # aborts the engine request if we leave early (cancel)
+        return "".join(parts), first
+
+    async def _submit(self, prompt: str, sampling: SamplingParams, rid: str, priority: int):
+        deadline = time.monotonic() + OVERLOAD_RETRY_SECONDS
+        delay = 0.05
+        while True:
+            try:
+                return await self.engine.submit(prompt, sampling, rid=rid, priority=priority)
+            except EngineOverloadedError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(1.0, delay * 2)
+
+    def _finish(
+        self,
+        session: SessionLike,
+        call: Call,
+        status: CallStatus,
+        error: str | None,
+        ttft: float | None = None,
+    ) -> None:
+        if call.finished:
+            return
+        call.status, call.error = status, error
+        call.extra.pop("queued", None)
+        outcome = {CallStatus.DONE: "ok", CallStatus.CANCELLED: "cancelled"}.get(status, "error")
+        objective = call.objective.value if call.objective else "none"
+        self.metrics.observe(
+            "native", objective, outcome, time.monotonic() - call.submitted_at, ttft
+        )
+        if status is CallStatus.DONE:
+            return
+        log.debug("call %s %s: %s", call.id, status.value, error)
+        for var in session.graph.output_vars(call):
+            if var.pending:
+                var.fail(f"call {call.id!r} {status.value}: {error}")
+                self.variable_settled(session, var)
+
+    # -- introspection --------------------------------------------------------------------------
+    @property
+    def running(self) -> int:
+        return len(self._tasks)
+
+    async def shutdown(self) -> None:
+        """Cancel what runs (engine requests are aborted) and wait for it to wind down."""
+        for task in list(self._tasks.values()):
+            task.cancel("server shutting down")
+        if self._tasks:
+            await asyncio.gather(*self._tasks.values(), return_exceptions=True)

@@ -1,0 +1,152 @@
+"""Parrot's native API (`/api/v1`): sessions, variables, calls and programs, over the ServeCore.
+The routes in `http/native_routes.py` only parse and call these methods."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from parrot_integrations.protocol.native import (
+    CallInfo,
+    CallSpec,
+    Criteria,
+    Program,
+    ProgramAccepted,
+    SessionInfo,
+    VariableChunk,
+    VariableCreate,
+    VariableState,
+)
+
+from .core.errors import ConflictError, NotFoundError
+from .core.executor import render, to_sampling_params
+from .core.graph import Call, Plan
+from .core.objective import deduce, mark
+from .core.serve_core import ServeCore
+from .core.session import Session
+from .engine.errors import PromptTooLongError
+
+
+class NativeService:
+    def __init__(self, core: ServeCore) -> None:
+        self.core = core
+        self.sessions = core.sessions
+        self.executor = core.executor
+
+    # -- sessions -------------------------------------------------------------------------------
+    def create_session(self, ttl: float | None) -> SessionInfo:
+        return self.sessions.create(ttl).info()
+
+    def session_info(self, sid: str) -> SessionInfo:
+        return self.sessions.get(sid).info()
+
+    def close_session(self, sid: str) -> None:
+        self.sessions.close(sid)
+
+    # -- variables ------------------------------------------------------------------------------
+    def create_variable(self, sid: str, spec: VariableCreate) -> VariableState:
+        session = self.sessions.get(sid)
+        session.graph.add(Program(variables=[spec]))
+        return session.graph.variables[spec.id].state()
+
+    def set_variable(self, sid: str, var_id: str, value: str) -> VariableState:
+        session = self.sessions.get(sid)
+        var = self._variable(session, var_id)
+        if var.producer is not None:
+            raise ConflictError(f"variable {var_id!r} is written by call {var.producer!r}")
+        if not var.pending:
+            raise ConflictError(f"variable {var_id!r} already has a value")
+        session.graph.check_value(value)
+        var.set(value)
+        self.executor.variable_settled(session, var)
+        return var.state()
+
+    async def get_variable(
+        self, sid: str, var_id: str, criteria: Criteria | None, timeout: float
+    ) -> VariableState:
+        session = self.sessions.get(sid)
+        var = self._variable(session, var_id)
+        self._read_with(session, var_id, criteria)
+        await var.wait(min(timeout, self.core.config.max_get_wait_seconds))
+        session.touch()
+        return var.state()
+
+    async def stream_variable(
+        self, sid: str, var_id: str, criteria: Criteria | None
+    ) -> AsyncIterator[VariableChunk]:
+        session = self.sessions.get(sid)
+        var = self._variable(session, var_id)
+        self._read_with(session, var_id, criteria)
+
+        async def chunks() -> AsyncIterator[VariableChunk]:
+            async for delta in var.stream():
+                session.touch()
+                yield VariableChunk(id=var_id, delta=delta)
+            yield VariableChunk(id=var_id, done=True, error=var.error)
+
+        return chunks()
+
+    def _read_with(self, session: Session, var_id: str, criteria: Criteria | None) -> None:
+        if criteria is not None:
+            changed = mark(session.graph, var_id, criteria)
+            self.executor.reprioritize(session, changed)
+
+    @staticmethod
+    def _variable(session: Session, var_id: str):
+        var = session.graph.variables.get(var_id)
+        if var is None:
+            raise NotFoundError(f"variable {var_id!r} not found in session {session.id!r}")
+        return var
+
+    # -- calls and programs ---------------------------------------------------------------------
+    async def submit(self, sid: str, program: Program) -> ProgramAccepted:
+        session = self.sessions.get(sid)
+        for spec in program.calls:  # sampling values the engine would refuse: 400 up front
+            for binding in spec.outputs.values():
+                to_sampling_params(binding.sampling)
+        await self._check_prompt_lengths(session.graph.prepare(program))
+        # Prepared again: another request of this session may have changed the graph while
+        # the prompts were measured.
+        calls = session.graph.commit(session.graph.prepare(program))
+        deduce(session.graph, calls)
+        self.executor.submitted(session, calls)
+        return ProgramAccepted(
+            session_id=sid,
+            calls=[c.info() for c in calls],
+            variables=[v.id for v in program.variables]
+            + [b.var for c in calls for b in c.outputs.values()],
+        )
+
+    async def submit_call(self, sid: str, spec: CallSpec) -> CallInfo:
+        accepted = await self.submit(sid, Program(calls=[spec]))
+        return accepted.calls[0]
+
+    def call_info(self, sid: str, call_id: str) -> CallInfo:
+        return self._call(self.sessions.get(sid), call_id).info()
+
+    async def cancel_call(self, sid: str, call_id: str) -> CallInfo:
+        session = self.sessions.get(sid)
+        call = self._call(session, call_id)
+        await self.executor.cancel_and_wait(session, call, "cancelled by the client")
+        return call.info()
+
+    @staticmethod
+    def _call(session: Session, call_id: str) -> Call:
+        call = session.graph.calls.get(call_id)
+        if call is None:
+            raise NotFoundError(f"call {call_id!r} not found in session {session.id!r}")
+        return call
+
+    async def _check_prompt_lengths(self, plan: Plan) -> None:
+        """Calls whose inputs are all known now get their first prompt measured, so an
+        oversized prompt is a 400 at submit rather than a failed variable later."""
+        limit = self.core.engine.info.max_context_len
+        for call in plan.calls:
+            if any(plan.value_of(v) is None for v in call.inputs.values()):
+                continue
+            first = next(iter(call.outputs.values()))
+            n = await self.core.engine.count_tokens(render(plan.value_of, call, 0))
+            if n + first.sampling.max_tokens > limit:
+                raise PromptTooLongError(
+                    f"call {call.id!r}: prompt of {n} tokens + max_tokens "
+                    f"{first.sampling.max_tokens} exceeds the context window of {limit} tokens"
+                )

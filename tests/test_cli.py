@@ -1,0 +1,98 @@
+"""`parrot serve` as a user starts it: --help, a TOML config file, env vars, an API key."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+CLI = [sys.executable, "-m", "parrot_server.cli"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_help_explains_every_flag_and_its_env_var():
+    out = subprocess.run([*CLI, "serve", "--help"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0
+    text = " ".join(out.stdout.split())
+    for flag, env in [
+        ("--model", "PARROT_MODEL"),
+        ("--port", "PARROT_PORT"),
+        ("--host", "PARROT_HOST"),
+        ("--session-ttl", "PARROT_SESSION_TTL"),
+        ("--api-key", "PARROT_API_KEY"),
+        ("--max-inflight-calls", "PARROT_MAX_INFLIGHT_CALLS"),
+    ]:
+        assert flag in text and env in text
+    assert "default: 127.0.0.1" in text and "default: 8000" in text and "--config" in text
+
+
+def test_bad_config_file_is_refused_without_a_traceback(tmp_path):
+    cfg = tmp_path / "parrot.toml"
+    cfg.write_text("no-such-flag = 1\nport = 1\n")
+    out = subprocess.run(
+        [*CLI, "serve", "--config", str(cfg)], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 2 and "no-such-flag" in out.stderr and "Traceback" not in out.stderr
+    cfg.write_text("port = [")
+    out = subprocess.run(
+        [*CLI, "serve", "--config", str(cfg)], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode != 0 and "cannot read config file" in out.stderr + out.stdout
+
+
+@pytest.mark.slow
+def test_config_file_env_and_api_key(tmp_path):
+    port = _free_port()
+    cfg = tmp_path / "parrot.toml"
+    cfg.write_text(
+        f'port = {port}\napi-key = "s3cret"\nkv-pool-tokens = 4096\nmax-context-len = 1024\n'
+        "session-ttl = 99\nmax-sessions = 3\n"
+    )
+    env = os.environ | {"PARROT_MAX_SESSIONS": "2"}  # env beats the file
+    log = tmp_path / "serve.log"
+    with open(log, "w") as f:
+        proc = subprocess.Popen(
+            [*CLI, "serve", "--config", str(cfg), "--log-level", "warning"],
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, log.read_text()
+            try:
+                if httpx.get(url + "/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        api = url + "/api/v1/sessions"
+        denied = httpx.post(api, json={})
+        assert denied.status_code == 401 and "API key" in denied.json()["error"]["message"]
+        assert (
+            httpx.post(api, json={}, headers={"Authorization": "Bearer wrong"}).status_code == 401
+        )
+        auth = {"Authorization": "Bearer s3cret"}
+        first = httpx.post(api, json={}, headers=auth).json()
+        assert first["ttl_seconds"] == 99  # from the file
+        assert httpx.post(api, json={}, headers=auth).status_code == 201
+        full = httpx.post(api, json={}, headers=auth)
+        assert full.status_code == 429 and "at most 2 sessions" in full.json()["error"]["message"]
+        assert httpx.get(url + "/v1/models").status_code == 401
+        assert httpx.get(url + "/metrics").status_code == 200  # probes stay open
+    finally:
+        proc.terminate()
+        # uvicorn shuts down gracefully, then re-raises SIGTERM: -15 is a clean exit here.
+        assert proc.wait(30) in (0, -15)
+        assert "Traceback" not in log.read_text()
