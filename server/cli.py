@@ -9,6 +9,7 @@ then the built-in default.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -97,6 +98,12 @@ def _add_engine_args(_option: _Options) -> None:
     )
     _option("--threads", None, "torch threads (default: all cores)", type=int)
     _option("--log-level", "info", "log level", choices=["debug", "info", "warning", "error"])
+    _option(
+        "--log-format",
+        "text",
+        "text, or json (one object per line: ts, level, logger, message, and any extra fields)",
+        choices=["text", "json"],
+    )
 
 
 def _add_serve_args(_option: _Options) -> None:
@@ -153,11 +160,31 @@ def _add_serve_args(_option: _Options) -> None:
     )
 
 
-def _log_setup(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+class _JsonFormatter(logging.Formatter):
+    """One JSON object per line, for log shippers; `extra=` fields of a record are kept."""
+
+    _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "color_message"}
+
+    def format(self, record: logging.LogRecord) -> str:
+        out = {
+            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        out |= {k: v for k, v in record.__dict__.items() if k not in self._STANDARD}
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str)
+
+
+def _log_setup(args: argparse.Namespace) -> None:
+    handler = logging.StreamHandler()
+    if args.log_format == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=args.log_level.upper(), handlers=[handler])
 
 
 def _engine(args: argparse.Namespace):
@@ -191,7 +218,7 @@ def _serve(args: argparse.Namespace) -> int:
     from .core.serve_core import ServeCore
     from .http.app import create_app
 
-    _log_setup(args.log_level)
+    _log_setup(args)
     try:
         config = ServeConfig(
             api_key=args.api_key,
@@ -217,6 +244,7 @@ def _serve(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         log_level=args.log_level,
+        log_config=None,  # uvicorn's loggers go through ours (text or json)
         timeout_graceful_shutdown=args.graceful_shutdown,
     )
     return 0
@@ -227,11 +255,17 @@ def _serve_engine(args: argparse.Namespace) -> int:
 
     from .http.app import create_engine_app
 
-    _log_setup(args.log_level)
+    _log_setup(args)
     engine = _engine(args)
     if engine is None:
         return 2
-    uvicorn.run(create_engine_app(engine), host=args.host, port=args.port, log_level=args.log_level)
+    uvicorn.run(
+        create_engine_app(engine),
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        log_config=None,
+    )
     return 0
 
 

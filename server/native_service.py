@@ -18,7 +18,7 @@ from parrot_integrations.protocol.native import (
 )
 
 from .core.errors import ConflictError, NotFoundError
-from .core.executor import render, to_sampling_params
+from .core.executor import render_prompt, to_sampling_params
 from .core.graph import Call, Plan
 from .core.objective import deduce, mark
 from .core.serve_core import ServeCore
@@ -144,7 +144,8 @@ class NativeService:
             if any(plan.value_of(v) is None for v in call.inputs.values()):
                 continue
             first = next(iter(call.outputs.values()))
-            n = await self.core.engine.count_tokens(render(plan.value_of, call, 0))
+            prompt = render_prompt(self.core.engine, plan.value_of, call, 0)
+            n = await self.core.engine.count_tokens(prompt)
             if n + first.sampling.max_tokens > limit:
                 raise PromptTooLongError(
                     f"call {call.id!r}: prompt of {n} tokens + max_tokens "

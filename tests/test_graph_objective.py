@@ -16,7 +16,7 @@ from parrot_integrations.protocol.native import (
 )
 from parrot_integrations.template import TemplateError, parse_template
 from parrot_server.core.errors import ConflictError, LimitExceededError
-from parrot_server.core.executor import render
+from parrot_server.core.executor import render, render_turns
 from parrot_server.core.graph import Graph, GraphLimits
 from parrot_server.core.objective import deduce, mark, priority_of
 from parrot_server.engine.errors import InvalidRequestError
@@ -81,6 +81,12 @@ def test_render_fills_inputs_and_earlier_outputs():
     value = {"q": "why?", "va": "because", "vb": None}.get
     assert render(value, c, 0) == "Q: why?\nA: "
     assert render(value, c, 1) == "Q: why?\nA: because\nB: "
+    # chat=True: the text before each output is a user turn, each output an assistant turn
+    assert render_turns(value, c, 1) == [
+        {"role": "user", "content": "Q: why?\nA: "},
+        {"role": "assistant", "content": "because"},
+        {"role": "user", "content": "\nB: "},
+    ]
 
 
 # -- validation ---------------------------------------------------------------------------------

@@ -113,6 +113,11 @@ class CallSpec(_Strict):
         default_factory=dict, description="input placeholder -> variable id"
     )
     outputs: dict[str, OutputBinding] = Field(description="output placeholder -> binding")
+    chat: bool = Field(
+        False,
+        description="render as a conversation with the model's chat template: the text before "
+        "each output is a user turn, each output an assistant turn (for instruct models)",
+    )
 
 
 class Program(_Strict):

@@ -56,22 +56,45 @@ def to_sampling_params(opts: SamplingOptions) -> SamplingParams:
     )
 
 
-def render(value_of: Callable[[str], str | None], call: Call, upto_output: int) -> str:
-    """The prompt of the call's `upto_output`-th output: the template up to that placeholder,
-    inputs filled in (`value_of(variable id)`) and earlier outputs included."""
-    parts: list[str] = []
+def render_turns(
+    value_of: Callable[[str], str | None], call: Call, upto_output: int
+) -> list[dict[str, str]]:
+    """The call up to its `upto_output`-th output as alternating turns: the text before each
+    output (inputs filled in by `value_of(variable id)`) is a user turn, each earlier output an
+    assistant turn. The last turn is the user's."""
+    turns: list[dict[str, str]] = []
+    text: list[str] = []
     seen = 0
     for seg in call.template.segments:
         if seg.kind is SegmentKind.TEXT:
-            parts.append(seg.value)
+            text.append(seg.value)
         elif seg.kind is SegmentKind.INPUT:
-            parts.append(value_of(call.inputs[seg.value]) or "")
+            text.append(value_of(call.inputs[seg.value]) or "")
         else:
+            turns.append({"role": "user", "content": "".join(text)})
+            text = []
             if seen == upto_output:
                 break
-            parts.append(value_of(call.outputs[seg.value].var) or "")
+            turns.append(
+                {"role": "assistant", "content": value_of(call.outputs[seg.value].var) or ""}
+            )
             seen += 1
-    return "".join(parts)
+    return turns
+
+
+def render(value_of: Callable[[str], str | None], call: Call, upto_output: int) -> str:
+    """The plain-text prompt of the call's `upto_output`-th output: the template up to that
+    placeholder, inputs filled in and earlier outputs included."""
+    return "".join(t["content"] for t in render_turns(value_of, call, upto_output))
+
+
+def render_prompt(
+    engine: EngineClient, value_of: Callable[[str], str | None], call: Call, upto_output: int
+) -> str:
+    """What the engine receives: plain text, or the turns through the chat template."""
+    if call.chat:
+        return engine.render_chat(render_turns(value_of, call, upto_output))
+    return render(value_of, call, upto_output)
 
 
 class Executor:
@@ -158,7 +181,7 @@ class Executor:
         try:
             for k, binding in enumerate(call.outputs.values()):
                 var = graph.variables[binding.var]
-                prompt = render(lambda v: graph.variables[v].value, call, k)
+                prompt = render_prompt(self.engine, lambda v: graph.variables[v].value, call, k)
                 sampling = to_sampling_params(binding.sampling)
                 rid = f"{session.id}.{call.id}.{k}"
                 value, first = await self._generate(prompt, sampling, rid, call, var.append)
@@ -232,9 +255,22 @@ class Executor:
         self.metrics.observe(
             "native", objective, outcome, time.monotonic() - call.submitted_at, ttft
         )
+        log.info(
+            "call %s %s%s",
+            call.id,
+            status.value,
+            f": {error}" if error else "",
+            extra={
+                "session": session.id,
+                "call": call.id,
+                "status": status.value,
+                "objective": objective,
+                "task_group": call.task_group,
+                "latency_s": round(time.monotonic() - call.submitted_at, 4),
+            },
+        )
         if status is CallStatus.DONE:
             return
-        log.debug("call %s %s: %s", call.id, status.value, error)
         for var in session.graph.output_vars(call):
             if var.pending:
                 var.fail(f"call {call.id!r} {status.value}: {error}")

@@ -37,6 +37,7 @@ class Call:
     error: str | None = None
     objective: Criteria | None = None
     task_group: str | None = None
+    chat: bool = False  # rendered through the model's chat template (see CallSpec.chat)
     submitted_at: float = 0.0
     extra: dict = field(default_factory=dict)
 
@@ -205,7 +206,7 @@ class Graph:
         if loop:
             raise InvalidRequestError(f"call {cid!r} reads its own output {sorted(loop)[0]!r}")
         outputs = {name: spec.outputs[name] for name in template.outputs}  # generation order
-        return Call(cid, template, dict(spec.inputs), outputs)
+        return Call(cid, template, dict(spec.inputs), outputs, chat=spec.chat)
 
     def _check_acyclic(self, calls: list[Call], producers: dict[str, str]) -> None:
         """Depth-first search over the calls not yet finished, old and new, through

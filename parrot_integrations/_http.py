@@ -1,0 +1,363 @@
+"""HTTP plumbing shared by `ParrotClient` and `AsyncParrotClient`.
+
+Everything that does not depend on sync vs async I/O lives here once: settings (base URL,
+API key, timeouts), the retry policy, the native API's endpoints as request descriptions,
+error mapping and server-sent-event parsing. Each client only runs the loop that sends.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import httpx
+from pydantic import BaseModel, ValidationError
+
+from .errors import (
+    APIConnectionError,
+    APITimeoutError,
+    AuthenticationError,
+    ConflictError,
+    InvalidRequestError,
+    NotFoundError,
+    OverloadedError,
+    ParrotError,
+    ServerError,
+)
+from .protocol.errors import ErrorResponse
+from .protocol.native import (
+    API_PREFIX,
+    CallInfo,
+    CallSpec,
+    Criteria,
+    Program,
+    ProgramAccepted,
+    SessionCreate,
+    SessionInfo,
+    VariableChunk,
+    VariableCreate,
+    VariableSet,
+    VariableState,
+)
+
+DEFAULT_BASE_URL = "http://127.0.0.1:8000"
+DEFAULT_TIMEOUT = 60.0
+DEFAULT_MAX_RETRIES = 2
+# Longest server-side wait of one `GET .../variables/{id}`: a longer `get(timeout=...)` is
+# several waits, so no single request outlives proxies' or the client's idle limits.
+MAX_SERVER_WAIT = 60.0
+# Added to a server-side wait for the read timeout: the answer comes just after the wait ends.
+WAIT_READ_MARGIN = 10.0
+# A Retry-After longer than this is not honoured (we back off as usual instead).
+MAX_RETRY_AFTER = 60.0
+RETRY_STATUSES = frozenset({429, 503})
+
+T = TypeVar("T")
+
+
+# -- settings -----------------------------------------------------------------------------------
+def normalize_base_url(base_url: str | None = None) -> str:
+    """The server root: `base_url`, else `$PARROT_BASE_URL`, else http://127.0.0.1:8000. A
+    trailing `/`, `/v1` or `/api/v1` is accepted and stripped (the SDK adds the paths)."""
+    url = (base_url or os.environ.get("PARROT_BASE_URL") or DEFAULT_BASE_URL).strip()
+    url = url.rstrip("/")
+    for suffix in (API_PREFIX, "/v1"):
+        if url.endswith(suffix):
+            url = url[: -len(suffix)].rstrip("/")
+            break
+    parsed = httpx.URL(url)
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise InvalidRequestError(
+            f"base_url {url!r} is not an http(s) URL such as {DEFAULT_BASE_URL!r}"
+        )
+    return url
+
+
+def resolve_api_key(api_key: str | None = None) -> str | None:
+    """`api_key`, else `$PARROT_API_KEY`; empty means none."""
+    return api_key or os.environ.get("PARROT_API_KEY") or None
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with jitter on 429/503 and on connection errors that mean the
+    request never left (so a retry cannot run anything twice)."""
+
+    max_retries: int = DEFAULT_MAX_RETRIES
+    backoff_base: float = 0.5  # seconds before the first retry (before jitter)
+    backoff_max: float = 8.0
+
+    def __post_init__(self) -> None:
+        if self.max_retries < 0 or self.backoff_base < 0 or self.backoff_max < 0:
+            raise InvalidRequestError(
+                f"max_retries, backoff_base and backoff_max must be >= 0, got {self}"
+            )
+
+    def backoff(self, attempt: int) -> float:
+        """Delay before retry number `attempt` (0-based): base * 2^attempt, capped, with the
+        upper half jittered so clients that failed together do not retry together."""
+        delay = min(self.backoff_max, self.backoff_base * 2**attempt)
+        return delay / 2 + random.uniform(0, delay / 2)
+
+    def delay_after_response(self, response: httpx.Response, attempt: int) -> float | None:
+        """Seconds to wait before retrying this response, or None when it is final."""
+        if response.status_code not in RETRY_STATUSES or attempt >= self.max_retries:
+            return None
+        after = retry_after(response)
+        return after if after is not None else self.backoff(attempt)
+
+    def delay_after_error(self, error: httpx.TransportError, attempt: int) -> float | None:
+        """Seconds to wait before retrying after a transport error, or None when it is final.
+        Only errors before the request was sent are retried (a read timeout is not)."""
+        unsent = isinstance(error, (httpx.ConnectError, httpx.ConnectTimeout))
+        if not unsent or attempt >= self.max_retries:
+            return None
+        return self.backoff(attempt)
+
+
+def retry_after(response: httpx.Response) -> float | None:
+    """The response's Retry-After in seconds (a number or an HTTP date), if usable."""
+    raw = response.headers.get("retry-after")
+    if raw is None:
+        return None
+    try:
+        seconds = float(raw)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(raw)
+        except (TypeError, ValueError):
+            return None
+        seconds = when.timestamp() - time.time()
+    return max(0.0, seconds) if seconds <= MAX_RETRY_AFTER else None
+
+
+class ClientSettings:
+    """What both clients are configured with; builds their httpx client and requests."""
+
+    def __init__(
+        self,
+        base_url: str | None,
+        api_key: str | None,
+        timeout: float | httpx.Timeout | None,
+        max_retries: int,
+        backoff_base: float,
+        backoff_max: float,
+    ) -> None:
+        self.base_url = normalize_base_url(base_url)
+        self.api_key = resolve_api_key(api_key)
+        self.timeout = httpx.Timeout(timeout)
+        self.retry = RetryPolicy(max_retries, backoff_base, backoff_max)
+
+    def httpx_options(self) -> dict[str, Any]:
+        headers = {"user-agent": "parrot-sdk"}
+        if self.api_key:
+            headers["authorization"] = f"Bearer {self.api_key}"
+        return {"base_url": self.base_url, "headers": headers, "timeout": self.timeout}
+
+    def timeout_for(self, call: Call[Any]) -> httpx.Timeout:
+        """A stream has no read timeout (tokens may be far apart while the call queues); a
+        server-side wait gets a read timeout that outlasts it."""
+        if call.stream:
+            read = None
+        elif call.wait is not None and self.timeout.read is not None:
+            read = max(self.timeout.read, call.wait + WAIT_READ_MARGIN)
+        else:
+            read = self.timeout.read
+        t = self.timeout
+        return httpx.Timeout(connect=t.connect, read=read, write=t.write, pool=t.pool)
+
+    def build(self, http: httpx.Client | httpx.AsyncClient, call: Call[Any]) -> httpx.Request:
+        return http.build_request(
+            call.method,
+            call.path,
+            json=call.json,
+            params=call.params,
+            timeout=self.timeout_for(call),
+            headers={"accept": "text/event-stream"} if call.stream else None,
+        )
+
+
+# -- errors -------------------------------------------------------------------------------------
+def _error_class(status: int) -> type[ParrotError]:
+    if status in (400, 422):
+        return InvalidRequestError
+    if status in (401, 403):
+        return AuthenticationError
+    if status == 404:
+        return NotFoundError
+    if status == 409:
+        return ConflictError
+    if status in (429, 503):
+        return OverloadedError
+    if status in (408, 504):
+        return APITimeoutError
+    return ServerError if status >= 500 else ParrotError
+
+
+def error_from_response(response: httpx.Response) -> ParrotError:
+    """The typed exception for an error response (its body must have been read)."""
+    status = response.status_code
+    try:
+        info = ErrorResponse.model_validate_json(response.content).error
+        message, kind, param = info.message, info.type, info.param
+    except ValidationError:  # not our error body (a proxy's page, say): keep its text
+        message = response.text.strip()[:500] or response.reason_phrase or f"HTTP {status}"
+        kind, param = None, None
+    return _error_class(status)(message, status_code=status, error_type=kind, param=param)
+
+
+def error_from_transport(error: httpx.TransportError) -> ParrotError:
+    """The typed exception for a failure below HTTP (connect, read, timeouts)."""
+    if isinstance(error, httpx.TimeoutException):
+        return APITimeoutError(f"request timed out: {type(error).__name__}: {error}")
+    return APIConnectionError(f"connection failed: {type(error).__name__}: {error}")
+
+
+# -- endpoints ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Call(Generic[T]):
+    """One native API request and how to read its answer."""
+
+    method: str
+    path: str
+    parse: Callable[[httpx.Response], T]
+    json: Any = None
+    params: dict[str, str] | None = None
+    wait: float | None = None  # the server may hold the request this long
+    stream: bool = False
+
+
+def _model(cls: type[BaseModel]) -> Callable[[httpx.Response], Any]:
+    def parse(response: httpx.Response) -> Any:
+        try:
+            return cls.model_validate_json(response.content)
+        except ValidationError as exc:
+            raise ServerError(
+                f"unexpected {cls.__name__} from the server: {exc.errors()[0]['msg']}",
+                status_code=response.status_code,
+            ) from exc
+
+    return parse
+
+
+def _nothing(_: httpx.Response) -> None:
+    return None
+
+
+def body(model: type[BaseModel], **fields: Any) -> dict[str, Any]:
+    """A request body validated on the client (a bad value is an InvalidRequestError here,
+    not a round trip)."""
+    try:
+        return model(**fields).model_dump(mode="json", exclude_none=True)
+    except ValidationError as exc:
+        raise InvalidRequestError(validation_message(exc)) from exc
+
+
+def dump(model: BaseModel) -> dict[str, Any]:
+    return model.model_dump(mode="json", exclude_none=True)
+
+
+def validation_message(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in exc.errors()
+    )
+
+
+def _session(sid: str) -> str:
+    return f"{API_PREFIX}/sessions/{sid}"
+
+
+def create_session(ttl_seconds: float | None) -> Call[SessionInfo]:
+    json = body(SessionCreate, ttl_seconds=ttl_seconds)
+    return Call("POST", f"{API_PREFIX}/sessions", _model(SessionInfo), json=json)
+
+
+def get_session(sid: str) -> Call[SessionInfo]:
+    return Call("GET", _session(sid), _model(SessionInfo))
+
+
+def delete_session(sid: str) -> Call[None]:
+    return Call("DELETE", _session(sid), _nothing)
+
+
+def create_variable(sid: str, vid: str, value: str | None) -> Call[VariableState]:
+    json = body(VariableCreate, id=vid, value=value)
+    return Call("POST", f"{_session(sid)}/variables", _model(VariableState), json=json)
+
+
+def set_variable(sid: str, vid: str, value: str) -> Call[VariableState]:
+    json = body(VariableSet, value=value)
+    return Call("PUT", f"{_session(sid)}/variables/{vid}", _model(VariableState), json=json)
+
+
+def as_criteria(criteria: Criteria | str | None) -> Criteria | None:
+    if criteria is None:
+        return None
+    try:
+        return Criteria(criteria)
+    except ValueError:
+        raise InvalidRequestError(
+            f"criteria must be one of {[c.value for c in Criteria]}, got {criteria!r}"
+        ) from None
+
+
+def _criteria(criteria: Criteria | str | None) -> dict[str, str]:
+    value = as_criteria(criteria)
+    return {} if value is None else {"criteria": value.value}
+
+
+def get_variable(
+    sid: str, vid: str, criteria: Criteria | str | None, wait: float | None
+) -> Call[VariableState]:
+    params = _criteria(criteria)
+    if wait is not None:
+        if wait < 0:
+            raise InvalidRequestError(f"wait must be >= 0 seconds, got {wait}")
+        params["timeout"] = f"{wait:g}"
+    path = f"{_session(sid)}/variables/{vid}"
+    return Call("GET", path, _model(VariableState), params=params, wait=wait)
+
+
+def stream_variable(sid: str, vid: str, criteria: Criteria | str | None) -> Call[None]:
+    path = f"{_session(sid)}/variables/{vid}/stream"
+    return Call("GET", path, _nothing, params=_criteria(criteria), stream=True)
+
+
+def submit_call(sid: str, call: CallSpec) -> Call[CallInfo]:
+    return Call("POST", f"{_session(sid)}/calls", _model(CallInfo), json=dump(call))
+
+
+def submit_program(sid: str, program: Program) -> Call[ProgramAccepted]:
+    path = f"{_session(sid)}/programs"
+    return Call("POST", path, _model(ProgramAccepted), json=dump(program))
+
+
+def get_call(sid: str, cid: str) -> Call[CallInfo]:
+    return Call("GET", f"{_session(sid)}/calls/{cid}", _model(CallInfo))
+
+
+def cancel_call(sid: str, cid: str) -> Call[CallInfo]:
+    return Call("DELETE", f"{_session(sid)}/calls/{cid}", _model(CallInfo))
+
+
+# -- server-sent events -------------------------------------------------------------------------
+SSE_DONE = object()  # the `data: [DONE]` sentinel
+
+
+def parse_sse_line(line: str) -> VariableChunk | object | None:
+    """One line of a variable stream: a chunk, `SSE_DONE`, or None for anything else (blank
+    separators, comments, `event:` lines)."""
+    if not line.startswith("data:"):
+        return None
+    payload = line[5:].strip()
+    if payload == "[DONE]":
+        return SSE_DONE
+    try:
+        return VariableChunk.model_validate_json(payload)
+    except ValidationError as exc:
+        raise ServerError(f"malformed stream event {payload[:100]!r}") from exc

@@ -1,0 +1,153 @@
+"""`AsyncParrotClient`: the asyncio client of Parrot's native API (same methods as
+`ParrotClient`, awaited; the settings, retry policy and endpoints are shared in `_http`)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any, TypeVar
+
+import httpx
+
+from . import _http
+from .protocol.native import (
+    CallInfo,
+    CallSpec,
+    Criteria,
+    Program,
+    ProgramAccepted,
+    SessionInfo,
+    VariableChunk,
+    VariableState,
+)
+from .session import AsyncSession
+
+T = TypeVar("T")
+
+
+class AsyncParrotClient:
+    """Asyncio client; arguments as `ParrotClient`. Use `async with AsyncParrotClient() as c:`
+    or `await c.aclose()`."""
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        timeout: float | httpx.Timeout | None = _http.DEFAULT_TIMEOUT,
+        max_retries: int = _http.DEFAULT_MAX_RETRIES,
+        *,
+        backoff_base: float = 0.5,
+        backoff_max: float = 8.0,
+    ) -> None:
+        self.settings = _http.ClientSettings(
+            base_url, api_key, timeout, max_retries, backoff_base, backoff_max
+        )
+        self._http = httpx.AsyncClient(**self.settings.httpx_options())
+
+    @property
+    def base_url(self) -> str:
+        return self.settings.base_url
+
+    # -- plumbing -------------------------------------------------------------------------------
+    async def _send(self, call: _http.Call[Any]) -> httpx.Response:
+        """As `ParrotClient._send`, awaited."""
+        request = self.settings.build(self._http, call)
+        attempt = 0
+        while True:
+            try:
+                response = await self._http.send(request, stream=call.stream)
+            except httpx.TransportError as exc:
+                delay = self.settings.retry.delay_after_error(exc, attempt)
+                if delay is None:
+                    raise _http.error_from_transport(exc) from exc
+            else:
+                if response.is_success:
+                    return response
+                delay = self.settings.retry.delay_after_response(response, attempt)
+                if delay is None:
+                    await response.aread()
+                    await response.aclose()
+                    raise _http.error_from_response(response)
+                await response.aclose()
+            await asyncio.sleep(delay)
+            attempt += 1
+
+    async def _call(self, call: _http.Call[T]) -> T:
+        return call.parse(await self._send(call))
+
+    # -- sessions -------------------------------------------------------------------------------
+    async def create_session(self, ttl_seconds: float | None = None) -> SessionInfo:
+        return await self._call(_http.create_session(ttl_seconds))
+
+    async def get_session(self, session_id: str) -> SessionInfo:
+        return await self._call(_http.get_session(session_id))
+
+    async def delete_session(self, session_id: str) -> None:
+        """Cancels the session's calls and frees its variables."""
+        await self._call(_http.delete_session(session_id))
+
+    def session(self, ttl_seconds: float | None = None) -> AsyncSession:
+        """A session created on the server when opened: `async with client.session() as s:`
+        (deleted on exit) or `s = await client.session()`."""
+        return AsyncSession(self, ttl_seconds)
+
+    # -- variables ------------------------------------------------------------------------------
+    async def create_variable(
+        self, session_id: str, variable_id: str, value: str | None = None
+    ) -> VariableState:
+        return await self._call(_http.create_variable(session_id, variable_id, value))
+
+    async def set_variable(self, session_id: str, variable_id: str, value: str) -> VariableState:
+        return await self._call(_http.set_variable(session_id, variable_id, value))
+
+    async def get_variable(
+        self,
+        session_id: str,
+        variable_id: str,
+        *,
+        criteria: Criteria | str | None = None,
+        wait: float | None = None,
+    ) -> VariableState:
+        return await self._call(_http.get_variable(session_id, variable_id, criteria, wait))
+
+    async def stream_variable(
+        self, session_id: str, variable_id: str, *, criteria: Criteria | str | None = None
+    ) -> AsyncIterator[VariableChunk]:
+        response = await self._send(_http.stream_variable(session_id, variable_id, criteria))
+        try:
+            async for line in response.aiter_lines():
+                chunk = _http.parse_sse_line(line)
+                if chunk is _http.SSE_DONE:
+                    return
+                if chunk is not None:
+                    yield chunk  # type: ignore[misc]
+        except httpx.TransportError as exc:
+            raise _http.error_from_transport(exc) from exc
+        finally:
+            await response.aclose()
+
+    # -- calls and programs ---------------------------------------------------------------------
+    async def submit_call(self, session_id: str, call: CallSpec) -> CallInfo:
+        return await self._call(_http.submit_call(session_id, call))
+
+    async def submit_program(self, session_id: str, program: Program) -> ProgramAccepted:
+        return await self._call(_http.submit_program(session_id, program))
+
+    async def get_call(self, session_id: str, call_id: str) -> CallInfo:
+        return await self._call(_http.get_call(session_id, call_id))
+
+    async def cancel_call(self, session_id: str, call_id: str) -> CallInfo:
+        return await self._call(_http.cancel_call(session_id, call_id))
+
+    # -- lifetime -------------------------------------------------------------------------------
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncParrotClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return f"AsyncParrotClient(base_url={self.base_url!r})"

@@ -1,0 +1,158 @@
+"""`ParrotClient`: the synchronous client of Parrot's native API (one method per endpoint)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any, TypeVar
+
+import httpx
+
+from . import _http
+from .protocol.native import (
+    CallInfo,
+    CallSpec,
+    Criteria,
+    Program,
+    ProgramAccepted,
+    SessionInfo,
+    VariableChunk,
+    VariableState,
+)
+from .session import Session
+
+T = TypeVar("T")
+
+
+class ParrotClient:
+    """Blocking client. `base_url` is the server root (default `$PARROT_BASE_URL`, else
+    http://127.0.0.1:8000), `api_key` defaults to `$PARROT_API_KEY`, `timeout` (seconds or an
+    `httpx.Timeout`) bounds each request, and 429/503 answers and connection failures are
+    retried `max_retries` times with exponential backoff from `backoff_base` seconds."""
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        timeout: float | httpx.Timeout | None = _http.DEFAULT_TIMEOUT,
+        max_retries: int = _http.DEFAULT_MAX_RETRIES,
+        *,
+        backoff_base: float = 0.5,
+        backoff_max: float = 8.0,
+    ) -> None:
+        self.settings = _http.ClientSettings(
+            base_url, api_key, timeout, max_retries, backoff_base, backoff_max
+        )
+        self._http = httpx.Client(**self.settings.httpx_options())
+
+    @property
+    def base_url(self) -> str:
+        return self.settings.base_url
+
+    # -- plumbing -------------------------------------------------------------------------------
+    def _send(self, call: _http.Call[Any]) -> httpx.Response:
+        """Send with retries; an error answer raises its typed exception. A streamed response
+        comes back unread (the caller closes it)."""
+        request = self.settings.build(self._http, call)
+        attempt = 0
+        while True:
+            try:
+                response = self._http.send(request, stream=call.stream)
+            except httpx.TransportError as exc:
+                delay = self.settings.retry.delay_after_error(exc, attempt)
+                if delay is None:
+                    raise _http.error_from_transport(exc) from exc
+            else:
+                if response.is_success:
+                    return response
+                delay = self.settings.retry.delay_after_response(response, attempt)
+                if delay is None:
+                    response.read()
+                    response.close()
+                    raise _http.error_from_response(response)
+                response.close()
+            time.sleep(delay)
+            attempt += 1
+
+    def _call(self, call: _http.Call[T]) -> T:
+        return call.parse(self._send(call))
+
+    # -- sessions -------------------------------------------------------------------------------
+    def create_session(self, ttl_seconds: float | None = None) -> SessionInfo:
+        return self._call(_http.create_session(ttl_seconds))
+
+    def get_session(self, session_id: str) -> SessionInfo:
+        return self._call(_http.get_session(session_id))
+
+    def delete_session(self, session_id: str) -> None:
+        """Cancels the session's calls and frees its variables."""
+        self._call(_http.delete_session(session_id))
+
+    def session(self, ttl_seconds: float | None = None) -> Session:
+        """Create a session now; use it as `with client.session() as s:` to delete it on exit."""
+        return Session(self, self.create_session(ttl_seconds))
+
+    # -- variables ------------------------------------------------------------------------------
+    def create_variable(
+        self, session_id: str, variable_id: str, value: str | None = None
+    ) -> VariableState:
+        return self._call(_http.create_variable(session_id, variable_id, value))
+
+    def set_variable(self, session_id: str, variable_id: str, value: str) -> VariableState:
+        return self._call(_http.set_variable(session_id, variable_id, value))
+
+    def get_variable(
+        self,
+        session_id: str,
+        variable_id: str,
+        *,
+        criteria: Criteria | str | None = None,
+        wait: float | None = None,
+    ) -> VariableState:
+        """The variable's state; the server holds the request up to `wait` seconds while it is
+        pending (None: the server's default). `criteria` tells the server how it is read."""
+        return self._call(_http.get_variable(session_id, variable_id, criteria, wait))
+
+    def stream_variable(
+        self, session_id: str, variable_id: str, *, criteria: Criteria | str | None = None
+    ) -> Iterator[VariableChunk]:
+        """The variable's text as it is generated, one chunk per server-sent event; the last
+        chunk has `done=True`."""
+        response = self._send(_http.stream_variable(session_id, variable_id, criteria))
+        try:
+            for line in response.iter_lines():
+                chunk = _http.parse_sse_line(line)
+                if chunk is _http.SSE_DONE:
+                    return
+                if chunk is not None:
+                    yield chunk  # type: ignore[misc]
+        except httpx.TransportError as exc:
+            raise _http.error_from_transport(exc) from exc
+        finally:
+            response.close()
+
+    # -- calls and programs ---------------------------------------------------------------------
+    def submit_call(self, session_id: str, call: CallSpec) -> CallInfo:
+        return self._call(_http.submit_call(session_id, call))
+
+    def submit_program(self, session_id: str, program: Program) -> ProgramAccepted:
+        return self._call(_http.submit_program(session_id, program))
+
+    def get_call(self, session_id: str, call_id: str) -> CallInfo:
+        return self._call(_http.get_call(session_id, call_id))
+
+    def cancel_call(self, session_id: str, call_id: str) -> CallInfo:
+        return self._call(_http.cancel_call(session_id, call_id))
+
+    # -- lifetime -------------------------------------------------------------------------------
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> ParrotClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"ParrotClient(base_url={self.base_url!r})"
