@@ -67,6 +67,7 @@ def test_generate_stream_is_sse(server_url):
         ({"text": "hi", "sampling_params": {"max_new_tokens": "many"}}, "max_new_tokens"),
         ({"input_ids": [], "sampling_params": {"max_new_tokens": 4}}, "empty"),
         ({"text": "word " * 9000, "sampling_params": {"max_new_tokens": 4}}, "context window"),
+        ({"text": "hi", "sampling_params": {"sampling_seed": 2**64}}, "sampling_seed"),
     ],
 )
 def test_bad_requests_get_400_with_a_message(server_url, server_log, body, needle):

@@ -44,8 +44,11 @@ class SamplingParams:
             raise bad("stop strings must be non-empty strings")
         if any(not isinstance(t, int) or t < 0 for t in self.stop_token_ids):
             raise bad("stop_token_ids must be non-negative integers")
-        if self.sampling_seed is not None and not isinstance(self.sampling_seed, int):
-            raise bad(f"sampling_seed must be an integer, got {self.sampling_seed!r}")
+        seed = self.sampling_seed
+        # torch.Generator.manual_seed takes [-2**63, 2**64); checked here, not in a step where a
+        # failure would abort every request of the batch.
+        if seed is not None and (not isinstance(seed, int) or not -(2**63) <= seed < 2**63):
+            raise bad(f"sampling_seed must be an integer in [-2**63, 2**63), got {seed!r}")
 
     @property
     def greedy(self) -> bool:

@@ -15,6 +15,7 @@ from .auth import install_auth
 from .engine_routes import router as engine_router
 from .errors import install_error_handlers
 from .native_routes import router as native_router
+from .openai_routes import router as openai_router
 from .ops_routes import router as ops_router
 
 VERSION = "0.1.0"
@@ -53,6 +54,7 @@ def create_app(core: ServeCore, engine: AsyncEngine | None = None) -> FastAPI:
     install_auth(app, core.config.api_key)
     app.include_router(ops_router)  # first: its /health wins over the engine router's
     app.include_router(native_router)
+    app.include_router(openai_router)
     if engine is not None:
         loaded = engine.engine.loaded
         app.state.engine_service = EngineService(engine, loaded.name, str(loaded.path))

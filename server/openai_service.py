@@ -1,0 +1,316 @@
+"""OpenAI-compatible completions over an `EngineClient`: wire models <-> engine calls.
+
+Every request is validated and queued on the engine before anything is returned, so a bad
+request is a plain 4xx even when it asked to stream; once streaming, a failure is sent as an
+`{"error": ...}` event followed by `[DONE]` (what the `openai` client turns into an
+`APIError`). A consumer that goes away (client disconnect, cancellation) aborts the engine
+request, so its KV is freed at once. The engine request id is the response id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from parrot_integrations.protocol.errors import ErrorInfo, ErrorResponse
+from parrot_integrations.protocol.openai import (
+    ChatCompletion,
+    ChatCompletionChoice,
+    ChatCompletionChunk,
+    ChatCompletionChunkChoice,
+    ChatCompletionMessage,
+    ChatCompletionRequest,
+    ChatDelta,
+    Completion,
+    CompletionChoice,
+    CompletionRequest,
+    Model,
+    ModelList,
+    PromptTokensDetails,
+    SamplingRequest,
+    Usage,
+)
+
+from .core.engine_client import EngineClient, OutputStream
+from .core.errors import NotFoundError
+from .core.metrics import Metrics
+from .core.objective import priority_of
+from .engine.errors import RequestAbortedError
+from .engine.request import FinishKind, RequestOutput
+from .engine.sampling_params import SamplingParams
+from .http.errors import status_of
+
+if TYPE_CHECKING:
+    from .core.session import SessionManager
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL_ALIAS = "default"  # accepted as a name for the served model, like an absent one
+
+
+class ModelNotFoundError(NotFoundError):
+    """An unknown model name: a 404, as OpenAI answers."""
+
+    def __init__(self, model: str) -> None:
+        super().__init__(f"The model `{model}` does not exist; GET /v1/models lists the served one")
+
+
+def to_sampling_params(req: SamplingRequest, max_new_tokens: int) -> SamplingParams:
+    """OpenAI's sampling fields as the engine's; invalid values raise `InvalidRequestError`."""
+    top_k = req.top_k if req.top_k is not None else -1
+    top_p = 1.0 if req.top_p is None else req.top_p
+    if top_p == 0:  # OpenAI accepts 0: only the most likely token survives the cut
+        top_p, top_k = 1.0, 1
+    return SamplingParams(
+        max_new_tokens=max_new_tokens,
+        temperature=1.0 if req.temperature is None else req.temperature,
+        top_p=top_p,
+        top_k=top_k,
+        stop=tuple(req.stop_list),
+        sampling_seed=req.seed,
+        ignore_eos=req.ignore_eos,
+    )
+
+
+def _usage(out: RequestOutput | None) -> Usage:
+    prompt, completion = (out.prompt_tokens, out.completion_tokens) if out else (0, 0)
+    return Usage(
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        total_tokens=prompt + completion,
+        prompt_tokens_details=PromptTokensDetails(cached_tokens=out.cached_tokens if out else 0),
+    )
+
+
+def _sse(data: str) -> str:
+    return f"data: {data}\n\n"
+
+
+_DONE = _sse("[DONE]")
+
+# Cleanup tasks that must outlive a cancelled caller (the loop keeps only weak references).
+_background: set[asyncio.Task] = set()
+
+
+class _Run:
+    """One submitted request: iterate its outputs inside `async with`; leaving the block early
+    (error, disconnect, cancellation) aborts it. Records the request's metrics once."""
+
+    def __init__(
+        self, stream: OutputStream, metrics: Metrics | None, objective: str, start: float
+    ) -> None:
+        self.stream, self.metrics, self.objective, self.start = stream, metrics, objective, start
+        self.rid = stream.rid
+        self.ttft: float | None = None
+        self.last: RequestOutput | None = None
+        self.finish_reason: str | None = None  # "stop" | "length" once finished
+
+    def __aiter__(self) -> AsyncIterator[RequestOutput]:
+        return self._outputs()
+
+    async def _outputs(self) -> AsyncIterator[RequestOutput]:
+        async for out in self.stream:
+            if self.ttft is None and out.new_token_ids:
+                self.ttft = time.monotonic() - self.start
+            self.last = out
+            reason = out.finish_reason
+            if reason is not None:
+                if reason.kind is FinishKind.ABORT:
+                    raise RequestAbortedError(f"request aborted: {reason.message or 'aborted'}")
+                self.finish_reason = "stop" if reason.kind is FinishKind.STOP else "length"
+            yield out
+
+    async def __aenter__(self) -> _Run:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: Any, tb: Any) -> None:
+        if self.finish_reason is not None:
+            outcome = "ok"
+        elif exc_type is None or issubclass(
+            exc_type, (asyncio.CancelledError, GeneratorExit, RequestAbortedError)
+        ):
+            outcome = "cancelled"
+        else:
+            outcome = "error"
+        if self.metrics is not None:
+            self.metrics.observe(
+                api="openai",
+                objective=self.objective,
+                outcome=outcome,
+                latency=time.monotonic() - self.start,
+                ttft=self.ttft,
+            )
+        if self.finish_reason is None:
+            # Shielded: under a cancelled task the abort must still reach the engine.
+            task = asyncio.ensure_future(self.stream.aclose())
+            _background.add(task)
+            task.add_done_callback(_background.discard)
+            await asyncio.shield(task)
+
+
+class OpenAIService:
+    def __init__(
+        self,
+        engine: EngineClient,
+        metrics: Metrics | None = None,
+        sessions: SessionManager | None = None,
+    ) -> None:
+        self.engine = engine
+        self.metrics = metrics
+        self.sessions = sessions
+        self.created = int(time.time())
+
+    # -- models -------------------------------------------------------------------------------
+    @property
+    def model_name(self) -> str:
+        return self.engine.info.model
+
+    def _model(self, requested: str | None) -> str:
+        if requested in (None, "", DEFAULT_MODEL_ALIAS, self.model_name):
+            return self.model_name
+        raise ModelNotFoundError(requested)
+
+    def list_models(self) -> ModelList:
+        return ModelList(data=[Model(id=self.model_name, created=self.created)])
+
+    def get_model(self, name: str) -> Model:
+        return Model(id=self._model(name), created=self.created)
+
+    # -- submission ---------------------------------------------------------------------------
+    async def _default_max_tokens(self, prompt: str | list[int]) -> int:
+        """No limit given: the reply may run to the end of the context window (as OpenAI's),
+        where the engine stops it with finish_reason "length". A KV pool smaller than the
+        window caps it too (the engine refuses a request that cannot fit the pool)."""
+        info = self.engine.info
+        if info.kv_pool_tokens >= info.max_context_len:
+            return info.max_context_len
+        n = len(prompt) if isinstance(prompt, list) else await self.engine.count_tokens(prompt)
+        return max(1, info.kv_pool_tokens - n)
+
+    async def _start(self, req: SamplingRequest, prompt: str | list[int], rid: str) -> _Run:
+        start = time.monotonic()
+        objective = req.criteria.value if req.criteria else "none"
+        try:
+            limit = req.max_new_tokens or await self._default_max_tokens(prompt)
+            sampling = to_sampling_params(req, limit)
+            stream = await self.engine.submit(
+                prompt, sampling, rid=rid, priority=priority_of(req.criteria)
+            )
+        except Exception:
+            if self.metrics is not None:
+                self.metrics.observe("openai", objective, "error", time.monotonic() - start, None)
+            raise
+        return _Run(stream, self.metrics, objective, start)
+
+    def _check(self, req: SamplingRequest) -> str:
+        """The model's served name; a named session must be live (and is kept alive)."""
+        model = self._model(req.model)
+        if req.session_id is not None and self.sessions is not None:
+            self.sessions.get(req.session_id)  # NotFoundError (404) when closed or expired
+        return model
+
+    async def _start_chat(self, req: ChatCompletionRequest) -> tuple[_Run, str]:
+        model = self._check(req)
+        prompt = self.engine.render_chat([m.to_template() for m in req.messages])
+        return await self._start(req, prompt, f"chatcmpl-{uuid.uuid4().hex}"), model
+
+    async def _start_completion(self, req: CompletionRequest) -> tuple[_Run, str]:
+        model = self._check(req)
+        return await self._start(req, req.prompt, f"cmpl-{uuid.uuid4().hex}"), model
+
+    # -- chat ---------------------------------------------------------------------------------
+    async def chat(self, req: ChatCompletionRequest) -> ChatCompletion:
+        run, model = await self._start_chat(req)
+        text: list[str] = []
+        async with run:
+            async for out in run:
+                text.append(out.new_text)
+        message = ChatCompletionMessage(content="".join(text))
+        return ChatCompletion(
+            id=run.rid,
+            created=int(time.time()),
+            model=model,
+            choices=[ChatCompletionChoice(message=message, finish_reason=run.finish_reason)],
+            usage=_usage(run.last),
+        )
+
+    async def chat_stream(self, req: ChatCompletionRequest) -> AsyncIterator[str]:
+        """SSE events (`data: ...`); submitted before this returns, so errors are still 4xx."""
+        run, model = await self._start_chat(req)
+        created = int(time.time())
+
+        def chunk(delta: ChatDelta, finish: str | None = None) -> str:
+            choice = ChatCompletionChunkChoice(delta=delta, finish_reason=finish)
+            body = ChatCompletionChunk(id=run.rid, created=created, model=model, choices=[choice])
+            return body.model_dump_json()
+
+        def render(out: RequestOutput) -> Iterable[str]:
+            if out.new_text:
+                yield chunk(ChatDelta(content=out.new_text))
+            if run.finish_reason is not None:
+                yield chunk(ChatDelta(), run.finish_reason)
+                if req.include_usage:
+                    final = ChatCompletionChunk(
+                        id=run.rid, created=created, model=model, choices=[], usage=_usage(out)
+                    )
+                    yield final.model_dump_json()
+
+        first = chunk(ChatDelta(role="assistant", content=""))  # OpenAI's first delta: the role
+        return self._events(run, render, first)
+
+    # -- completions --------------------------------------------------------------------------
+    async def completion(self, req: CompletionRequest) -> Completion:
+        run, model = await self._start_completion(req)
+        text: list[str] = []
+        async with run:
+            async for out in run:
+                text.append(out.new_text)
+        choice = CompletionChoice(text="".join(text), finish_reason=run.finish_reason)
+        return Completion(
+            id=run.rid,
+            created=int(time.time()),
+            model=model,
+            choices=[choice],
+            usage=_usage(run.last),
+        )
+
+    async def completion_stream(self, req: CompletionRequest) -> AsyncIterator[str]:
+        run, model = await self._start_completion(req)
+        created = int(time.time())
+
+        def render(out: RequestOutput) -> Iterable[str]:
+            if out.new_text or run.finish_reason is not None:
+                choice = CompletionChoice(text=out.new_text, finish_reason=run.finish_reason)
+                body = Completion(id=run.rid, created=created, model=model, choices=[choice])
+                yield body.model_dump_json()
+            if run.finish_reason is not None and req.include_usage:
+                final = Completion(
+                    id=run.rid, created=created, model=model, choices=[], usage=_usage(out)
+                )
+                yield final.model_dump_json()
+
+        return self._events(run, render, None)
+
+    # -- streaming ----------------------------------------------------------------------------
+    @staticmethod
+    async def _events(
+        run: _Run, render: Callable[[RequestOutput], Iterable[str]], first: str | None
+    ) -> AsyncIterator[str]:
+        try:
+            async with run:
+                if first is not None:
+                    yield _sse(first)
+                async for out in run:
+                    for data in render(out):
+                        yield _sse(data)
+        except Exception as exc:  # headers are sent: the error goes in the stream
+            status, kind = status_of(exc)
+            if status >= 500:
+                log.error("openai stream %s failed: %s: %s", run.rid, type(exc).__name__, exc)
+            err = ErrorResponse(error=ErrorInfo(message=str(exc), type=kind, code=status))
+            yield _sse(err.model_dump_json())
+        yield _DONE
