@@ -50,10 +50,17 @@ class EngineLoad:
     generated_tokens_total: int
 
 
+@dataclass(frozen=True)
+class Submission:
+    prompt: str | list[int]
+    sampling: SamplingParams
+    rid: str | None = None
+    priority: int = 0
+
+
 class EngineClient(abc.ABC):
     info: EngineInfo
 
-    @abc.abstractmethod
     async def submit(
         self,
         prompt: str | list[int],
@@ -65,6 +72,15 @@ class EngineClient(abc.ABC):
         """Queue one generation. Bad input (prompt too long, bad sampling) raises a typed
         `EngineError` here, before anything streams; a full queue raises
         `EngineOverloadedError`."""
+        (result,) = await self.submit_many([Submission(prompt, sampling, rid, priority)])
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    @abc.abstractmethod
+    async def submit_many(self, items: list[Submission]) -> list[OutputStream | Exception]:
+        """Queue several generations at once, so the engine admits them together (a task
+        group). Each item gets its stream, or the error `submit` would have raised."""
 
     @abc.abstractmethod
     async def abort(self, rid: str) -> bool: ...
@@ -100,8 +116,10 @@ class LocalEngineClient(EngineClient):
         )
         self._tokenizer = loaded.tokenizer
 
-    async def submit(self, prompt, sampling, *, rid=None, priority=0) -> OutputStream:
-        return await self.engine.submit(prompt, sampling, rid=rid, priority=priority)
+    async def submit_many(self, items: list[Submission]) -> list[OutputStream | Exception]:
+        return await self.engine.submit_many(
+            [(s.prompt, s.sampling, {"rid": s.rid, "priority": s.priority}) for s in items]
+        )
 
     async def abort(self, rid: str) -> bool:
         return await self.engine.abort(rid)

@@ -23,10 +23,11 @@ from parrot_integrations.template import SegmentKind
 from ..engine.errors import EngineError, EngineOverloadedError
 from ..engine.request import FinishKind
 from ..engine.sampling_params import SamplingParams
-from .engine_client import EngineClient
+from .engine_client import EngineClient, Submission
 from .graph import Call, Graph
 from .metrics import Metrics
 from .objective import priority_of
+from .submit_batcher import SubmitBatcher
 from .variable import Variable
 
 log = logging.getLogger(__name__)
@@ -106,6 +107,7 @@ class Executor:
         self._seq = itertools.count()
         self._tasks: dict[Call, asyncio.Task] = {}
         self._pump_scheduled = False
+        self._batcher = SubmitBatcher(engine)
 
     # -- events ---------------------------------------------------------------------------------
     def submitted(self, session: SessionLike, calls: list[Call]) -> None:
@@ -231,7 +233,7 @@ class Executor:
         delay = 0.05
         while True:
             try:
-                return await self.engine.submit(prompt, sampling, rid=rid, priority=priority)
+                return await self._batcher.submit(Submission(prompt, sampling, rid, priority))
             except EngineOverloadedError:
                 if time.monotonic() > deadline:
                     raise

@@ -28,6 +28,7 @@ def priority_of(objective: Criteria | None) -> int:
 def mark(graph: Graph, var_id: str, criteria: Criteria) -> list[Call]:
     """Apply a read of `var_id` with `criteria` to its unfinished producer chain; returns the
     calls whose objective changed."""
+    criteria = Criteria(criteria)  # also accepts the plain string
     changed: list[Call] = []
     start = graph.producer_of(var_id)
     todo = [start] if start is not None else []

@@ -80,16 +80,39 @@ class AsyncEngine:
     ) -> RequestStream:
         """Queue a request (see `Engine.submit` for the keyword arguments). Bad input raises
         here, before anything streams; iterate the returned stream for the outputs."""
+        (result,) = await self.submit_many([(prompt, sampling, kwargs)])
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    async def submit_many(
+        self, items: list[tuple[list[int] | str | None, SamplingParams | None, dict[str, Any]]]
+    ) -> list[RequestStream | Exception]:
+        """Queue several requests in one engine command, so the scheduler admits them into the
+        same step (a task group starts together). Each item gets its stream or its own error."""
         loop = asyncio.get_running_loop()
-        outputs: asyncio.Queue[RequestOutput] = asyncio.Queue()
+        queues = [asyncio.Queue() for _ in items]
 
-        def on_output(out: RequestOutput) -> None:
-            loop.call_soon_threadsafe(outputs.put_nowait, out)
+        def callback(outputs: asyncio.Queue) -> Callable[[RequestOutput], None]:
+            return lambda out: loop.call_soon_threadsafe(outputs.put_nowait, out)
 
-        req = await self.call(
-            lambda: self.engine.submit(prompt, sampling, on_output=on_output, **kwargs)
-        )
-        return RequestStream(self, req.rid, outputs)
+        def submit_all() -> list[Any]:
+            results: list[Any] = []
+            for (prompt, sampling, kwargs), outputs in zip(items, queues, strict=True):
+                try:
+                    req = self.engine.submit(
+                        prompt, sampling, on_output=callback(outputs), **kwargs
+                    )
+                    results.append(req.rid)
+                except Exception as exc:  # this item's error; the others still go in
+                    results.append(exc)
+            return results
+
+        results = await self.call(submit_all)
+        return [
+            r if isinstance(r, Exception) else RequestStream(self, r, q)
+            for r, q in zip(results, queues, strict=True)
+        ]
 
     async def generate(
         self, prompt: list[int] | str | None, sampling: SamplingParams | None = None, **kwargs: Any
