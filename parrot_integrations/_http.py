@@ -1,13 +1,14 @@
 """HTTP plumbing shared by `ParrotClient` and `AsyncParrotClient`.
 
 Everything that does not depend on sync vs async I/O lives here once: settings (base URL,
-API key, timeouts), the retry policy, the native API's endpoints as request descriptions,
-error mapping and server-sent-event parsing. Each client only runs the loop that sends.
+API key, timeouts), the retry policy, the native and OpenAI-compatible endpoints as request
+descriptions, error mapping and server-sent-event parsing. Each client only runs the loop that sends.
 """
 
 from __future__ import annotations
 
 import email.utils
+import json
 import os
 import random
 import time
@@ -44,6 +45,13 @@ from .protocol.native import (
     VariableSet,
     VariableState,
 )
+from .protocol.openai import (
+    ChatCompletion,
+    ChatCompletionRequest,
+    Completion,
+    CompletionRequest,
+    ModelList,
+)
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000"
 DEFAULT_TIMEOUT = 60.0
@@ -58,6 +66,7 @@ MAX_RETRY_AFTER = 60.0
 RETRY_STATUSES = frozenset({429, 503})
 
 T = TypeVar("T")
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 # -- settings -----------------------------------------------------------------------------------
@@ -211,6 +220,16 @@ def error_from_response(response: httpx.Response) -> ParrotError:
     return _error_class(status)(message, status_code=status, error_type=kind, param=param)
 
 
+def error_from_body(error: ErrorResponse, default_status: int = 500) -> ParrotError:
+    """The typed exception for an error sent as an event inside a stream (the HTTP status was
+    already 200; the event's `code` carries the real one)."""
+    info = error.error
+    status = info.code or default_status
+    return _error_class(status)(
+        info.message, status_code=status, error_type=info.type, param=info.param
+    )
+
+
 def error_from_transport(error: httpx.TransportError) -> ParrotError:
     """The typed exception for a failure below HTTP (connect, read, timeouts)."""
     if isinstance(error, httpx.TimeoutException):
@@ -345,6 +364,44 @@ def cancel_call(sid: str, cid: str) -> Call[CallInfo]:
     return Call("DELETE", f"{_session(sid)}/calls/{cid}", _model(CallInfo))
 
 
+# -- OpenAI-compatible endpoints -----------------------------------------------------------------
+OPENAI_PREFIX = "/v1"
+
+
+def _openai_body(request: ChatCompletionRequest | CompletionRequest, stream: bool) -> Any:
+    """The request as sent: `stream` is the method's choice, not the caller's (a streamed answer
+    needs the streaming reader); stream_options only travel with a stream, as the server
+    requires."""
+    update: dict[str, Any] = {"stream": stream}
+    if not stream:
+        update["stream_options"] = None
+    return dump(request.model_copy(update=update))
+
+
+def chat_completion(request: ChatCompletionRequest) -> Call[ChatCompletion]:
+    path = f"{OPENAI_PREFIX}/chat/completions"
+    return Call("POST", path, _model(ChatCompletion), json=_openai_body(request, False))
+
+
+def chat_completion_stream(request: ChatCompletionRequest) -> Call[None]:
+    path = f"{OPENAI_PREFIX}/chat/completions"
+    return Call("POST", path, _nothing, json=_openai_body(request, True), stream=True)
+
+
+def completion(request: CompletionRequest) -> Call[Completion]:
+    path = f"{OPENAI_PREFIX}/completions"
+    return Call("POST", path, _model(Completion), json=_openai_body(request, False))
+
+
+def completion_stream(request: CompletionRequest) -> Call[None]:
+    path = f"{OPENAI_PREFIX}/completions"
+    return Call("POST", path, _nothing, json=_openai_body(request, True), stream=True)
+
+
+def list_models() -> Call[ModelList]:
+    return Call("GET", f"{OPENAI_PREFIX}/models", _model(ModelList))
+
+
 # -- server-sent events -------------------------------------------------------------------------
 SSE_DONE = object()  # the `data: [DONE]` sentinel
 
@@ -361,3 +418,23 @@ def parse_sse_line(line: str) -> VariableChunk | object | None:
         return VariableChunk.model_validate_json(payload)
     except ValidationError as exc:
         raise ServerError(f"malformed stream event {payload[:100]!r}") from exc
+
+
+def parse_openai_sse_line(line: str, cls: type[ModelT]) -> ModelT | object | None:
+    """One line of an OpenAI-style stream: a `cls` chunk, `SSE_DONE`, or None for anything
+    else. An `{"error": ...}` event (a failure after the 200 was sent) raises its typed
+    exception, so a stream never ends silently short."""
+    if not line.startswith("data:"):
+        return None
+    payload = line[5:].strip()
+    if payload == "[DONE]":
+        return SSE_DONE
+    try:
+        data = json.loads(payload)
+        if isinstance(data, dict) and "error" in data:
+            error = ErrorResponse.model_validate(data)
+        else:
+            return cls.model_validate(data)
+    except (ValueError, ValidationError) as exc:  # ValidationError is a ValueError too
+        raise ServerError(f"malformed stream event {payload[:100]!r}") from exc
+    raise error_from_body(error)

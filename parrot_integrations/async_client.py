@@ -8,8 +8,10 @@ from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
 import httpx
+from pydantic import BaseModel
 
 from . import _http
+from .errors import APIConnectionError
 from .protocol.native import (
     CallInfo,
     CallSpec,
@@ -20,9 +22,18 @@ from .protocol.native import (
     VariableChunk,
     VariableState,
 )
+from .protocol.openai import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    Completion,
+    CompletionRequest,
+    ModelList,
+)
 from .session import AsyncSession
 
 T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
 
 
 class AsyncParrotClient:
@@ -138,6 +149,45 @@ class AsyncParrotClient:
 
     async def cancel_call(self, session_id: str, call_id: str) -> CallInfo:
         return await self._call(_http.cancel_call(session_id, call_id))
+
+    # -- OpenAI-compatible API (/v1) -------------------------------------------------------------
+    async def chat_completion(self, request: ChatCompletionRequest) -> ChatCompletion:
+        """`POST /v1/chat/completions`, not streamed (the request's `stream` is ignored)."""
+        return await self._call(_http.chat_completion(request))
+
+    def chat_completion_stream(
+        self, request: ChatCompletionRequest
+    ) -> AsyncIterator[ChatCompletionChunk]:
+        """`POST /v1/chat/completions` streamed (`async for`); as `ParrotClient`'s."""
+        return self._openai_stream(_http.chat_completion_stream(request), ChatCompletionChunk)
+
+    async def completion(self, request: CompletionRequest) -> Completion:
+        """`POST /v1/completions`, not streamed."""
+        return await self._call(_http.completion(request))
+
+    def completion_stream(self, request: CompletionRequest) -> AsyncIterator[Completion]:
+        """`POST /v1/completions` streamed (`async for`); each chunk has the `Completion` shape."""
+        return self._openai_stream(_http.completion_stream(request), Completion)
+
+    async def list_models(self) -> ModelList:
+        """`GET /v1/models`: the served model."""
+        return await self._call(_http.list_models())
+
+    async def _openai_stream(self, call: _http.Call[None], cls: type[M]) -> AsyncIterator[M]:
+        """As `ParrotClient._openai_stream`, awaited."""
+        response = await self._send(call)
+        try:
+            async for line in response.aiter_lines():
+                chunk = _http.parse_openai_sse_line(line, cls)
+                if chunk is _http.SSE_DONE:
+                    return
+                if chunk is not None:
+                    yield chunk  # type: ignore[misc]
+        except httpx.TransportError as exc:
+            raise _http.error_from_transport(exc) from exc
+        finally:
+            await response.aclose()
+        raise APIConnectionError("the stream ended before [DONE]")
 
     # -- lifetime -------------------------------------------------------------------------------
     async def aclose(self) -> None:

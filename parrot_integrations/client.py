@@ -7,8 +7,10 @@ from collections.abc import Iterator
 from typing import Any, TypeVar
 
 import httpx
+from pydantic import BaseModel
 
 from . import _http
+from .errors import APIConnectionError
 from .protocol.native import (
     CallInfo,
     CallSpec,
@@ -19,9 +21,18 @@ from .protocol.native import (
     VariableChunk,
     VariableState,
 )
+from .protocol.openai import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    Completion,
+    CompletionRequest,
+    ModelList,
+)
 from .session import Session
 
 T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
 
 
 class ParrotClient:
@@ -143,6 +154,48 @@ class ParrotClient:
 
     def cancel_call(self, session_id: str, call_id: str) -> CallInfo:
         return self._call(_http.cancel_call(session_id, call_id))
+
+    # -- OpenAI-compatible API (/v1) -------------------------------------------------------------
+    def chat_completion(self, request: ChatCompletionRequest) -> ChatCompletion:
+        """`POST /v1/chat/completions`, not streamed (the request's `stream` is ignored)."""
+        return self._call(_http.chat_completion(request))
+
+    def chat_completion_stream(
+        self, request: ChatCompletionRequest
+    ) -> Iterator[ChatCompletionChunk]:
+        """`POST /v1/chat/completions` streamed: one chunk per event until `[DONE]`. For the
+        final usage chunk build the request with `stream=True, stream_options={"include_usage":
+        True}` (the model only accepts stream_options alongside stream=True)."""
+        yield from self._openai_stream(_http.chat_completion_stream(request), ChatCompletionChunk)
+
+    def completion(self, request: CompletionRequest) -> Completion:
+        """`POST /v1/completions`, not streamed."""
+        return self._call(_http.completion(request))
+
+    def completion_stream(self, request: CompletionRequest) -> Iterator[Completion]:
+        """`POST /v1/completions` streamed; each chunk has the `Completion` shape."""
+        yield from self._openai_stream(_http.completion_stream(request), Completion)
+
+    def list_models(self) -> ModelList:
+        """`GET /v1/models`: the served model."""
+        return self._call(_http.list_models())
+
+    def _openai_stream(self, call: _http.Call[None], cls: type[M]) -> Iterator[M]:
+        """Chunks until `[DONE]`; an error event raises its typed exception, and a stream cut
+        before `[DONE]` is an `APIConnectionError` (never a silently short answer)."""
+        response = self._send(call)
+        try:
+            for line in response.iter_lines():
+                chunk = _http.parse_openai_sse_line(line, cls)
+                if chunk is _http.SSE_DONE:
+                    return
+                if chunk is not None:
+                    yield chunk  # type: ignore[misc]
+        except httpx.TransportError as exc:
+            raise _http.error_from_transport(exc) from exc
+        finally:
+            response.close()
+        raise APIConnectionError("the stream ended before [DONE]")
 
     # -- lifetime -------------------------------------------------------------------------------
     def close(self) -> None:

@@ -1,0 +1,164 @@
+"""Fields and client plumbing shared by `ChatParrot` and `ParrotLLM`.
+
+Named and aliased as langchain-openai's models, so swapping `ChatOpenAI(model=..., api_key=...,
+base_url=..., max_tokens=..., timeout=...)` for `ChatParrot(...)` keeps working arguments.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from typing import Any
+
+from langchain_core.utils import from_env, secret_from_env
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    field_validator,
+)
+
+from .. import _http
+from ..async_client import AsyncParrotClient
+from ..client import ParrotClient
+from ..errors import InvalidRequestError, ParrotError
+from ..protocol.native import Criteria
+
+DEFAULT_MODEL_ALIAS = "default"  # what the server accepts as its one model's name
+
+
+class ParrotBase(BaseModel):
+    model: str | None = Field(default=None, validation_alias=AliasChoices("model", "model_name"))
+    """Model name (alias `model_name`). None: the server's only model (`GET /v1/models`)."""
+
+    base_url: str = Field(
+        default_factory=from_env("PARROT_BASE_URL", default=_http.DEFAULT_BASE_URL),
+        validation_alias=AliasChoices("base_url", "api_base", "openai_api_base"),
+        validate_default=True,  # the env value is normalized too
+    )
+    """Server root (aliases `api_base`, `openai_api_base`); default `$PARROT_BASE_URL`, else
+    http://127.0.0.1:8000. A trailing `/v1` (an OpenAI-style base URL) is accepted and removed."""
+
+    api_key: SecretStr | None = Field(
+        default_factory=secret_from_env("PARROT_API_KEY", default=None),
+        validation_alias=AliasChoices("api_key", "parrot_api_key"),
+    )
+    """Sent as `Authorization: Bearer`; default `$PARROT_API_KEY`; none when the server has no
+    key set."""
+
+    temperature: float | None = None
+    """Sampling temperature, 0..2; 0 is greedy. None: the server's default (1.0)."""
+
+    top_p: float | None = None
+    """Nucleus sampling cut, 0..1. None: no cut."""
+
+    seed: int | None = None
+    """Seed of the request's sampler: same seed, prompt and settings give the same text."""
+
+    timeout: float | None = Field(
+        default=_http.DEFAULT_TIMEOUT, validation_alias=AliasChoices("timeout", "request_timeout")
+    )
+    """Seconds per HTTP request (alias `request_timeout`); None: no limit. A non-streamed
+    request waits for the whole answer, so allow for the generation time."""
+
+    max_retries: int = Field(default=_http.DEFAULT_MAX_RETRIES, ge=0)
+    """Retries of 429/503 answers and of connections that never reached the server, with
+    exponential backoff (requests the server may have acted on are not retried)."""
+
+    streaming: bool = False
+    """Stream tokens internally for `invoke` too (callbacks get each token)."""
+
+    session_id: str | None = None
+    """Parrot extension: a live session (native API) to attach the requests to; it keeps the
+    session from expiring. A closed or expired one is a `ModelNotFoundError`."""
+
+    criteria: Criteria | None = None
+    """Parrot extension: "latency" (engine priority for interactive use) or "throughput"
+    (may be packed into big batches). None: the server's default."""
+
+    model_kwargs: dict[str, Any] = Field(default_factory=dict)
+    """Other request fields sent as they are (OpenAI's or Parrot's, e.g. `top_k`,
+    `ignore_eos`); a call's keyword arguments win over them."""
+
+    _client: ParrotClient | None = PrivateAttr(default=None)
+    # httpx's async client belongs to the loop that made it: one per event loop.
+    _aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncParrotClient] = (
+        PrivateAttr(default_factory=weakref.WeakKeyDictionary)
+    )
+
+    @field_validator("base_url")
+    @classmethod
+    def _normalize_base_url(cls, v: str) -> str:
+        try:
+            return _http.normalize_base_url(v)
+        except ParrotError as exc:
+            raise ValueError(exc.message) from None
+
+    # -- clients ------------------------------------------------------------------------------
+    def _client_args(self) -> dict[str, Any]:
+        key = self.api_key.get_secret_value() if self.api_key else None
+        return {
+            "base_url": self.base_url,
+            "api_key": key,
+            "timeout": self.timeout,
+            "max_retries": self.max_retries,
+        }
+
+    @property
+    def client(self) -> ParrotClient:
+        """The blocking SDK client (made on first use, reused)."""
+        if self._client is None:
+            self._client = ParrotClient(**self._client_args())
+        return self._client
+
+    @property
+    def async_client(self) -> AsyncParrotClient:
+        """The asyncio SDK client of the running event loop (made on first use there)."""
+        loop = asyncio.get_running_loop()
+        client = self._aclients.get(loop)
+        if client is None:
+            client = self._aclients[loop] = AsyncParrotClient(**self._client_args())
+        return client
+
+    async def _close_async_client(self) -> None:
+        client = self._aclients.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.aclose()
+
+    # -- request --------------------------------------------------------------------------------
+    def _sampling(self) -> dict[str, Any]:
+        """The request fields this model sets (None: left to the server)."""
+        fields = {
+            "model": self.model,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "seed": self.seed,
+            "session_id": self.session_id,
+            "criteria": self.criteria,
+        }
+        return {**self.model_kwargs, **{k: v for k, v in fields.items() if v is not None}}
+
+    @staticmethod
+    def _build(cls: type[BaseModel], params: dict[str, Any]) -> Any:
+        """A request model from params; an unknown or bad value is the SDK's
+        `InvalidRequestError` here, before any request."""
+        from pydantic import ValidationError
+
+        try:
+            return cls(**params)
+        except ValidationError as exc:
+            raise InvalidRequestError(_http.validation_message(exc)) from exc
+
+    def _ls_model_name(self, kwargs: dict[str, Any]) -> str:
+        model = kwargs.get("model")
+        return model if isinstance(model, str) else self.model or DEFAULT_MODEL_ALIAS
+
+
+def loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True

@@ -1,0 +1,221 @@
+"""`ChatParrot`: a LangChain chat model served by Parrot's OpenAI-compatible chat API."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any
+
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput
+from langchain_core.messages import BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.runnables import RunnableConfig
+from pydantic import AliasChoices, ConfigDict, Field
+
+from ..protocol.openai import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Usage
+from . import _convert
+from ._base import ParrotBase, loop_running
+from ._errors import mapped_errors
+
+
+class ChatParrot(ParrotBase, BaseChatModel):
+    """Chat model on a Parrot server (`/v1/chat/completions`); a drop-in for `ChatOpenAI`.
+
+        from parrot_integrations.langchain import ChatParrot
+        llm = ChatParrot(temperature=0, max_tokens=64)   # $PARROT_BASE_URL, default :8000
+        llm.invoke("Name three rivers.")
+
+    Text messages only (system, human, ai): tool calling, structured output and images are not
+    served yet. Errors are `langchain_core.exceptions` classes that are also the SDK's typed
+    errors (see `_errors.py`).
+    """
+
+    # A misspelt or unsupported argument is an error, not silently dropped (LangChain's
+    # models ignore extras by default). Other request fields go in `model_kwargs`.
+    model_config = ConfigDict(extra="forbid")
+
+    max_tokens: int | None = Field(
+        default=None, validation_alias=AliasChoices("max_tokens", "max_completion_tokens")
+    )
+    """Most tokens to generate (alias `max_completion_tokens`). None: up to the end of the
+    context window."""
+
+    stop: list[str] | str | None = Field(
+        default=None, validation_alias=AliasChoices("stop", "stop_sequences")
+    )
+    """Stop sequences (alias `stop_sequences`, at most 4); a call's `stop` replaces them."""
+
+    # -- LangChain metadata -----------------------------------------------------------------------
+    @property
+    def _llm_type(self) -> str:
+        return "parrot-chat"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"base_url": self.base_url, **self._default_params()}
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        params = LangSmithParams(
+            ls_provider=_convert.PROVIDER,
+            ls_model_name=self._ls_model_name(kwargs),
+            ls_model_type="chat",
+        )
+        temperature = kwargs.get("temperature", self.temperature)
+        if temperature is not None:
+            params["ls_temperature"] = temperature
+        max_tokens = kwargs.get("max_tokens", self.max_tokens)
+        if max_tokens is not None:
+            params["ls_max_tokens"] = max_tokens
+        stop = stop or kwargs.get("stop") or self.stop
+        if stop:
+            params["ls_stop"] = [stop] if isinstance(stop, str) else list(stop)
+        return params
+
+    # -- request ------------------------------------------------------------------------------
+    def _default_params(self) -> dict[str, Any]:
+        params = self._sampling()
+        if self.max_tokens is not None:
+            params["max_tokens"] = self.max_tokens
+        if self.stop:
+            params["stop"] = self.stop
+        return params
+
+    def _request(
+        self, messages: list[BaseMessage], stop: list[str] | None, stream: bool, **kwargs: Any
+    ) -> ChatCompletionRequest:
+        # Per-call kwargs (bind(...), invoke(..., model=...)) win over the fields.
+        params = {**self._default_params(), **kwargs}
+        if stop is not None:
+            params["stop"] = stop
+        params["messages"] = _convert.messages_to_dicts(messages)
+        if stream:  # usage comes in a last chunk only when asked for
+            params.update(stream=True, stream_options={"include_usage": True})
+        return self._build(ChatCompletionRequest, params)
+
+    @staticmethod
+    def _result(response: ChatCompletion) -> ChatResult:
+        message = _convert.ai_message(response)
+        generation = ChatGeneration(
+            message=message, generation_info={"finish_reason": response.choices[0].finish_reason}
+        )
+        return ChatResult(
+            generations=[generation],
+            llm_output={
+                "token_usage": _convert.token_usage(response.usage),
+                "model_name": response.model,
+                "id": response.id,
+            },
+        )
+
+    # -- generation ---------------------------------------------------------------------------
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        with mapped_errors():
+            request = self._request(messages, stop, False, **kwargs)
+            return self._result(self.client.chat_completion(request))
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        with mapped_errors():
+            request = self._request(messages, stop, False, **kwargs)
+            return self._result(await self.async_client.chat_completion(request))
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        with mapped_errors():
+            request = self._request(messages, stop, True, **kwargs)
+            state = _StreamState()
+            for chunk in self.client.chat_completion_stream(request):
+                out = state.feed(chunk)
+                if out is not None:
+                    if run_manager:
+                        run_manager.on_llm_new_token(out.text, chunk=out)
+                    yield out
+            yield state.last()
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        with mapped_errors():
+            request = self._request(messages, stop, True, **kwargs)
+            state = _StreamState()
+            async for chunk in self.async_client.chat_completion_stream(request):
+                out = state.feed(chunk)
+                if out is not None:
+                    if run_manager:
+                        await run_manager.on_llm_new_token(out.text, chunk=out)
+                    yield out
+            yield state.last()
+
+    # -- batches ------------------------------------------------------------------------------
+    def batch(
+        self,
+        inputs: Sequence[LanguageModelInput],
+        config: RunnableConfig | list[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[BaseMessage]:
+        """All inputs at once on the async client in a private event loop (no thread per
+        input): the server admits them together. Inside a running loop (a notebook), where a
+        second loop cannot run, LangChain's thread-pool batch is used instead."""
+        if not inputs or loop_running():
+            return super().batch(inputs, config, return_exceptions=return_exceptions, **kwargs)
+
+        async def run() -> list[BaseMessage]:
+            try:
+                return await self.abatch(
+                    inputs, config, return_exceptions=return_exceptions, **kwargs
+                )
+            finally:
+                await self._close_async_client()  # its loop ends with this call
+
+        return asyncio.run(run())
+
+    # `abatch` is LangChain's: `ainvoke` per input under asyncio.gather (bounded only by
+    # `max_concurrency`), all on this loop's one async client.
+
+
+class _StreamState:
+    """Turns OpenAI chunks into LangChain chunks; usage and metadata go in one last chunk."""
+
+    def __init__(self) -> None:
+        self.id = ""
+        self.model = ""
+        self.finish_reason: str | None = None
+        self.usage: Usage | None = None
+
+    def feed(self, chunk: ChatCompletionChunk) -> ChatGenerationChunk | None:
+        self.id, self.model = chunk.id, chunk.model
+        if chunk.usage is not None:
+            self.usage = chunk.usage
+        if chunk.choices and chunk.choices[0].finish_reason is not None:
+            self.finish_reason = chunk.choices[0].finish_reason
+        message = _convert.content_chunk(chunk)
+        return None if message is None else ChatGenerationChunk(message=message)
+
+    def last(self) -> ChatGenerationChunk:
+        message = _convert.final_chunk(self.id, self.model, self.finish_reason, self.usage)
+        return ChatGenerationChunk(
+            message=message, generation_info={"finish_reason": self.finish_reason}
+        )

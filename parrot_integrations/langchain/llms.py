@@ -1,0 +1,180 @@
+"""`ParrotLLM`: a LangChain text-completion model served by Parrot's `/v1/completions`."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.language_models import BaseLLM, LangSmithParams
+from langchain_core.outputs import Generation, GenerationChunk, LLMResult
+from pydantic import AliasChoices, ConfigDict, Field
+
+from ..protocol.openai import Completion, CompletionRequest
+from . import _convert
+from ._base import ParrotBase, loop_running
+from ._errors import mapped_errors
+
+
+class ParrotLLM(ParrotBase, BaseLLM):
+    """Completion model on a Parrot server (raw prompt, no chat template); a drop-in for
+    langchain-openai's `OpenAI` LLM.
+
+        from parrot_integrations.langchain import ParrotLLM
+        ParrotLLM(max_tokens=16, temperature=0).invoke("The capital of France is")
+    """
+
+    # A misspelt or unsupported argument is an error, not silently dropped (LangChain's
+    # models ignore extras by default). Other request fields go in `model_kwargs`.
+    model_config = ConfigDict(extra="forbid")
+
+    max_tokens: int = Field(default=256, ge=1)
+    """Most tokens to generate (as langchain-openai's `OpenAI`, 256 by default)."""
+
+    stop: list[str] | str | None = Field(
+        default=None, validation_alias=AliasChoices("stop", "stop_sequences")
+    )
+    """Stop sequences (alias `stop_sequences`, at most 4); a call's `stop` replaces them."""
+
+    @property
+    def _llm_type(self) -> str:
+        return "parrot"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"base_url": self.base_url, **self._default_params()}
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        params = LangSmithParams(
+            ls_provider=_convert.PROVIDER,
+            ls_model_name=self._ls_model_name(kwargs),
+            ls_model_type="llm",
+            ls_max_tokens=kwargs.get("max_tokens", self.max_tokens),
+        )
+        temperature = kwargs.get("temperature", self.temperature)
+        if temperature is not None:
+            params["ls_temperature"] = temperature
+        stop = stop or kwargs.get("stop") or self.stop
+        if stop:
+            params["ls_stop"] = [stop] if isinstance(stop, str) else list(stop)
+        return params
+
+    # -- request ------------------------------------------------------------------------------
+    def _default_params(self) -> dict[str, Any]:
+        params = {**self._sampling(), "max_tokens": self.max_tokens}
+        if self.stop:
+            params["stop"] = self.stop
+        return params
+
+    def _request(
+        self, prompt: str, stop: list[str] | None, stream: bool, **kwargs: Any
+    ) -> CompletionRequest:
+        params = {**self._default_params(), **kwargs, "prompt": prompt}
+        if stop is not None:
+            params["stop"] = stop
+        if stream:
+            params.update(stream=True, stream_options={"include_usage": True})
+        return self._build(CompletionRequest, params)
+
+    @staticmethod
+    def _result(responses: list[Completion]) -> LLMResult:
+        """One generation per prompt; usage summed over the prompts, as OpenAI's LLM does."""
+        total = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0, "cached_tokens": 0}
+        generations = []
+        for r in responses:
+            choice = r.choices[0]
+            info = {"finish_reason": choice.finish_reason}
+            if r.usage:
+                for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
+                    total[key] += getattr(r.usage, key)
+                total["cached_tokens"] += r.usage.prompt_tokens_details.cached_tokens
+                info["usage"] = r.usage.model_dump()
+            generations.append([Generation(text=choice.text, generation_info=info)])
+        model = responses[0].model if responses else None
+        return LLMResult(
+            generations=generations, llm_output={"token_usage": total, "model_name": model}
+        )
+
+    # -- generation ---------------------------------------------------------------------------
+    def _generate(
+        self,
+        prompts: list[str],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> LLMResult:
+        with mapped_errors():
+            requests = [self._request(p, stop, False, **kwargs) for p in prompts]
+            if len(requests) > 1 and not loop_running():
+                # Several prompts (LLM.batch/generate): sent together, as `_agenerate` does.
+                return asyncio.run(self._complete_all(requests, close=True))
+            return self._result([self.client.completion(r) for r in requests])
+
+    async def _agenerate(
+        self,
+        prompts: list[str],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> LLMResult:
+        with mapped_errors():
+            requests = [self._request(p, stop, False, **kwargs) for p in prompts]
+            return await self._complete_all(requests)
+
+    async def _complete_all(
+        self, requests: list[CompletionRequest], close: bool = False
+    ) -> LLMResult:
+        """Every prompt at once on the loop's async client (the server takes one prompt per
+        request and admits concurrent ones together)."""
+        try:
+            client = self.async_client
+            return self._result(list(await asyncio.gather(*map(client.completion, requests))))
+        finally:
+            if close:
+                await self._close_async_client()
+
+    def _stream(
+        self,
+        prompt: str,
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[GenerationChunk]:
+        with mapped_errors():
+            request = self._request(prompt, stop, True, **kwargs)
+            for chunk in self.client.completion_stream(request):
+                out = _chunk(chunk)
+                if out is not None:
+                    if run_manager and out.text:
+                        run_manager.on_llm_new_token(out.text, chunk=out)
+                    yield out
+
+    async def _astream(
+        self,
+        prompt: str,
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[GenerationChunk]:
+        with mapped_errors():
+            request = self._request(prompt, stop, True, **kwargs)
+            async for chunk in self.async_client.completion_stream(request):
+                out = _chunk(chunk)
+                if out is not None:
+                    if run_manager and out.text:
+                        await run_manager.on_llm_new_token(out.text, chunk=out)
+                    yield out
+
+
+def _chunk(chunk: Completion) -> GenerationChunk | None:
+    """Text chunks carry their text (and the finish reason on the last); the closing usage
+    chunk carries usage and the model name in `generation_info`."""
+    if chunk.usage is not None and not chunk.choices:
+        info = {"usage": chunk.usage.model_dump(), "model_name": chunk.model}
+        return GenerationChunk(text="", generation_info=info)
+    if not chunk.choices:
+        return None
+    choice = chunk.choices[0]
+    info = {"finish_reason": choice.finish_reason} if choice.finish_reason else None
+    return GenerationChunk(text=choice.text, generation_info=info)
