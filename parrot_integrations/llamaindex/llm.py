@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from llama_index.core.base.llms.types import (
@@ -32,46 +32,31 @@ from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.constants import DEFAULT_CONTEXT_WINDOW, DEFAULT_NUM_OUTPUTS
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.llms.llm import LLM
-from pydantic import ValidationError
 
 from .. import _http
 from ..async_client import AsyncParrotClient
 from ..client import ParrotClient
-from ..errors import InvalidRequestError, NotFoundError
+from ..errors import NotFoundError
 from ..protocol.openai import (
     ChatCompletion,
-    ChatCompletionChunk,
     ChatCompletionRequest,
     Completion,
     CompletionRequest,
-    Usage,
+)
+from ._convert import (
+    ROLES,
+    as_chat,
+    as_completion,
+    build_request,
+    chat_piece,
+    chat_pieces,
+    completion_piece,
+    completion_pieces,
+    usage_fields,
+    user_message,
 )
 
 log = logging.getLogger(__name__)
-
-# LlamaIndex roles -> OpenAI wire roles ("chatbot"/"model" are other vendors' assistant).
-_ROLES = {
-    MessageRole.SYSTEM: "system",
-    MessageRole.DEVELOPER: "developer",
-    MessageRole.USER: "user",
-    MessageRole.ASSISTANT: "assistant",
-    MessageRole.CHATBOT: "assistant",
-    MessageRole.MODEL: "assistant",
-    MessageRole.TOOL: "tool",  # refused by the server with a 400 that says so
-    MessageRole.FUNCTION: "function",
-}
-
-
-def _usage_fields(usage: Usage | None) -> dict[str, int]:
-    """What `TokenCountingHandler` reads from `additional_kwargs` (it also reads raw["usage"])."""
-    if usage is None:
-        return {}
-    return {
-        "prompt_tokens": usage.prompt_tokens,
-        "completion_tokens": usage.completion_tokens,
-        "total_tokens": usage.total_tokens,
-        "cached_tokens": usage.prompt_tokens_details.cached_tokens,
-    }
 
 
 class Parrot(LLM):
@@ -225,12 +210,12 @@ class Parrot(LLM):
         self, messages: Sequence[ChatMessage], kwargs: dict[str, Any], stream: bool
     ) -> ChatCompletionRequest:
         wire = [
-            {"role": _ROLES.get(m.role, m.role.value), "content": m.content or ""} for m in messages
+            {"role": ROLES.get(m.role, m.role.value), "content": m.content or ""} for m in messages
         ]
         fields = self._fields(kwargs)
         if stream:  # the final chunk then carries the usage
             fields.update(stream=True, stream_options={"include_usage": True})
-        return _build(ChatCompletionRequest, messages=wire, **fields)
+        return build_request(ChatCompletionRequest, messages=wire, **fields)
 
     def _completion_request(
         self, prompt: str, kwargs: dict[str, Any], stream: bool
@@ -240,7 +225,7 @@ class Parrot(LLM):
         fields.setdefault("max_tokens", DEFAULT_NUM_OUTPUTS)
         if stream:
             fields.update(stream=True, stream_options={"include_usage": True})
-        return _build(CompletionRequest, prompt=prompt, **fields)
+        return build_request(CompletionRequest, prompt=prompt, **fields)
 
     # -- responses --------------------------------------------------------------------------------
     @staticmethod
@@ -249,28 +234,28 @@ class Parrot(LLM):
         return ChatResponse(
             message=ChatMessage(role=MessageRole.ASSISTANT, content=text),
             raw=body.model_dump(),
-            additional_kwargs=_usage_fields(body.usage),
+            additional_kwargs=usage_fields(body.usage),
         )
 
     @staticmethod
     def _completion_response(body: Completion) -> CompletionResponse:
         text = body.choices[0].text if body.choices else ""
         return CompletionResponse(
-            text=text, raw=body.model_dump(), additional_kwargs=_usage_fields(body.usage)
+            text=text, raw=body.model_dump(), additional_kwargs=usage_fields(body.usage)
         )
 
     # -- sync -------------------------------------------------------------------------------------
     def _chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         if not self.is_chat_model:
             prompt = self.messages_to_prompt(messages)
-            return _as_chat(self._complete(prompt, **kwargs))
+            return as_chat(self._complete(prompt, **kwargs))
         return self._chat_response(
             self.client.chat_completion(self._chat_request(messages, kwargs, False))
         )
 
     def _complete(self, prompt: str, **kwargs: Any) -> CompletionResponse:
         if self.is_chat_model:
-            return _as_completion(self._chat([_user(prompt)], **kwargs))
+            return as_completion(self._chat([user_message(prompt)], **kwargs))
         return self._completion_response(
             self.client.completion(self._completion_request(prompt, kwargs, False))
         )
@@ -278,15 +263,15 @@ class Parrot(LLM):
     def _stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
         if not self.is_chat_model:
             prompt = self.messages_to_prompt(messages)
-            return (_as_chat(r) for r in self._stream_complete(prompt, **kwargs))
+            return (as_chat(r) for r in self._stream_complete(prompt, **kwargs))
         request = self._chat_request(messages, kwargs, True)
-        return _chat_pieces(self.client.chat_completion_stream(request))
+        return chat_pieces(self.client.chat_completion_stream(request))
 
     def _stream_complete(self, prompt: str, **kwargs: Any) -> CompletionResponseGen:
         if self.is_chat_model:
-            return (_as_completion(r) for r in self._stream_chat([_user(prompt)], **kwargs))
+            return (as_completion(r) for r in self._stream_chat([user_message(prompt)], **kwargs))
         request = self._completion_request(prompt, kwargs, True)
-        return _completion_pieces(self.client.completion_stream(request))
+        return completion_pieces(self.client.completion_stream(request))
 
     @llm_chat_callback()
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
@@ -314,13 +299,13 @@ class Parrot(LLM):
     async def _achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         if not self.is_chat_model:
             prompt = self.messages_to_prompt(messages)
-            return _as_chat(await self._acomplete(prompt, **kwargs))
+            return as_chat(await self._acomplete(prompt, **kwargs))
         request = self._chat_request(messages, kwargs, False)
         return self._chat_response(await self.aclient.chat_completion(request))
 
     async def _acomplete(self, prompt: str, **kwargs: Any) -> CompletionResponse:
         if self.is_chat_model:
-            return _as_completion(await self._achat([_user(prompt)], **kwargs))
+            return as_completion(await self._achat([user_message(prompt)], **kwargs))
         request = self._completion_request(prompt, kwargs, False)
         return self._completion_response(await self.aclient.completion(request))
 
@@ -330,12 +315,12 @@ class Parrot(LLM):
         if not self.is_chat_model:
             prompt = self.messages_to_prompt(messages)
             async for r in self._astream_complete(prompt, **kwargs):
-                yield _as_chat(r)
+                yield as_chat(r)
             return
         text = ""
         request = self._chat_request(messages, kwargs, True)
         async for chunk in self.aclient.chat_completion_stream(request):
-            if (piece := _chat_piece(chunk, text)) is not None:
+            if (piece := chat_piece(chunk, text)) is not None:
                 text = piece.message.content or ""
                 yield piece
 
@@ -343,13 +328,13 @@ class Parrot(LLM):
         self, prompt: str, **kwargs: Any
     ) -> AsyncIterator[CompletionResponse]:
         if self.is_chat_model:
-            async for r in self._astream_chat([_user(prompt)], **kwargs):
-                yield _as_completion(r)
+            async for r in self._astream_chat([user_message(prompt)], **kwargs):
+                yield as_completion(r)
             return
         text = ""
         request = self._completion_request(prompt, kwargs, True)
         async for chunk in self.aclient.completion_stream(request):
-            if (piece := _completion_piece(chunk, text)) is not None:
+            if (piece := completion_piece(chunk, text)) is not None:
                 text = piece.text
                 yield piece
 
@@ -378,75 +363,3 @@ class Parrot(LLM):
         if not formatted:
             prompt = self.completion_to_prompt(prompt)
         return self._astream_complete(prompt, **kwargs)
-
-
-def _chat_piece(chunk: ChatCompletionChunk, so_far: str) -> ChatResponse | None:
-    """One stream chunk as LlamaIndex's (message = the text so far); None for chunks with no
-    text and no usage (the role-only first one, the finish one). The last has the usage."""
-    delta = (chunk.choices[0].delta.content or "") if chunk.choices else ""
-    if not delta and chunk.usage is None:
-        return None
-    return ChatResponse(
-        message=ChatMessage(role=MessageRole.ASSISTANT, content=so_far + delta),
-        delta=delta,
-        raw=chunk.model_dump(),
-        additional_kwargs=_usage_fields(chunk.usage),
-    )
-
-
-def _completion_piece(chunk: Completion, so_far: str) -> CompletionResponse | None:
-    delta = chunk.choices[0].text if chunk.choices else ""
-    if not delta and chunk.usage is None:
-        return None
-    return CompletionResponse(
-        text=so_far + delta,
-        delta=delta,
-        raw=chunk.model_dump(),
-        additional_kwargs=_usage_fields(chunk.usage),
-    )
-
-
-def _chat_pieces(chunks: Iterator[ChatCompletionChunk]) -> Iterator[ChatResponse]:
-    text = ""
-    for chunk in chunks:
-        if (piece := _chat_piece(chunk, text)) is not None:
-            text = piece.message.content or ""
-            yield piece
-
-
-def _completion_pieces(chunks: Iterator[Completion]) -> Iterator[CompletionResponse]:
-    text = ""
-    for chunk in chunks:
-        if (piece := _completion_piece(chunk, text)) is not None:
-            text = piece.text
-            yield piece
-
-
-def _build(cls: type, **fields: Any) -> Any:
-    """A request validated client-side: a bad value is the SDK's `InvalidRequestError`."""
-    try:
-        return cls(**{k: v for k, v in fields.items() if v is not None})
-    except ValidationError as exc:
-        raise InvalidRequestError(_http.validation_message(exc)) from exc
-
-
-def _user(prompt: str) -> ChatMessage:
-    return ChatMessage(role=MessageRole.USER, content=prompt)
-
-
-def _as_completion(r: ChatResponse) -> CompletionResponse:
-    return CompletionResponse(
-        text=r.message.content or "",
-        delta=r.delta,
-        raw=r.raw,
-        additional_kwargs=r.additional_kwargs,
-    )
-
-
-def _as_chat(r: CompletionResponse) -> ChatResponse:
-    return ChatResponse(
-        message=ChatMessage(role=MessageRole.ASSISTANT, content=r.text),
-        delta=r.delta,
-        raw=r.raw,
-        additional_kwargs=r.additional_kwargs,
-    )
