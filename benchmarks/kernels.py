@@ -1,31 +1,44 @@
-"""Shared-prefix decode attention vs per-request attention.
+"""Shared-prefix attention vs per-request attention, decode and prefill, on CPU and CUDA.
 
-    python benchmarks/kernels.py --quick   # B=16, P=2048, S=16/256 on CPU; < 1 minute
-    python benchmarks/kernels.py           # B 1/4/16/64 x P 512/2048/8192 x S 16/256, CPU (+CUDA)
+    python benchmarks/kernels.py --quick                  # CPU, decode B=16 P=2048; < 1 minute
+    python benchmarks/kernels.py --device cpu             # CPU decode grid (fp32)
+    python benchmarks/kernels.py --device cuda --dtype bfloat16 float16 --mode decode prefill
 
-Every request of a batch decodes one token against a shared prefix of P tokens plus its own
-suffix of S tokens (the suffix includes the token being decoded). Baselines get their K/V
-already concatenated and laid out the way SDPA likes it ([B, Hkv, P+S, D], contiguous), and
-that preparation is not timed, nor is any gather for the shared path: only attention is.
+Decode: every request of a batch decodes one token against a shared prefix of P tokens plus its
+own suffix of S tokens (the suffix includes the token being decoded). Prefill: every request
+computes its T new tokens (its whole suffix, S = T) against the shared prefix, causally.
+Baselines get their K/V already concatenated and laid out the way SDPA likes it
+([B, Hkv, P+S, D], contiguous); that preparation is not timed, nor is any gather for the shared
+paths: only attention is.
 
   sdpa-batch  one F.scaled_dot_product_attention over the whole batch (all suffixes have the
-              same length here, so no padding mask is needed: the best case for a baseline)
+              same length here, so no padding mask is needed: the best case for a baseline;
+              on CUDA this is flash attention, which splits long KV for decode)
   sdpa-req    one SDPA call per request over concat(prefix, suffix)
-  shared      parrot_kernels.shared_prefix_decode (torch: one GEMM per KV head for the prefix)
-  triton      parrot_kernels.triton_shared_prefix.shared_prefix_decode (CUDA only)
-  pool-base   engine-style: gather every request's K/V from a paged pool, then one SDPA
-  pool-shared gather the prefix once and the suffixes, then shared_prefix_decode
+  shared      parrot_kernels.shared_prefix (torch: one GEMM per KV head for the prefix)
+  triton      parrot_kernels.triton_shared_prefix (CUDA only)
+  pool-base   decode, engine-style: gather every request's K/V from a paged pool, one SDPA
+  pool-shared decode: gather the prefix once and the suffixes, then the shared path (triton on
+              CUDA, torch on CPU)
 
-The variants run interleaved, round after round, so that drifts in machine load hit them alike;
-each figure is the median over the rounds. speedup = the faster baseline / the faster
-shared path (shared, or triton where it runs).
-bound = B*(P+S) / (P + B*S): the ratio of K/V bytes read, i.e. the speedup of a purely
-memory-bound kernel.
+Timing. The variants run interleaved, round after round, so that drifts in machine load hit
+them alike; each figure is the median over the rounds, in ms per call. On CUDA every round
+replays a CUDA graph of several calls (GPU time, without Python and launch overhead), and the
+calls rotate over copies of the inputs (up to 32, until they span 256 MB, 5x an H100's L2), so
+that large cases are read from HBM. The eager columns time the same calls launched from
+Python, as the engine launches them today.
+
+speedup = the faster baseline / the shared path (triton on CUDA, torch on CPU).
+bound = B*(P+S) / (P+B*S): the ratio of K/V bytes read, i.e. the speedup of a purely
+memory-bound kernel (decode). GB/s = the K/V, q and output bytes each variant must move at
+least, over its time (HBM: ~3.35 TB/s on an H100 SXM).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import platform
 import statistics
 import time
@@ -33,158 +46,321 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from torch.nn.attention.bias import causal_lower_right
 
-from parrot_kernels import shared_prefix_decode
+from parrot_kernels import shared_prefix_decode, shared_prefix_prefill
 
-
-def _timer(device: torch.device, inner: int) -> Callable[[Callable[[], object]], float]:
-    def run(fn: Callable[[], object]) -> float:
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        for _ in range(inner):
-            fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        return (time.perf_counter() - start) / inner * 1e3
-
-    return run
+Inputs = dict[str, torch.Tensor]
+Variant = Callable[[Inputs], object]
+ROTATE_BYTES = 256 << 20  # CUDA: input copies to rotate over, 5x an H100's L2 (up to 32)
 
 
-def bench_case(args, device, b, p, s, triton_decode=None) -> dict[str, float]:
-    gen = torch.Generator(device="cpu").manual_seed(b * 1_000_003 + p * 101 + s)
-    dtype = getattr(torch, args.dtype)
+def make_inputs(args, device, dtype, b, p, s, t, seed) -> Inputs:
+    gen = torch.Generator(device="cpu").manual_seed(seed)
 
     def rnd(*shape):
         return torch.randn(*shape, generator=gen).to(device=device, dtype=dtype)
 
     hq, hkv, d = args.heads, args.kv_heads, args.head_dim
-    q, pk, pv = rnd(b, hq, d), rnd(p, hkv, d), rnd(p, hkv, d)
-    sk, sv = rnd(b, s, hkv, d), rnd(b, s, hkv, d)
+    x = dict(q=rnd(b, t, hq, d), pk=rnd(p, hkv, d), pv=rnd(p, hkv, d))
+    x["sk"], x["sv"] = rnd(b, s, hkv, d), rnd(b, s, hkv, d)
     # Baseline layout, built once and not timed.
-    k_all = torch.cat([pk.expand(b, p, hkv, d), sk], dim=1).transpose(1, 2).contiguous()
-    v_all = torch.cat([pv.expand(b, p, hkv, d), sv], dim=1).transpose(1, 2).contiguous()
-    q4 = q.unsqueeze(2)  # [B, Hq, 1, D]
+    for n, pre, suf in (("k_all", x["pk"], x["sk"]), ("v_all", x["pv"], x["sv"])):
+        x[n] = torch.cat([pre.expand(b, p, hkv, d), suf], dim=1).transpose(1, 2).contiguous()
+    x["q4"] = x["q"].transpose(1, 2)  # [B, Hq, T, D]
+    if t == 1:  # engine-style paged pool: the prefix in slots [0, P), then each suffix
+        x["k_pool"] = torch.cat([x["pk"], x["sk"].reshape(b * s, hkv, d)])
+        x["v_pool"] = torch.cat([x["pv"], x["sv"].reshape(b * s, hkv, d)])
+        x["suffix_slots"] = p + torch.arange(b * s, device=device).view(b, s)
+        x["prefix_slots"] = torch.arange(p, device=device)
+        x["all_slots"] = torch.cat([x["prefix_slots"].expand(b, p), x["suffix_slots"]], dim=1)
+    return x
 
-    def sdpa_batch():
-        return F.scaled_dot_product_attention(q4, k_all, v_all, enable_gqa=True)
 
-    per_req = [(q4[i : i + 1], k_all[i : i + 1], v_all[i : i + 1]) for i in range(b)]
+def decode_variants(b: int, triton_mod) -> dict[str, Variant]:
+    def sdpa_batch(x):
+        return F.scaled_dot_product_attention(x["q4"], x["k_all"], x["v_all"], enable_gqa=True)
 
-    def sdpa_req():
-        return [F.scaled_dot_product_attention(*x, enable_gqa=True) for x in per_req]
+    def sdpa_req(x):
+        q4, ka, va = x["q4"], x["k_all"], x["v_all"]
+        return [
+            F.scaled_dot_product_attention(
+                q4[i : i + 1], ka[i : i + 1], va[i : i + 1], enable_gqa=True
+            )
+            for i in range(b)
+        ]
 
-    # Engine-style: K/V live in a paged pool [slots, Hkv, D] and are gathered every step. The
-    # prefix occupies slots [0, P), request i's suffix the next S slots after the previous one.
-    k_pool = torch.cat([pk, sk.reshape(b * s, hkv, d)])
-    v_pool = torch.cat([pv, sv.reshape(b * s, hkv, d)])
-    suffix_slots = p + torch.arange(b * s, device=device).view(b, s)
-    all_slots = torch.cat([torch.arange(p, device=device).expand(b, p), suffix_slots], dim=1)
-    prefix_slots = torch.arange(p, device=device)
+    def pool_base(x):  # what the engine's plain decode path does: gather all, one SDPA
+        k = x["k_pool"][x["all_slots"]].transpose(1, 2)
+        v = x["v_pool"][x["all_slots"]].transpose(1, 2)
+        return F.scaled_dot_product_attention(x["q4"], k, v, enable_gqa=True)
 
-    def pool_base():  # what the engine's decode path does today: gather all, one padded SDPA
-        k = k_pool[all_slots].transpose(1, 2)
-        v = v_pool[all_slots].transpose(1, 2)
-        return F.scaled_dot_product_attention(q4, k, v, enable_gqa=True)
+    shared_fn = triton_mod.shared_prefix_decode if triton_mod else shared_prefix_decode
 
-    def pool_shared():
-        return shared_prefix_decode(
-            q,
-            k_pool[prefix_slots],
-            v_pool[prefix_slots],
-            k_pool[suffix_slots],
-            v_pool[suffix_slots],
-        )
+    def pool_shared(x):
+        kp, vp, pre, suf = x["k_pool"], x["v_pool"], x["prefix_slots"], x["suffix_slots"]
+        return shared_fn(x["q"][:, 0], kp[pre], vp[pre], kp[suf], vp[suf])
 
-    variants = {
+    out = {
         "sdpa-batch": sdpa_batch,
         "sdpa-req": sdpa_req,
-        "shared": lambda: shared_prefix_decode(q, pk, pv, sk, sv),
+        "shared": lambda x: shared_prefix_decode(x["q"][:, 0], x["pk"], x["pv"], x["sk"], x["sv"]),
         "pool-base": pool_base,
         "pool-shared": pool_shared,
     }
-    if triton_decode is not None:
-        variants["triton"] = lambda: triton_decode(q, pk, pv, sk, sv)
+    if triton_mod:
+        out["triton"] = lambda x: triton_mod.shared_prefix_decode(
+            x["q"][:, 0], x["pk"], x["pv"], x["sk"], x["sv"]
+        )
+    return out
 
-    want = sdpa_batch().squeeze(2).float()
-    tol = 1e-4 if dtype == torch.float32 else 3e-2
-    for name, fn in variants.items():  # a wrong kernel must not produce a figure
-        got = fn()
-        got = (torch.cat(got) if isinstance(got, list) else got).reshape(want.shape)
-        err = (got.float() - want).abs().max().item()
-        if err > tol:
-            raise AssertionError(f"{name} differs from SDPA by {err:.2e} at B={b} P={p} S={s}")
 
-    timer = _timer(device, inner=1 if device.type == "cpu" else 10)
+def prefill_variants(b: int, triton_mod) -> dict[str, Variant]:
+    def sdpa_batch(x):
+        t, length = x["q4"].shape[2], x["k_all"].shape[2]
+        mask = causal_lower_right(t, length)  # query i sees the prefix and suffix keys <= i
+        return F.scaled_dot_product_attention(
+            x["q4"], x["k_all"], x["v_all"], attn_mask=mask, enable_gqa=True
+        )
+
+    def sdpa_req(x):
+        q4, ka, va = x["q4"], x["k_all"], x["v_all"]
+        mask = causal_lower_right(q4.shape[2], ka.shape[2])
+        return [
+            F.scaled_dot_product_attention(
+                q4[i : i + 1], ka[i : i + 1], va[i : i + 1], attn_mask=mask, enable_gqa=True
+            )
+            for i in range(b)
+        ]
+
+    out = {
+        "sdpa-batch": sdpa_batch,
+        "sdpa-req": sdpa_req,
+        "shared": lambda x: shared_prefix_prefill(x["q"], x["pk"], x["pv"], x["sk"], x["sv"]),
+    }
+    if triton_mod:
+        out["triton"] = lambda x: triton_mod.shared_prefix_prefill(
+            x["q"], x["pk"], x["pv"], x["sk"], x["sv"]
+        )
+    return out
+
+
+def _as_bthd(out, shape) -> torch.Tensor:
+    """Any variant's output -> [B, T, Hq, D] fp32."""
+    if isinstance(out, list):
+        out = torch.cat(out)
+    if out.dim() == 4 and out.shape[1] != shape[1]:  # SDPA layout [B, Hq, T, D]
+        out = out.transpose(1, 2)
+    return out.reshape(shape).float()
+
+
+def check(variants: dict[str, Variant], x: Inputs, where: str) -> dict[str, Variant]:
+    """A wrong kernel must not produce a figure: every variant against sdpa-batch. Returns the
+    variants that agree; the others are reported and dropped (their columns print '-')."""
+    want = _as_bthd(variants["sdpa-batch"](x), x["q"].shape)
+    half = x["q"].dtype != torch.float32
+    good = {}
+    for name, fn in variants.items():
+        try:
+            got = _as_bthd(fn(x), want.shape)
+        except Exception as exc:  # a GPU run is precious: report, and time the rest
+            print(f"!! {name} failed at {where}: {type(exc).__name__}: {exc}", flush=True)
+            continue
+        if half:  # relative to the output's norm: rounding to bf16 alone costs ~2e-3
+            err = ((got - want).norm() / want.norm()).item()
+        else:
+            err = (got - want).abs().max().item()
+        if err <= (2e-2 if half else 1e-4):  # also rejects nan
+            good[name] = fn
+        else:
+            print(f"!! {name} differs from SDPA by {err:.2e} at {where}", flush=True)
+    return good
+
+
+def time_cpu(variants: dict[str, Variant], x: Inputs, rounds: int) -> dict[str, float]:
+    def once(fn):
+        start = time.perf_counter()
+        fn(x)
+        return (time.perf_counter() - start) * 1e3
+
     for fn in variants.values():  # warm-up
-        timer(fn)
+        once(fn)
     times: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(args.rounds):
+    for _ in range(rounds):
         for name, fn in variants.items():
-            times[name].append(timer(fn))
+            times[name].append(once(fn))
     return {name: statistics.median(t) for name, t in times.items()}
+
+
+def time_cuda(
+    variants: dict[str, Variant], sets: list[Inputs], rounds: int, calls: int
+) -> dict[str, float]:
+    """Median ms per call: CUDA-graph replays (GPU time), and `eager:` launches from Python."""
+    graphs, sequence = {}, [sets[i % len(sets)] for i in range(calls)]
+    for name, fn in variants.items():
+        for x in sets:  # warm-up outside the capture: compiles kernels, creates handles
+            fn(x)
+        torch.cuda.synchronize()
+        g = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(g):
+                for x in sequence:
+                    fn(x)
+            graphs[name] = g
+        except Exception as exc:  # then only its eager figure is reported
+            print(f"!! {name}: no CUDA graph ({type(exc).__name__}: {exc})", flush=True)
+            torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    times: dict[str, list[float]] = {}
+    for _ in range(rounds):
+        for name, fn in variants.items():
+            if name in graphs:
+                start.record()
+                graphs[name].replay()
+                end.record()
+                end.synchronize()
+                times.setdefault(name, []).append(start.elapsed_time(end) / calls)
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            for x in sequence:
+                fn(x)
+            torch.cuda.synchronize()
+            times.setdefault(f"eager:{name}", []).append((time.perf_counter() - t0) * 1e3 / calls)
+    del graphs
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def bytes_moved(args, b: int, p: int, s: int, t: int, elt: int) -> dict[str, int]:
+    """Fewest device-memory bytes each kind of variant must move: K/V once, q and out once."""
+    kv_row = 2 * args.kv_heads * args.head_dim * elt  # K and V of one token
+    qo = 2 * b * t * args.heads * args.head_dim * elt
+    return dict(shared=p * kv_row + b * s * kv_row + qo, base=b * (p + s) * kv_row + qo)
+
+
+def run_grid(args, mode: str, device: torch.device, dtype: torch.dtype, triton_mod) -> list:
+    rows = []
+    names = ["sdpa-batch", "sdpa-req", "shared", "triton"]
+    if mode == "decode":
+        names += ["pool-base", "pool-shared"]
+    lengths = args.suffix if mode == "decode" else args.query
+    cuda = device.type == "cuda"
+    head = f"{'B':>3} {'P':>5} {'S':>4} " + " ".join(f"{n:>11}" for n in names)
+    head += f" {'speedup':>8} {'bound':>6}"
+    if mode == "decode":
+        head += f" {'pool-speedup':>12}"
+    if cuda:
+        head += f" {'eager-sdpa':>10} {'eager-tri':>10} {'base GB/s':>9} {'tri GB/s':>9}"
+    print(f"\n{device.type} {mode} {str(dtype)[6:]} (ms per call)\n{head}", flush=True)
+    for s in lengths:
+        for p in args.prefix:
+            for b in args.batch if mode == "decode" else args.prefill_batch:
+                t = 1 if mode == "decode" else s
+                seed = b * 1_000_003 + p * 101 + s
+                where = f"{mode} B={b} P={p} S={s} {dtype}"
+                pick = decode_variants if mode == "decode" else prefill_variants
+                x0 = make_inputs(args, device, dtype, b, p, s, t, seed)
+                variants = check(pick(b, triton_mod), x0, where)
+                moved = bytes_moved(args, b, p, s, t, x0["q"].element_size())
+                if cuda:
+                    copies = min(32, math.ceil(ROTATE_BYTES / moved["base"]))
+                    sets = [x0] + [
+                        make_inputs(args, device, dtype, b, p, s, t, seed + i)
+                        for i in range(1, copies)
+                    ]
+                    tm = time_cuda(variants, sets, args.rounds, max(copies, 8))
+                    del sets
+                else:
+                    tm = time_cpu(variants, x0, args.rounds)
+                del x0
+                nan = math.nan
+                base = min(tm.get("sdpa-batch", nan), tm.get("sdpa-req", nan))
+                best = tm.get("triton", tm.get("shared", nan))  # the device's own shared path
+                bound = b * (p + s) / (p + b * s) if mode == "decode" else nan
+                line = f"{b:3d} {p:5d} {s:4d} " + " ".join(
+                    f"{tm[n]:11.4f}" if n in tm else f"{'-':>11}" for n in names
+                )
+                line += f" {base / best:7.2f}x " + (
+                    f"{bound:5.1f}x" if bound == bound else "     -"
+                )
+                if mode == "decode":
+                    pool = tm.get("pool-base", nan) / tm.get("pool-shared", nan)
+                    line += f" {pool:11.2f}x"
+                if cuda:
+                    eager = (tm.get("eager:sdpa-batch", nan), tm.get("eager:triton", nan))
+                    line += f" {eager[0]:10.4f} {eager[1]:10.4f}"
+                    # bytes / 1e6 / ms = GB/s
+                    line += f" {moved['base'] / 1e6 / tm.get('sdpa-batch', nan):9.0f}"
+                    line += f" {moved['shared'] / 1e6 / tm.get('triton', nan):9.0f}"
+                print(line, flush=True)
+                row = dict(mode=mode, device=device.type, dtype=str(dtype)[6:], B=b, P=p, S=s)
+                rows.append({**row, **tm, "speedup": base / best, "bound": bound, **moved})
+                if cuda:
+                    torch.cuda.empty_cache()
+    return rows
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="B=16, P=2048, S=16/256 on CPU only")
+    ap.add_argument("--quick", action="store_true", help="CPU decode B=16, P=2048, S=16/256")
+    ap.add_argument("--device", nargs="+", default=["auto"], choices=["auto", "cpu", "cuda"])
+    ap.add_argument("--mode", nargs="+", default=["decode"], choices=["decode", "prefill"])
     ap.add_argument("--batch", type=int, nargs="+", default=[1, 4, 16, 64])
     ap.add_argument("--prefix", type=int, nargs="+", default=[512, 2048, 8192])
-    ap.add_argument("--suffix", type=int, nargs="+", default=[16, 256])
+    ap.add_argument("--suffix", type=int, nargs="+", default=[16, 256], help="decode")
+    ap.add_argument("--prefill-batch", type=int, nargs="+", default=[4, 16])
+    ap.add_argument("--query", type=int, nargs="+", default=[64, 256], help="prefill T (= S)")
     ap.add_argument("--heads", type=int, default=9, help="query heads (SmolLM2-135M: 9)")
     ap.add_argument("--kv-heads", type=int, default=3, help="KV heads (SmolLM2-135M: 3)")
     ap.add_argument("--head-dim", type=int, default=64, help="head_dim (SmolLM2-135M: 64)")
-    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    ap.add_argument(
+        "--dtype", nargs="+", default=None, choices=["float32", "bfloat16", "float16"],
+        help="default: float32 on CPU, bfloat16 on CUDA",
+    )  # fmt: skip
     ap.add_argument("--rounds", type=int, default=None, help="timed rounds (median reported)")
-    ap.add_argument("--devices", nargs="+", default=None, help="cpu and/or cuda")
+    ap.add_argument("--json", default=None, help="also write every figure to this file")
     args = ap.parse_args()
     if args.quick:
         args.batch, args.prefix, args.suffix = [16], [2048], [16, 256]
-        args.devices = args.devices or ["cpu"]
+        args.mode = ["decode"]
+        args.device = ["cpu"] if args.device == ["auto"] else args.device
     args.rounds = args.rounds or (25 if args.quick else 15)
-    devices = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
+    devices = []
+    for name in args.device:
+        if name == "auto":
+            name = "cuda" if torch.cuda.is_available() else "cpu"
+        devices.append(torch.device(name))
 
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
         f"{platform.processor() or platform.machine()}; heads {args.heads}/{args.kv_heads}, "
-        f"head_dim {args.head_dim}, {args.dtype}, decode, median of {args.rounds} rounds"
+        f"head_dim {args.head_dim}; median of {args.rounds} rounds"
     )
-    header = f"{'device':6} {'B':>3} {'P':>5} {'S':>4} {'sdpa-batch':>10} {'sdpa-req':>9} "
-    header += f"{'shared':>8} {'triton':>8} {'speedup':>8} {'bound':>6} "
-    header += f"{'pool-base':>9} {'pool-shared':>11} {'pool-speedup':>12}   (ms)"
-    print(header)
-    headline = None
-    for dev_name in devices:
-        device = torch.device(dev_name)
-        triton_decode = None
+    rows, headline = [], None
+    for device in devices:
+        triton_mod = None
         if device.type == "cuda":
+            print(f"GPU: {torch.cuda.get_device_name(device)}")
             try:
-                from parrot_kernels.triton_shared_prefix import shared_prefix_decode as td
-
-                triton_decode = td
+                from parrot_kernels import triton_shared_prefix as triton_mod
             except ImportError:
                 print("(triton not installed: no triton column)")
-        for s in args.suffix:
-            for p in args.prefix:
-                for b in args.batch:
-                    t = bench_case(args, device, b, p, s, triton_decode)
-                    base = min(t["sdpa-batch"], t["sdpa-req"])
-                    best = min(t["shared"], t.get("triton", float("inf")))
-                    bound = b * (p + s) / (p + b * s)
-                    tri = f"{t['triton']:8.3f}" if "triton" in t else f"{'-':>8}"
-                    print(
-                        f"{dev_name:6} {b:3d} {p:5d} {s:4d} {t['sdpa-batch']:10.3f} "
-                        f"{t['sdpa-req']:9.3f} {t['shared']:8.3f} {tri} "
-                        f"{base / best:7.2f}x {bound:5.1f}x {t['pool-base']:9.3f} "
-                        f"{t['pool-shared']:11.3f} {t['pool-base'] / t['pool-shared']:11.2f}x",
-                        flush=True,
-                    )
-                    if dev_name == "cpu" and (b, p, s) == (16, 2048, 16):
-                        headline = base / t["shared"]
-                        pool = t["pool-base"] / t["pool-shared"]
-    if headline is not None:  # CPU, S=16, torch shared path
-        print(f"with the gather from the paged pool, B=16 P=2048: {pool:.2f}x")
-        print(f"speedup B=16 P=2048: {headline:.2f}x")
+        for dtype_name in args.dtype or ["bfloat16" if device.type == "cuda" else "float32"]:
+            for mode in args.mode:
+                dtype = getattr(torch, dtype_name)
+                got = run_grid(args, mode, device, dtype, triton_mod)
+                rows += got
+                for r in got:
+                    if headline is None and (r["mode"], r["B"], r["P"], r["S"]) == (
+                        "decode", 16, 2048, 16
+                    ):  # fmt: skip
+                        headline = r
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+    if headline is not None:  # the first device's decode figure, S=16
+        pool = headline["pool-base"] / headline["pool-shared"]
+        print(f"\nwith the gather from the paged pool, B=16 P=2048: {pool:.2f}x")
+        print(f"speedup B=16 P=2048: {headline['speedup']:.2f}x")
 
 
 if __name__ == "__main__":

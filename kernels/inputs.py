@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
@@ -29,10 +30,11 @@ def pad_ragged(seqs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor
     return out, lens
 
 
-def as_padded(x: Ragged, lens: Lengths) -> tuple[torch.Tensor, torch.Tensor, bool]:
+def as_padded(x: Ragged, lens: Lengths) -> tuple[torch.Tensor, torch.Tensor | None, bool]:
     """A padded [B, L, ...] tensor (+ lengths, default all L) or a list -> (padded, lengths, full).
 
-    full is True when every length is known, without a device sync, to equal L.
+    lengths is None when none were given for a tensor (all L). full is True when every length is
+    known, without a device sync, to equal L.
     """
     if not isinstance(x, torch.Tensor):
         if lens is not None:
@@ -40,11 +42,17 @@ def as_padded(x: Ragged, lens: Lengths) -> tuple[torch.Tensor, torch.Tensor, boo
         padded, lens_t = pad_ragged(x)
         return padded, lens_t, all(s.shape[0] == padded.shape[1] for s in x)
     if lens is None:
-        return x, torch.full((x.shape[0],), x.shape[1], dtype=torch.long, device=x.device), True
+        return x, None, True
     out = torch.as_tensor(lens, dtype=torch.long, device=x.device).contiguous()
     if out.shape != (x.shape[0],):
         raise ValueError(f"expected {x.shape[0]} lengths, got shape {tuple(out.shape)}")
     return x, out, False
+
+
+def _lengths(given: torch.Tensor | None, padded: torch.Tensor) -> torch.Tensor:
+    if given is not None:
+        return given
+    return torch.full((padded.shape[0],), padded.shape[1], dtype=torch.long, device=padded.device)
 
 
 @dataclass(frozen=True)
@@ -54,17 +62,27 @@ class Problem:
     q: [B, T, Hq, D]; q_lens: [B]. prefix_k/v: [P, Hkv, D]. suffix_k/v: [B, S, Hkv, D];
     suffix_lens: [B]. Query t of request b sits at suffix position suffix_lens[b] - q_lens[b] + t.
     full: every q_lens[b] == T and suffix_lens[b] == S (lets decode skip masking).
+    given_q_lens / given_suffix_lens: the lengths as given, None for "all T" / "all S"; the
+    q_lens / suffix_lens tensors are only built when asked for (a GPU kernel launch each).
     """
 
     q: torch.Tensor
-    q_lens: torch.Tensor
+    given_q_lens: torch.Tensor | None
     prefix_k: torch.Tensor
     prefix_v: torch.Tensor
     suffix_k: torch.Tensor
     suffix_v: torch.Tensor
-    suffix_lens: torch.Tensor
+    given_suffix_lens: torch.Tensor | None
     scale: float
     full: bool
+
+    @cached_property
+    def q_lens(self) -> torch.Tensor:
+        return _lengths(self.given_q_lens, self.q)
+
+    @cached_property
+    def suffix_lens(self) -> torch.Tensor:
+        return _lengths(self.given_suffix_lens, self.suffix_k)
 
     @property
     def group(self) -> int:

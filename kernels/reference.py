@@ -33,8 +33,8 @@ def reference_attention(
         keys = torch.cat([prefix_k, kb]).double().repeat_interleave(g, dim=1)  # [L, Hq, D]
         vals = torch.cat([prefix_v, vb]).double().repeat_interleave(g, dim=1)
         s = torch.einsum("thd,lhd->htl", qb.double(), keys) * (d**-0.5 if scale is None else scale)
-        pos = torch.arange(p_len + s_len)[None, :]
-        last_seen = p_len + s_len - t_len + torch.arange(t_len)[:, None]  # per query
+        pos = torch.arange(p_len + s_len, device=qb.device)[None, :]
+        last_seen = p_len + s_len - t_len + torch.arange(t_len, device=qb.device)[:, None]
         seen = (pos < p_len) | (pos <= last_seen)  # [T, L]; the prefix is always visible
         s = s.masked_fill(~seen, float("-inf"))
         w = torch.softmax(s, dim=-1).nan_to_num(0.0)  # all -inf rows give nan: no keys, output 0

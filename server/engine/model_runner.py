@@ -7,16 +7,37 @@ single-token chunks (decodes) as one padded batch, longer chunks (prefill) one b
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+from types import ModuleType
 
 import torch
 import torch.nn.functional as F
 
-from parrot_kernels import plan_shared_prefix, shared_prefix_decode, shared_prefix_prefill
+from parrot_kernels import plan_shared_prefix
+from parrot_kernels import shared_prefix as torch_shared_prefix
 
 from .model import LlamaModel
 from .sampler import make_generator, sample
 from .scheduler import Chunk
+
+log = logging.getLogger(__name__)
+
+
+def shared_prefix_kernels(device: torch.device) -> ModuleType:
+    """The shared-prefix attention backend for a device (both have the same API).
+
+    CUDA: the Triton split-KV kernels, which read the prefix once per group straight from HBM.
+    Elsewhere the torch path (one GEMM per KV head), which is what runs fast on CPU.
+    """
+    if device.type == "cuda":
+        try:
+            from parrot_kernels import triton_shared_prefix
+        except ImportError:  # triton missing: still correct, only slower
+            log.warning("triton is not installed: shared-prefix attention uses the torch path")
+        else:
+            return triton_shared_prefix
+    return torch_shared_prefix
 
 
 class KVPool:
@@ -98,8 +119,10 @@ class PagedAttention:
         device: torch.device,
         min_shared_prefix: int = 0,
         share_prefill: bool = False,
+        kernels: ModuleType = torch_shared_prefix,
     ) -> None:
         self.pool = pool
+        self.kernels = kernels  # shared-prefix backend, see shared_prefix_kernels
         write: list[int] = []
         for c in chunks:
             write.extend(c.request.slots[c.start : c.start + c.length])
@@ -209,7 +232,7 @@ class PagedAttention:
             )
             out.index_copy_(0, d.rows, o.squeeze(2))
         for g in self.shared:
-            o = shared_prefix_decode(
+            o = self.kernels.shared_prefix_decode(
                 q[g.rows],
                 k_pool.index_select(0, g.prefix_slots),
                 v_pool.index_select(0, g.prefix_slots),
@@ -219,7 +242,7 @@ class PagedAttention:
             )
             out.index_copy_(0, g.rows, o)
         for g in self.shared_prefills:
-            outs = shared_prefix_prefill(
+            outs = self.kernels.shared_prefix_prefill(
                 [q[r] for r in g.rows],
                 k_pool.index_select(0, g.prefix_slots),
                 v_pool.index_select(0, g.prefix_slots),
@@ -258,6 +281,7 @@ class ModelRunner:
         self.shared_prefix_queries = 0  # query tokens served by the shared-prefix kernel
         param = next(model.parameters())
         self.device, self.dtype = param.device, param.dtype
+        self.kernels = shared_prefix_kernels(self.device)
         cfg = model.config
         self.pool = KVPool(
             cfg.num_layers, num_slots, cfg.num_kv_heads, cfg.head_dim, self.dtype, self.device
@@ -274,7 +298,12 @@ class ModelRunner:
             ids.extend(c.request.tokens[c.start : c.start + c.length])
             positions.extend(range(c.start, c.start + c.length))
         attention = PagedAttention(
-            self.pool, ordered, self.device, self.min_shared_prefix, self.share_prefill
+            self.pool,
+            ordered,
+            self.device,
+            self.min_shared_prefix,
+            self.share_prefill,
+            self.kernels,
         )
         self.shared_prefix_queries += attention.num_shared_queries
         hidden = self.model(
