@@ -75,3 +75,15 @@ async def test_latency_get_moves_queued_calls_first(service):
     await asyncio.gather(*(watch(k) for k in range(4)))
     assert order[0] in ("s0", "s3")  # s0 may already be running when the get arrives
     assert order.index("s3") <= 1
+
+
+async def test_a_call_cancelled_before_its_task_ran_frees_its_slot(service):
+    sid = service.create_session(None).session_id
+    doc = [VariableCreate(id="doc0", value="x")]
+    await service.submit(sid, Program(variables=doc, calls=[map_call(0)]))
+    await asyncio.sleep(0)  # the pump has created the call's task; it has not run yet
+    executor = service.executor
+    assert executor.running == 1
+    service.close_session(sid)
+    await asyncio.sleep(0.05)
+    assert executor.running == 0  # the slot is free again

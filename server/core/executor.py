@@ -134,6 +134,7 @@ class Executor:
     def cancel(self, session: SessionLike, call: Call, reason: str = "cancelled") -> None:
         task = self._tasks.get(call)
         if task is not None:
+            call.extra["cancel_reason"] = reason
             task.cancel(reason)  # _run fails the outputs and frees the engine request
         elif not call.finished:
             self._finish(session, call, CallStatus.CANCELLED, reason)
@@ -176,6 +177,15 @@ class Executor:
             call.status = CallStatus.RUNNING
             task = asyncio.get_running_loop().create_task(self._run(session, call))
             self._tasks[call] = task
+            task.add_done_callback(lambda t, s=session, c=call: self._task_done(s, c, t))
+
+    def _task_done(self, session: SessionLike, call: Call, task: asyncio.Task) -> None:
+        """Frees the in-flight slot. A task cancelled before its first step never ran `_run`'s
+        handlers, so the call is finished here too."""
+        self._tasks.pop(call, None)
+        if not call.finished:
+            self._finish(session, call, CallStatus.CANCELLED, call.extra.get("cancel_reason"))
+        self._pump()
 
     async def _run(self, session: SessionLike, call: Call) -> None:
         graph = session.graph
@@ -200,9 +210,6 @@ class Executor:
         except Exception as exc:  # a bug: fail the call loudly rather than hang its readers
             log.exception("call %s failed unexpectedly", call.id)
             self._finish(session, call, CallStatus.FAILED, f"internal error: {exc!r}")
-        finally:
-            self._tasks.pop(call, None)
-            self._pump()
 
     async def _generate(
         self,
