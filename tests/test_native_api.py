@@ -234,3 +234,36 @@ def test_health_and_metrics(server_url):
         "parrot_time_to_first_token_seconds",
     ):
         assert name in text
+
+
+def _cached_prompt_tokens(server_url: str) -> float:
+    for line in httpx.get(server_url + "/metrics").text.splitlines():
+        if line.startswith("parrot_cached_prompt_tokens_total "):
+            return float(line.split()[1])
+    raise AssertionError("parrot_cached_prompt_tokens_total missing from /metrics")
+
+
+@pytest.mark.slow
+def test_static_prefix_is_shared_across_sessions(server_url, client):
+    """A template's constant text before its first input is computed once: a second session
+    calling the same template reads it from the prefix cache."""
+    prefix = "You are a careful assistant. " + " ".join(f"Rule {k}: be brief." for k in range(40))
+    call = step("c", "q", "o", prefix + "\nQuestion:", max_tokens=2)
+    sessions = [client.post("/sessions", json={}).json()["session_id"] for _ in range(2)]
+    try:
+        before = []
+        for k, sid in enumerate(sessions):
+            before.append(_cached_prompt_tokens(server_url))
+            program = {"variables": [{"id": "q", "value": f"question {k}?"}], "calls": [call]}
+            assert client.post(f"/sessions/{sid}/programs", json=program).status_code == 201
+            assert (
+                client.get(f"/sessions/{sid}/variables/o", params={"timeout": 60}).json()["status"]
+                == "ready"
+            )
+        reused = _cached_prompt_tokens(server_url) - before[1]
+        # English text is ~4 characters a token: len/8 is a safe lower bound of the prefix's
+        # tokens (the first session's call shows it is not cached before: that one computes it).
+        assert reused >= len(prefix) // 8, (reused, len(prefix))
+    finally:
+        for sid in sessions:
+            client.delete(f"/sessions/{sid}")
