@@ -108,7 +108,8 @@ class SemanticFunction:
     SamplingOptions for every output, or a dict output -> SamplingOptions (or dict) overriding
     fields per output; `criteria` is sent with every output (`OutputBinding.criteria`);
     `chat=True` renders the call through the model's chat template (the text before each
-    output is a user turn, each output an assistant turn): what instruct models expect."""
+    output is a user turn, each output an assistant turn): what instruct models expect;
+    `system=` adds a system turn first (chat only)."""
 
     def __init__(
         self,
@@ -118,10 +119,14 @@ class SemanticFunction:
         criteria: Criteria | str | None = None,
         name: str | None = None,
         chat: bool = False,
+        system: str | None = None,
         **options: Any,
     ) -> None:
         self.name = name or "semantic_function"
+        if system is not None and not chat:
+            raise InvalidRequestError(f"{self.name}: a system turn needs chat=True")
         self.chat = chat
+        self.system = system
         try:
             self.template: Template = parse_template(template)
         except TemplateError as exc:
@@ -197,6 +202,7 @@ class SemanticFunction:
                 inputs=inputs,
                 outputs=outputs,
                 chat=self.chat,
+                system=self.system,
             )
         except ValidationError as exc:
             raise InvalidRequestError(f"{self.name}: {_http.validation_message(exc)}") from None

@@ -87,6 +87,21 @@ def test_render_fills_inputs_and_earlier_outputs():
         {"role": "assistant", "content": "because"},
         {"role": "user", "content": "\nB: "},
     ]
+    chat = CallSpec(
+        id="s",
+        template="Hi {{input:q}}{{output:a}}",
+        inputs={"q": "q"},
+        outputs={"a": OutputBinding(var="sa")},
+        chat=True,
+        system="Be terse.",
+    )
+    (s,) = g.add(Program(calls=[chat]))
+    assert render_turns(value, s, 0) == [
+        {"role": "system", "content": "Be terse."},
+        {"role": "user", "content": "Hi why?"},
+    ]
+    with pytest.raises(InvalidRequestError, match="needs chat"):
+        g.add(Program(calls=[chat.model_copy(update={"id": "t", "chat": False})]))
 
 
 # -- validation ---------------------------------------------------------------------------------

@@ -267,3 +267,25 @@ def test_static_prefix_is_shared_across_sessions(server_url, client):
     finally:
         for sid in sessions:
             client.delete(f"/sessions/{sid}")
+
+
+@pytest.mark.slow
+def test_chat_call_with_system_turn_equals_the_openai_chat_answer(server_url, client, session):
+    """chat=true renders the same prompt as /v1/chat/completions: greedy answers are equal."""
+    call = {
+        "template": "Name one color of the sky.{{output:a}}",
+        "outputs": {"a": {"var": "a", "sampling": GREEDY}},
+        "chat": True,
+        "system": "You answer in one word.",
+    }
+    assert client.post(f"/sessions/{session}/calls", json=call).status_code == 201
+    native = client.get(f"/sessions/{session}/variables/a", params={"timeout": 60}).json()
+    messages = [
+        {"role": "system", "content": call["system"]},
+        {"role": "user", "content": "Name one color of the sky."},
+    ]
+    body = {"messages": messages, "max_tokens": GREEDY["max_tokens"], "temperature": 0}
+    openai = httpx.post(server_url + "/v1/chat/completions", json=body, timeout=60).json()
+    assert native["value"] == openai["choices"][0]["message"]["content"]
+    bad = call | {"chat": False, "outputs": {"a": {"var": "b"}}}
+    assert "needs chat" in error_of(client.post(f"/sessions/{session}/calls", json=bad))

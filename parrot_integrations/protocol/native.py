@@ -118,6 +118,11 @@ class CallSpec(_Strict):
         description="render as a conversation with the model's chat template: the text before "
         "each output is a user turn, each output an assistant turn (for instruct models)",
     )
+    system: str | None = Field(
+        None,
+        max_length=100_000,
+        description="chat calls only: a system turn before the conversation (constant text)",
+    )
 
 
 class Program(_Strict):

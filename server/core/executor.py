@@ -62,8 +62,8 @@ def render_turns(
 ) -> list[dict[str, str]]:
     """The call up to its `upto_output`-th output as alternating turns: the text before each
     output (inputs filled in by `value_of(variable id)`) is a user turn, each earlier output an
-    assistant turn. The last turn is the user's."""
-    turns: list[dict[str, str]] = []
+    assistant turn, after the call's system turn if it has one. The last turn is the user's."""
+    turns = [{"role": "system", "content": call.system}] if call.system else []
     text: list[str] = []
     seen = 0
     for seg in call.template.segments:
@@ -86,7 +86,8 @@ def render_turns(
 def render(value_of: Callable[[str], str | None], call: Call, upto_output: int) -> str:
     """The plain-text prompt of the call's `upto_output`-th output: the template up to that
     placeholder, inputs filled in and earlier outputs included."""
-    return "".join(t["content"] for t in render_turns(value_of, call, upto_output))
+    turns = render_turns(value_of, call, upto_output)
+    return "".join(t["content"] for t in turns if t["role"] != "system")
 
 
 def render_prompt(

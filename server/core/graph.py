@@ -38,6 +38,7 @@ class Call:
     objective: Criteria | None = None
     task_group: str | None = None
     chat: bool = False  # rendered through the model's chat template (see CallSpec.chat)
+    system: str | None = None  # chat calls: the system turn
     submitted_at: float = 0.0
     extra: dict = field(default_factory=dict)
 
@@ -206,7 +207,9 @@ class Graph:
         if loop:
             raise InvalidRequestError(f"call {cid!r} reads its own output {sorted(loop)[0]!r}")
         outputs = {name: spec.outputs[name] for name in template.outputs}  # generation order
-        return Call(cid, template, dict(spec.inputs), outputs, chat=spec.chat)
+        if spec.system is not None and not spec.chat:
+            raise InvalidRequestError(f"call {cid!r}: a system turn needs chat=true")
+        return Call(cid, template, dict(spec.inputs), outputs, chat=spec.chat, system=spec.system)
 
     def _check_acyclic(self, calls: list[Call], producers: dict[str, str]) -> None:
         """Depth-first search over the calls not yet finished, old and new, through
