@@ -24,10 +24,6 @@ from pathlib import Path
 
 from llama_index.core import SimpleDirectoryReader, VectorStoreIndex
 from llama_index.core.node_parser import SentenceSplitter
-from llama_index.core.prompts.default_prompts import (
-    DEFAULT_TEXT_QA_PROMPT,
-    DEFAULT_TREE_SUMMARIZE_PROMPT,
-)
 from llama_index.core.response_synthesizers import CompactAndRefine, Refine, TreeSummarize
 
 from parrot_integrations.llamaindex import (
@@ -66,11 +62,9 @@ async def main() -> None:
     )
     print(f"indexed {len(documents)} documents in {time.perf_counter() - t0:.1f} s\n")
 
-    # The same prompts for both (LlamaIndex's text defaults; see docs/llamaindex.md).
+    # Both with their defaults: the same prompts (LlamaIndex's chat prompts for a chat LLM).
     if args.synthesizer == "tree":
-        theirs = TreeSummarize(
-            llm=llm, summary_template=DEFAULT_TREE_SUMMARIZE_PROMPT, use_async=True
-        )
+        theirs = TreeSummarize(llm=llm, use_async=True)
         ours = ParrotTreeSummarize(llm=llm)
     else:
         # Refine pads prompts by 500 tokens: the tiny window of the tree demo cannot hold them.
@@ -80,7 +74,7 @@ async def main() -> None:
             "compact": (CompactAndRefine, ParrotCompactAndRefine),
         }
         theirs_cls, ours_cls = pair[args.synthesizer]
-        theirs = theirs_cls(llm=llm, text_qa_template=DEFAULT_TEXT_QA_PROMPT)
+        theirs = theirs_cls(llm=llm)
         ours = ours_cls(llm=llm)
     retriever = index.as_retriever(similarity_top_k=args.top_k)
     totals = {"llamaindex": 0.0, "parrot": 0.0}

@@ -27,9 +27,8 @@ def llm(server_url):
 
 
 async def test_same_result_as_llamaindex_in_one_submit(llm):
-    expected = Accumulate(llm=llm, text_qa_template=DEFAULT_TEXT_QA_PROMPT).get_response(
-        QUERY, CHUNKS
-    )
+    # Both with their defaults: LlamaIndex's chat QA prompt (a system message, then the user's).
+    expected = Accumulate(llm=llm).get_response(QUERY, CHUNKS)
     assert expected.count("Response ") == 3
 
     seen: list[tuple[str, str]] = []
@@ -41,6 +40,13 @@ async def test_same_result_as_llamaindex_in_one_submit(llm):
     assert not any(p.startswith("/v1/") for _, p in seen)
 
     assert await ours.aget_response(QUERY, CHUNKS) == expected
+
+
+def test_explicit_text_prompt_as_llamaindex(llm):
+    # A text prompt passed explicitly is one user turn, as LlamaIndex sends it.
+    text = DEFAULT_TEXT_QA_PROMPT
+    expected = Accumulate(llm=llm, text_qa_template=text).get_response(QUERY, CHUNKS)
+    assert ParrotAccumulate(llm=llm, text_qa_template=text).get_response(QUERY, CHUNKS) == expected
 
 
 def test_streaming_is_refused_as_llamaindex_does(llm):

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 from llama_index.core import SimpleDirectoryReader, VectorStoreIndex
 from llama_index.core.node_parser import SentenceSplitter
-from llama_index.core.prompts.default_prompts import DEFAULT_TEXT_QA_PROMPT
 from llama_index.core.response_synthesizers import CompactAndRefine, Refine
 
 from parrot_integrations.llamaindex import Parrot, ParrotCompactAndRefine, ParrotRefine
@@ -48,9 +47,8 @@ def _program_posts(llm: Parrot) -> list[tuple[str, str]]:
 
 def test_refine_chain_matches_llamaindex_in_one_submit(llm, index):
     nodes = index.as_retriever(similarity_top_k=3).retrieve(QUERY)
-    expected = str(
-        Refine(llm=llm, text_qa_template=DEFAULT_TEXT_QA_PROMPT).synthesize(QUERY, nodes)
-    )
+    # Both with their defaults: LlamaIndex's chat QA prompt (system + user) and refine prompt.
+    expected = str(Refine(llm=llm).synthesize(QUERY, nodes))
 
     ours = ParrotRefine(llm=llm)
     seen = _program_posts(llm)
@@ -65,7 +63,7 @@ async def test_compact_and_refine_async_and_streaming(server_url, index):
     # A window that packs the 6 chunks into 2: a chain of two.
     llm = Parrot(api_base=server_url, temperature=0.0, max_tokens=32, context_window=1000)
     nodes = index.as_retriever(similarity_top_k=6).retrieve(QUERY)
-    theirs = CompactAndRefine(llm=llm, text_qa_template=DEFAULT_TEXT_QA_PROMPT)
+    theirs = CompactAndRefine(llm=llm)
     expected = str(await theirs.asynthesize(QUERY, nodes))
 
     ours = ParrotCompactAndRefine(llm=llm)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from llama_index.core import SimpleDirectoryReader, VectorStoreIndex
 from llama_index.core.node_parser import SentenceSplitter
+from llama_index.core.prompts import ChatPromptTemplate
 from llama_index.core.prompts.default_prompts import DEFAULT_TREE_SUMMARIZE_PROMPT
 from llama_index.core.query_engine import RetrieverQueryEngine
 from llama_index.core.response_synthesizers import TreeSummarize
@@ -66,24 +67,29 @@ class _Requests:
 
 
 def test_same_answer_as_llamaindex_tree_summarize_in_one_submit(llm, nodes):
-    theirs = TreeSummarize(llm=llm, summary_template=DEFAULT_TREE_SUMMARIZE_PROMPT)
+    # Both with their defaults: LlamaIndex's chat prompt (a system message, then the user's).
+    theirs = TreeSummarize(llm=llm)
+    assert [
+        m.role.value
+        for m in llm._get_messages(theirs._summary_template, query_str="q", context_str="c")
+    ] == ["system", "user"]
     expected = str(theirs.synthesize(QUERY, nodes))
 
     ours = ParrotTreeSummarize(llm=llm)
     leaves, levels = ours.plan(QUERY, _chunks(nodes))
-    assert len(leaves) == 2 and [len(level) for level in levels] == [1]  # a real tree
+    assert len(leaves) == 3 and [len(level) for level in levels] == [1]  # a real tree
 
     requests = _Requests(llm.client._http)
     answer = str(ours.synthesize(QUERY, nodes))
     assert answer == expected and answer.strip()
-    assert ours.last_plan == [2, 1]
+    assert ours.last_plan == [3, 1]
     assert requests.count("POST", "/programs") == 1  # the whole tree, once
     assert not any(p.startswith("/v1/") for _, p in requests.seen)  # no per-call requests
     assert len(requests.seen) <= 4  # create session, program, get the answer, delete session
 
 
 async def test_async_and_streaming_answers_match(llm, nodes):
-    theirs = TreeSummarize(llm=llm, summary_template=DEFAULT_TREE_SUMMARIZE_PROMPT, use_async=True)
+    theirs = TreeSummarize(llm=llm, use_async=True)
     expected = str(await theirs.asynthesize(QUERY, nodes))
 
     assert str(await ParrotTreeSummarize(llm=llm).asynthesize(QUERY, nodes)) == expected
@@ -129,16 +135,51 @@ def test_a_deep_tree_is_one_program(server_url, index):
     assert synth.last_plan == [len(leaves)] + [len(level) for level in levels]
 
 
+def test_text_prompt_and_system_prompt_as_llamaindex(llm, server_url, nodes):
+    # An explicit text prompt is one user turn, as LlamaIndex sends it.
+    text = DEFAULT_TREE_SUMMARIZE_PROMPT
+    expected = str(TreeSummarize(llm=llm, summary_template=text).synthesize(QUERY, nodes))
+    assert str(ParrotTreeSummarize(llm=llm, summary_template=text).synthesize(QUERY, nodes)) == (
+        expected
+    )
+    # llm.system_prompt: LlamaIndex puts a system message first; here the call's system turn.
+    sys_llm = Parrot(
+        api_base=server_url,
+        temperature=0.0,
+        max_tokens=32,
+        context_window=400,
+        system_prompt="You answer in one short sentence.",
+    )
+    try:
+        theirs = TreeSummarize(llm=sys_llm, summary_template=text)
+        expected = str(theirs.synthesize(QUERY, nodes))
+        ours = ParrotTreeSummarize(llm=sys_llm, summary_template=text)
+        assert str(ours.synthesize(QUERY, nodes)) == expected
+    finally:
+        sys_llm.close()
+
+
 def test_refuses_what_a_native_call_cannot_express(llm, server_url):
+    from llama_index.core.llms import ChatMessage
     from llama_index.core.llms.mock import MockLLM
 
     with pytest.raises(InvalidRequestError, match="needs a Parrot LLM"):
         ParrotTreeSummarize(llm=MockLLM())
-    # LlamaIndex's chat default starts with a system message: no system turn in native chat.
-    from llama_index.core.prompts.default_prompt_selectors import (
-        DEFAULT_TREE_SUMMARIZE_PROMPT_SEL,
-    )
 
-    synth = ParrotTreeSummarize(llm=llm, summary_template=DEFAULT_TREE_SUMMARIZE_PROMPT_SEL)
-    with pytest.raises(InvalidRequestError, match="system"):
-        synth.get_response(QUERY, ["Bees dance."])
+    def refused(template, match: str, on=llm) -> None:
+        synth = ParrotTreeSummarize(llm=on, summary_template=template)
+        with pytest.raises(InvalidRequestError, match=match):
+            synth.get_response(QUERY, ["Bees dance."])
+
+    user = ChatMessage(role="user", content="Context: {context_str}\nQuery: {query_str}\n")
+    # A system message that is not the first one.
+    refused(ChatPromptTemplate([user, ChatMessage(role="system", content="Be brief.")]), "system")
+    # A system message with a template variable (a system turn is constant text).
+    system = ChatMessage(role="system", content="Questions about {query_str}.")
+    refused(ChatPromptTemplate([system, user]), "system message uses")
+    # llm.system_prompt before LlamaIndex's chat default: two system messages.
+    two = Parrot(api_base=server_url, temperature=0.0, max_tokens=32, system_prompt="Be brief.")
+    try:
+        refused(None, "system", on=two)
+    finally:
+        two.close()

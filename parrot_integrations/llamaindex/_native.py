@@ -1,12 +1,16 @@
 """What the shipped synthesizers share: LlamaIndex prompts as native semantic functions, and
 one program per query (submitted once, then the answer read or streamed).
 
-A prompt becomes a template by formatting it the way LlamaIndex's `LLM.predict` would (same
-selector choice, `system_prompt`, output parser) with stand-in strings for the values that are
-variables, then cutting the stand-ins out for placeholders. It runs as a `chat=True` call: one
-user turn through the model's chat template, which is exactly what LlamaIndex sends a chat
-model for a text prompt. A native chat call has no system turn, so a prompt that renders a
-system message is refused rather than sent differently.
+A prompt becomes a template by formatting it the way LlamaIndex's `LLM.predict` formats it for
+a chat model (`_get_messages`: the same selector choice, so LlamaIndex's chat prompts by
+default; `system_prompt`; output parser) with stand-in strings for the values that are
+variables, then cutting the stand-ins out for placeholders. The messages run as a `chat=True`
+call: a leading system message becomes the call's constant system turn (`system=`), the one
+user message its template, so the server renders exactly what `/v1/chat/completions` renders
+for the messages LlamaIndex sends. What a native call cannot express is refused rather than
+sent differently: a system message that is not the first message (for instance
+`llm.system_prompt` together with a prompt that has its own system message: two system
+messages), a system message that uses a prompt variable, or more than one user message.
 """
 
 from __future__ import annotations
@@ -45,19 +49,37 @@ def native_function(
     """`prompt` as a chat semantic function ending in `{{output:answer}}`. `fills` maps each
     prompt variable to template text (usually placeholders such as `{{input:query}}`)."""
     messages = llm._get_messages(prompt, **{k: _stand_in(k) for k in fills})
+    system: str | None = None
+    if messages and messages[0].role == MessageRole.SYSTEM:
+        system = messages[0].content or ""
+        messages = messages[1:]
     if len(messages) != 1 or messages[0].role != MessageRole.USER:
-        roles = [m.role.value for m in messages]
+        roles = ([MessageRole.SYSTEM.value] if system is not None else []) + [
+            m.role.value for m in messages
+        ]
         raise InvalidRequestError(
-            f"{name}: the prompt renders messages {roles}; a native chat call is one user turn "
-            "(no system message: use a text PromptTemplate and no llm.system_prompt)"
+            f"{name}: the prompt renders messages {roles}; a native chat call is at most one "
+            "system message (the first) and one user message (a prompt with its own system "
+            "message cannot be combined with llm.system_prompt)"
         )
+    if system is not None:
+        used = [key for key in fills if _stand_in(key) in system]
+        if used:
+            raise InvalidRequestError(
+                f"{name}: the prompt's system message uses {used}; a native system turn is "
+                "constant text (put the variables in the user message)"
+            )
     text = messages[0].content or ""
     for key, fragment in fills.items():
         if _stand_in(key) not in text:
             raise InvalidRequestError(f"{name}: the prompt does not use {{{key}}}")
         text = text.replace(_stand_in(key), fragment)
     return SemanticFunction(
-        text + "{{output:answer}}", name=name, chat=True, sampling=SamplingOptions(**sampling(llm))
+        text + "{{output:answer}}",
+        name=name,
+        chat=True,
+        system=system,
+        sampling=SamplingOptions(**sampling(llm)),
     )
 
 

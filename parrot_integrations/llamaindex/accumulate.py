@@ -5,9 +5,9 @@ do not depend on each other, so LlamaIndex sends them one by one (or concurrentl
 `use_async`); here they are one program: one request, the server batches them as a task group
 and shares the prompt's static prefix, and the client reads the answers. The chunks are split
 as LlamaIndex splits them, the answers are formatted by LlamaIndex's own `_format_response`, so
-at temperature 0 the result equals LlamaIndex's. The QA prompt defaults to LlamaIndex's text
-prompt (its chat variant starts with a system message, see `_native`). As LlamaIndex's,
-accumulate cannot stream.
+at temperature 0 the result equals LlamaIndex's. The QA prompt defaults to LlamaIndex's own
+selector, which for a chat LLM picks the chat prompt (its system message is the call's system
+turn, see `_native`). As LlamaIndex's, accumulate cannot stream.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from llama_index.core.prompts import BasePromptTemplate
-from llama_index.core.prompts.default_prompts import DEFAULT_TEXT_QA_PROMPT
 from llama_index.core.response_synthesizers import Accumulate
 from llama_index.core.types import RESPONSE_TEXT_TYPE
 
@@ -41,9 +40,7 @@ class ParrotAccumulate(Accumulate):
     ) -> None:
         if kwargs.get("output_cls") is not None or kwargs.get("multimodal"):
             raise InvalidRequestError("ParrotAccumulate does not support output_cls/multimodal")
-        super().__init__(
-            llm=llm, text_qa_template=text_qa_template or DEFAULT_TEXT_QA_PROMPT, **kwargs
-        )
+        super().__init__(llm=llm, text_qa_template=text_qa_template, **kwargs)
         _native.parrot_llm(self._llm, "ParrotAccumulate")
         self._criteria = Criteria(criteria)
         self.last_plan: int = 0  # calls of the last query

@@ -17,9 +17,9 @@ Where a static chain must differ from LlamaIndex's dynamic loop:
 - `structured_answer_filtering`, `output_cls` and multimodal synthesis are not supported.
 
 When neither case arises (the usual one) the chains are the same, and at temperature 0 the
-answers are equal. Prompts: the QA prompt defaults to LlamaIndex's text prompt
-(`DEFAULT_TEXT_QA_PROMPT`: its chat variant starts with a system message, which a native chat
-call cannot express, see `_native`); the refine prompt is LlamaIndex's own default.
+answers are equal. Prompts: LlamaIndex's own defaults (`DEFAULT_TEXT_QA_PROMPT_SEL`,
+`DEFAULT_REFINE_PROMPT_SEL`), which for a chat LLM pick the chat prompts: the QA prompt's system
+message becomes the call's system turn (see `_native`); the refine prompt is one user message.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from llama_index.core.prompts import BasePromptTemplate
-from llama_index.core.prompts.default_prompts import DEFAULT_TEXT_QA_PROMPT
 from llama_index.core.prompts.prompt_utils import get_biggest_prompt
 from llama_index.core.response_synthesizers import CompactAndRefine, Refine
 from llama_index.core.types import RESPONSE_TEXT_TYPE
@@ -60,7 +59,7 @@ class ParrotRefine(Refine):
             raise InvalidRequestError(f"{type(self).__name__} does not support {unsupported}")
         super().__init__(
             llm=llm,
-            text_qa_template=text_qa_template or DEFAULT_TEXT_QA_PROMPT,
+            text_qa_template=text_qa_template,
             refine_template=refine_template,
             streaming=streaming,
             **kwargs,

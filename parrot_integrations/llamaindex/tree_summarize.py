@@ -13,16 +13,16 @@ any summary exists, so the fan-in of every upper level is the number of summarie
 one prompt if each were `num_output` tokens long (the worst case; never more than LlamaIndex
 would pack). When LlamaIndex's repack would put all summaries of a level in one prompt (the
 usual case: a few retrieved chunks), both trees are the same; then at temperature 0 the answers
-are equal, because each call renders the same single user message through the model's chat
-template. (LlamaIndex strips each summary before joining them with blank lines; the server
-joins them as generated. Instruct models' answers carry no surrounding whitespace, so this
+are equal, because each call renders the same messages through the model's chat template.
+(LlamaIndex strips each summary before joining them with blank lines; the server joins them as
+generated. Instruct models' answers carry no surrounding whitespace, so this
 only matters for an answer that starts or ends with whitespace.)
 
-Prompts: `summary_template` as in `TreeSummarize`, by default LlamaIndex's text prompt
-(`DEFAULT_TREE_SUMMARIZE_PROMPT`, sent as one user turn, as LlamaIndex sends a text prompt to a
-chat model). LlamaIndex's chat variant of it starts with a system message, and a native chat
-call has no system turn, so prompts that render a system message (also `llm.system_prompt`)
-are refused with a clear error rather than sent differently.
+Prompts: `summary_template` as in `TreeSummarize`, by default LlamaIndex's own selector
+(`DEFAULT_TREE_SUMMARIZE_PROMPT_SEL`), which for a chat LLM such as `Parrot` picks the chat
+prompt: its system message becomes each call's system turn and its user message the template
+(see `_native`), so each call renders what LlamaIndex sends. A text prompt passed explicitly is
+one user turn, as LlamaIndex sends it.
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from llama_index.core.prompts import BasePromptTemplate
-from llama_index.core.prompts.default_prompts import DEFAULT_TREE_SUMMARIZE_PROMPT
 from llama_index.core.response_synthesizers import TreeSummarize
 from llama_index.core.types import RESPONSE_TEXT_TYPE
 
@@ -69,7 +68,7 @@ class ParrotTreeSummarize(TreeSummarize):
             raise InvalidRequestError("ParrotTreeSummarize does not support output_cls/multimodal")
         super().__init__(
             llm=llm,
-            summary_template=summary_template or DEFAULT_TREE_SUMMARIZE_PROMPT,
+            summary_template=summary_template,
             streaming=streaming,
             **kwargs,
         )
