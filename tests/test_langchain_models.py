@@ -180,6 +180,28 @@ def test_session_id_extension(server_url, chat):
     assert isinstance(info.value, NotFoundError) and session.id in info.value.message
 
 
+@pytest.mark.slow
+def test_agent_steps_reuse_the_growing_context(server_url):
+    """An agent loop (plain text tool protocol) in one session: each step's prompt is the
+    previous one plus the last answer and the tool result, so the engine serves the whole
+    previous step from its prefix cache and the cached prompt tokens grow step by step."""
+    agent = ChatParrot(base_url=server_url, temperature=0, max_tokens=12)
+    history = [
+        SystemMessage("You are an agent. To use the calculator write CALC: <expression>."),
+        HumanMessage("What is 12 times 7, then plus 5?"),
+    ]
+    cached: list[int] = []
+    with ParrotClient(server_url) as client, client.session() as session:
+        for step in range(3):
+            reply = agent.invoke(history, session_id=session.id)
+            cached.append(reply.usage_metadata["input_token_details"]["cache_read"])
+            history += [reply, HumanMessage(f"Tool result {step}: {84 + step * 5}. Continue.")]
+    assert cached[1] > cached[0] and cached[2] > cached[1], cached
+    # each step re-uses at least the previous step's prompt (minus the chat template's tail)
+    prompt_tokens = reply.usage_metadata["input_tokens"]
+    assert cached[2] >= prompt_tokens // 2, (cached, prompt_tokens)
+
+
 # -- errors ---------------------------------------------------------------------------------------
 def test_error_unknown_model(server_url):
     with pytest.raises(lc_errors.ModelNotFoundError) as info:
