@@ -42,7 +42,7 @@ from .core.objective import priority_of
 from .engine.errors import RequestAbortedError
 from .engine.request import FinishKind, RequestOutput
 from .engine.sampling_params import SamplingParams
-from .http.errors import status_of
+from .error_status import status_of
 
 if TYPE_CHECKING:
     from .core.session import SessionManager

@@ -14,41 +14,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from parrot_integrations.protocol.errors import ErrorInfo, ErrorResponse
 
-from ..core.errors import ConflictError, LimitExceededError, NotFoundError
-from ..engine.errors import (
-    ContextBusyError,
-    ContextNotFoundError,
-    EngineError,
-    EngineOverloadedError,
-    InvalidRequestError,
-    RequestAbortedError,
-)
+from ..engine.errors import EngineError
+from ..error_status import status_of
 
 log = logging.getLogger(__name__)
-
-# Most specific first: the first matching class decides.
-_STATUS: list[tuple[type[Exception], int, str]] = [
-    (InvalidRequestError, 400, "invalid_request_error"),
-    (ContextNotFoundError, 404, "not_found_error"),
-    (NotFoundError, 404, "not_found_error"),
-    (ConflictError, 409, "conflict_error"),
-    (LimitExceededError, 429, "rate_limit_error"),
-    (ContextBusyError, 409, "conflict_error"),
-    (EngineOverloadedError, 503, "overloaded_error"),
-    (RequestAbortedError, 499, "aborted_error"),
-]
 
 
 def error_response(status: int, kind: str, message: str, param: str | None = None) -> JSONResponse:
     body = ErrorResponse(error=ErrorInfo(message=message, type=kind, param=param, code=status))
     return JSONResponse(body.model_dump(), status_code=status)
-
-
-def status_of(exc: Exception) -> tuple[int, str]:
-    for cls, status, kind in _STATUS:
-        if isinstance(exc, cls):
-            return status, kind
-    return 500, "server_error"
 
 
 def install_error_handlers(app: FastAPI) -> None:
