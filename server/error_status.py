@@ -8,6 +8,7 @@ from .engine.errors import (
     ContextBusyError,
     ContextNotFoundError,
     EngineOverloadedError,
+    EngineUnavailableError,
     InvalidRequestError,
     RequestAbortedError,
 )
@@ -21,6 +22,7 @@ _STATUS: list[tuple[type[Exception], int, str]] = [
     (LimitExceededError, 429, "rate_limit_error"),
     (ContextBusyError, 409, "conflict_error"),
     (EngineOverloadedError, 503, "overloaded_error"),
+    (EngineUnavailableError, 503, "engine_unavailable_error"),
     (RequestAbortedError, 499, "aborted_error"),
 ]
 

@@ -55,7 +55,10 @@ class Submission:
     prompt: str | list[int]
     sampling: SamplingParams
     rid: str | None = None
-    priority: int = 0
+    priority: int = 0  # the call's objective as engine priority (objective.PRIORITY)
+    # What a scheduler over many engines places by (one engine ignores them):
+    task_group: str | None = None  # the maps of one reduce: kept together when they fit
+    app: str | None = None  # the session the call belongs to (fairness, logs)
 
 
 class EngineClient(abc.ABC):
@@ -94,6 +97,10 @@ class EngineClient(abc.ABC):
 
     @abc.abstractmethod
     async def count_tokens(self, text: str) -> int: ...
+
+    async def health(self) -> bool:
+        """Whether the engine answers; an in-process engine always does."""
+        return True
 
     @abc.abstractmethod
     async def shutdown(self) -> None:

@@ -32,3 +32,22 @@ class EngineOverloadedError(EngineError):
 
 class RequestAbortedError(EngineError):
     """The request was cancelled (abort, context freed, engine shut down)."""
+
+
+class EngineUnavailableError(EngineError):
+    """A remote engine cannot be reached or dropped a request mid-way (connection refused or
+    reset, timeout, process gone): a 503. Carries what was committed before the loss, so the
+    request can resume on another engine from there."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        prompt_ids: list[int] | None = None,
+        output_ids: list[int] | None = None,
+        output_text: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.prompt_ids = prompt_ids
+        self.output_ids = list(output_ids or [])
+        self.output_text = output_text  # the text already streamed for output_ids
