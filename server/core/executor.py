@@ -10,8 +10,6 @@ the same event-loop turn, so the engine admits them into the same steps.
 from __future__ import annotations
 
 import asyncio
-import heapq
-import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -27,6 +25,7 @@ from .engine_client import EngineClient, Submission
 from .graph import Call, Graph
 from .metrics import Metrics
 from .objective import priority_of
+from .ready_queue import ReadyQueue
 from .submit_batcher import SubmitBatcher
 from .variable import Variable
 
@@ -99,13 +98,34 @@ def render_prompt(
     return render(value_of, call, upto_output)
 
 
+def _depth(graph: Graph, call: Call) -> int:
+    """The longest chain of producers above `call` (0 for a call fed only by client values):
+    deeper calls are further along their app, so running them first finishes apps sooner.
+    Memoised in `call.extra`; iterative, as chains may be thousands of calls long."""
+    todo = [call]
+    while todo:
+        c = todo[-1]
+        if "depth" in c.extra:
+            todo.pop()
+            continue
+        producers = graph.producers_of(c)
+        missing = [p for p in producers if "depth" not in p.extra]
+        if missing:
+            todo.extend(missing)
+            continue
+        c.extra["depth"] = 1 + max((p.extra["depth"] for p in producers), default=-1)
+        todo.pop()
+    return call.extra["depth"]
+
+
 class Executor:
     def __init__(self, engine: EngineClient, metrics: Metrics, max_inflight: int) -> None:
         self.engine = engine
         self.metrics = metrics
         self.max_inflight = max_inflight
-        self._ready: list[tuple[int, int, SessionLike, Call]] = []  # (-priority, seq, ...)
-        self._seq = itertools.count()
+        # Ready calls: by priority, then app fairness, then deepest-first (ready_queue.py).
+        self._ready: ReadyQueue[Call] = ReadyQueue()
+        self._queued: dict[Call, SessionLike] = {}
         self._tasks: dict[Call, asyncio.Task] = {}
         self._pump_scheduled = False
         self._batcher = SubmitBatcher(engine)
@@ -129,8 +149,8 @@ class Executor:
     def reprioritize(self, session: SessionLike, calls: list[Call]) -> None:
         """Objectives changed (a later get): queued calls move to their new place."""
         for call in calls:
-            if "queued" in call.extra:
-                self._push(session, call)  # the stale entry is skipped when popped
+            if call in self._ready:
+                self._push(session, call)  # moves it
 
     def cancel(self, session: SessionLike, call: Call, reason: str = "cancelled") -> None:
         task = self._tasks.get(call)
@@ -163,7 +183,8 @@ class Executor:
     def _push(self, session: SessionLike, call: Call) -> None:
         prio = priority_of(call.objective)
         call.extra["queued"] = prio
-        heapq.heappush(self._ready, (-prio, next(self._seq), session, call))
+        self._queued[call] = session
+        self._ready.push(call, priority=prio, app=session.id, depth=_depth(session.graph, call))
         if not self._pump_scheduled:  # coalesce: everything ready in this turn starts together
             self._pump_scheduled = True
             asyncio.get_running_loop().call_soon(self._pump)
@@ -171,10 +192,9 @@ class Executor:
     def _pump(self) -> None:
         self._pump_scheduled = False
         while self._ready and len(self._tasks) < self.max_inflight:
-            neg_prio, _, session, call = heapq.heappop(self._ready)
-            if call.extra.get("queued") != -neg_prio or call.status is not CallStatus.WAITING:
-                continue  # stale entry (re-prioritized) or cancelled meanwhile
-            call.extra.pop("queued")
+            call = self._ready.pop()
+            session = self._queued.pop(call)
+            call.extra.pop("queued", None)
             call.status = CallStatus.RUNNING
             task = asyncio.get_running_loop().create_task(self._run(session, call))
             self._tasks[call] = task
@@ -197,7 +217,10 @@ class Executor:
                 prompt = render_prompt(self.engine, lambda v: graph.variables[v].value, call, k)
                 sampling = to_sampling_params(binding.sampling)
                 rid = f"{session.id}.{call.id}.{k}"
-                value, first = await self._generate(prompt, sampling, rid, call, var.append)
+                sub = Submission(
+                    prompt, sampling, rid, priority_of(call.objective), call.task_group, session.id
+                )
+                value, first = await self._generate(sub, var.append)
                 if ttft is None and first is not None:
                     ttft = first - call.submitted_at
                 var.set(value)
@@ -213,14 +236,9 @@ class Executor:
             self._finish(session, call, CallStatus.FAILED, f"internal error: {exc!r}")
 
     async def _generate(
-        self,
-        prompt: str,
-        sampling: SamplingParams,
-        rid: str,
-        call: Call,
-        on_delta: Callable[[str], None],
+        self, sub: Submission, on_delta: Callable[[str], None]
     ) -> tuple[str, float | None]:
-        stream = await self._submit(prompt, sampling, rid, priority_of(call.objective))
+        stream = await self._submit(sub)
         parts: list[str] = []
         first: float | None = None
         try:
@@ -236,12 +254,12 @@ class Executor:
             await stream.aclose()  # aborts the engine request if we leave early (cancel)
         return "".join(parts), first
 
-    async def _submit(self, prompt: str, sampling: SamplingParams, rid: str, priority: int):
+    async def _submit(self, sub: Submission):
         deadline = time.monotonic() + OVERLOAD_RETRY_SECONDS
         delay = 0.05
         while True:
             try:
-                return await self._batcher.submit(Submission(prompt, sampling, rid, priority))
+                return await self._batcher.submit(sub)
             except EngineOverloadedError:
                 if time.monotonic() > deadline:
                     raise
@@ -260,6 +278,8 @@ class Executor:
             return
         call.status, call.error = status, error
         call.extra.pop("queued", None)
+        if self._ready.remove(call):
+            self._queued.pop(call, None)
         outcome = {CallStatus.DONE: "ok", CallStatus.CANCELLED: "cancelled"}.get(status, "error")
         objective = call.objective.value if call.objective else "none"
         self.metrics.observe(
