@@ -1,17 +1,29 @@
-"""SGLang-native `/generate` on top of the embedded engine: wire models <-> engine calls."""
+"""SGLang-native `/generate` and friends on top of the embedded engine: wire models <-> engine
+calls. Shapes and field names are SGLang 0.5.x's (see `parrot_integrations.protocol.sglang`)."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from parrot_integrations.protocol.sglang import GenerateRequest, GenerateResponse, MetaInfo
+from parrot_integrations.protocol.sglang import (
+    GenerateRequest,
+    GenerateResponse,
+    LoadEntry,
+    MetaInfo,
+)
 
 from .engine.async_engine import AsyncEngine
 from .engine.errors import InvalidRequestError
 from .engine.request import RequestOutput
 from .engine.sampling_params import SamplingParams
+
+try:
+    _VERSION = importlib.metadata.version("parrot-integrations")
+except importlib.metadata.PackageNotFoundError:  # run from a source tree that is not installed
+    _VERSION = "unknown"
 
 
 def to_sampling_params(req: GenerateRequest) -> SamplingParams:
@@ -73,29 +85,85 @@ class EngineService:
 
         return chunks()
 
+    @property
+    def tokenizer_path(self) -> str:
+        """Where the tokenizer was loaded from: for a GGUF model the converted HF-format cache
+        directory, so a ServeCore on this machine loads the same tokenizer without torch."""
+        tok = self.engine.engine.tokenizer
+        return str(getattr(tok, "name_or_path", "") or self.model_path)
+
     async def model_info(self) -> dict[str, Any]:
-        cfg = self.engine.engine.loaded.config
+        core = self.engine.engine
         return {
             "model_path": self.model_path,
-            "tokenizer_path": self.model_path,
+            "tokenizer_path": self.tokenizer_path,
             "is_generation": True,
-            "served_model_name": self.model_name,
-            "max_context_len": self.engine.engine.max_context_len,
-            "vocab_size": cfg.vocab_size,
+            "served_model_name": self.model_name,  # as in SGLang 0.5.23's /model_info
+            "preferred_sampling_params": None,
+            "weight_version": "default",
+            "model_type": core.loaded.config.architecture,
+            # Ours (SGLang reports the window in /v1/models): what a prompt plus its output fit in.
+            "max_context_len": core.max_context_len,
+            "vocab_size": core.loaded.config.vocab_size,
         }
 
     async def server_info(self) -> dict[str, Any]:
+        """SGLang's `/server_info`: the launch settings (ServerArgs names), the scheduler's
+        (max_total_num_tokens, max_req_input_len) and per-rank internal states."""
         stats = await self.engine.stats()
-        cfg = self.engine.engine.config
+        core = self.engine.engine
+        cfg = core.config
         return {
             "model_path": self.model_path,
+            "tokenizer_path": self.tokenizer_path,
             "served_model_name": self.model_name,
+            "context_length": core.max_context_len,
             "max_total_num_tokens": cfg.kv_pool_tokens,
+            "max_req_input_len": core.max_context_len - 1,
             "max_running_requests": cfg.max_running_requests,
             "chunked_prefill_size": cfg.max_step_tokens,
             "max_queued_requests": cfg.max_queued_requests,
-            "internal_states": [stats.__dict__ | {"cache_hit_rate": stats.cache_hit_rate}],
+            # Our scheduler always orders by priority, higher first; streams carry cumulative
+            # text and ids (the names and defaults of SGLang's flags for the same things).
+            "enable_priority_scheduling": True,
+            "schedule_low_priority_values_first": False,
+            "incremental_streaming_output": False,
+            "internal_states": [
+                stats.__dict__
+                | {
+                    "cache_hit_rate": stats.cache_hit_rate,
+                    "max_running_requests": cfg.max_running_requests,
+                }
+            ],
+            "version": f"parrot-{_VERSION}",
         }
+
+    async def get_load(self) -> list[LoadEntry]:
+        """SGLang's `/get_load` (one entry: we have one data-parallel rank), plus our counters."""
+
+        def snapshot():
+            core = self.engine.engine
+            waiting_prompt = sum(len(r.prompt_ids) for r in core.scheduler.waiting)
+            return core.stats(), waiting_prompt
+
+        s, waiting_prompt = await self.engine.call(snapshot)
+        # SGLang's num_tokens: KV held by requests (not the evictable cache) + waiting prompts.
+        held = s.kv_pool_tokens - s.kv_free_tokens
+        return [
+            LoadEntry(
+                dp_rank=0,
+                num_reqs=s.running_requests + s.waiting_requests,
+                num_waiting_reqs=s.waiting_requests,
+                num_tokens=held + waiting_prompt,
+                num_running_reqs=s.running_requests,
+                num_used_tokens=s.kv_used_tokens,
+                num_total_tokens=s.kv_pool_tokens,
+                num_cached_tokens=s.cached_tokens,
+                prompt_tokens_total=s.prompt_tokens_total,
+                cached_prompt_tokens_total=s.cached_prompt_tokens_total,
+                generated_tokens_total=s.generated_tokens_total,
+            )
+        ]
 
 
 class _Accumulator:

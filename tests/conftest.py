@@ -6,6 +6,8 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
@@ -25,48 +27,80 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@dataclass
+class ParrotProcess:
+    """A `parrot serve` / `parrot engine` subprocess on 127.0.0.1 and the file it logs to (a
+    file: an unread pipe would fill and block it)."""
+
+    args: list[str]
+    proc: subprocess.Popen
+    url: str
+    log: Path
+
+    @classmethod
+    def spawn(cls, args: list[str], log: Path) -> ParrotProcess:
+        """Start the real CLI: `args` is the command and its flags; a free port is added."""
+        port = _free_port()
+        cmd = [sys.executable, "-m", "parrot_server.cli", *args, "--port", str(port)]
+        with open(log, "w") as f:
+            proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, text=True)
+        return cls(args, proc, f"http://127.0.0.1:{port}", log)
+
+    def wait_healthy(self, timeout: float = 180) -> ParrotProcess:
+        """Return once /health answers 200; fail the test if the process exits first or stays
+        unhealthy for `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(
+                    f"parrot {self.args[0]} exited with {self.proc.returncode}:\n"
+                    f"{self.log.read_text()}"
+                )
+            try:
+                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.25)
+        self.proc.kill()
+        pytest.fail(f"parrot {self.args[0]} did not become healthy within {timeout:g} s")
+
+    def stop(self, grace: float = 30) -> None:
+        if self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture(scope="session")
+def parrot_process(tmp_path_factory):
+    """Factory: `parrot_process(["engine", *flags], "name")` spawns the CLI (not yet waited
+    for: call `.wait_healthy()`), logging to a temp file; every process is stopped at the end."""
+    started: list[ParrotProcess] = []
+
+    def spawn(args: list[str], name: str) -> ParrotProcess:
+        started.append(ParrotProcess.spawn(args, tmp_path_factory.mktemp(name) / f"{name}.log"))
+        return started[-1]
+
+    yield spawn
+    for p in started:
+        p.stop()
+
+
 @pytest.fixture(scope="session")
 def server_log(tmp_path_factory):
-    """Where the test server writes its output (a file: an unread pipe would fill and block it)."""
+    """Where the test server writes its output."""
     return tmp_path_factory.mktemp("server") / "parrot-serve.log"
 
 
 @pytest.fixture(scope="session")
 def server_url(server_log):
     """`parrot serve` in a subprocess on 127.0.0.1 (the real CLI, uvicorn and model), once per run."""
-    port = _free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "parrot_server.cli",
-        "serve",
-        "--port",
-        str(port),
-        "--kv-pool-tokens",
-        "16384",
-        "--max-context-len",
-        "2048",
-        "--log-level",
-        "warning",
-    ]
-    with open(server_log, "w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"parrot serve exited with {proc.returncode}:\n{server_log.read_text()}")
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("parrot serve did not become healthy within 180 s")
-    yield url
-    proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    flags = ["--kv-pool-tokens", "16384", "--max-context-len", "2048", "--log-level", "warning"]
+    server = ParrotProcess.spawn(["serve", *flags], server_log).wait_healthy()
+    yield server.url
+    server.stop()

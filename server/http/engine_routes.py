@@ -1,7 +1,11 @@
 """SGLang 0.5.x native runtime endpoints (`/generate`, `/health`, ...). Thin: logic lives in
-`EngineService`."""
+`EngineService`. Both route names of SGLang's info endpoints are served (`/model_info` and the
+0.5.5 name `/get_model_info`, likewise `/server_info`), so clients of either release work."""
 
 from __future__ import annotations
+
+import json
+import logging
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
@@ -9,8 +13,10 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 from parrot_integrations.protocol.sglang import AbortRequest, GenerateRequest
 
 from ..engine_service import EngineService
+from ..error_status import status_of
 
 router = APIRouter()
+log = logging.getLogger(__name__)
 
 
 def _service(request: Request) -> EngineService:
@@ -18,20 +24,28 @@ def _service(request: Request) -> EngineService:
 
 
 @router.get("/health")
+@router.get("/health_generate")
 async def health() -> Response:
     return Response(status_code=200)
 
 
-@router.post("/generate", response_model=None)
+@router.api_route("/generate", methods=["POST", "PUT"], response_model=None)
 async def generate(body: GenerateRequest, request: Request) -> Response:
     service = _service(request)
     if not body.stream:
         return JSONResponse((await service.generate(body)).model_dump())
-    chunks = await service.generate_stream(body)
+    chunks = await service.generate_stream(body)  # bad input raises here: a plain 4xx
 
     async def sse():
-        async for chunk in chunks:
-            yield f"data: {chunk.model_dump_json()}\n\n"
+        try:
+            async for chunk in chunks:
+                yield f"data: {chunk.model_dump_json()}\n\n"
+        except Exception as exc:  # the status is sent: report it as SGLang does, in the stream
+            status, kind = status_of(exc)
+            if status >= 500:
+                log.error("stream failed: %s: %s", type(exc).__name__, exc)
+            error = {"message": str(exc), "type": kind, "code": status}
+            yield f"data: {json.dumps({'error': error})}\n\n"
         yield "data: [DONE]\n\n"
 
     return StreamingResponse(sse(), media_type="text/event-stream")
@@ -39,6 +53,7 @@ async def generate(body: GenerateRequest, request: Request) -> Response:
 
 @router.post("/abort_request")
 async def abort_request(body: AbortRequest, request: Request) -> JSONResponse:
+    """200 as SGLang; the body (which requests were running and are now aborted) is ours."""
     engine = _service(request).engine
     if body.abort_all:
         rids = await engine.call(lambda: list(engine.engine.requests))
@@ -55,10 +70,18 @@ async def flush_cache(request: Request) -> PlainTextResponse:
 
 
 @router.get("/model_info")
+@router.get("/get_model_info")
 async def model_info(request: Request) -> JSONResponse:
     return JSONResponse(await _service(request).model_info())
 
 
 @router.get("/server_info")
+@router.get("/get_server_info")
 async def server_info(request: Request) -> JSONResponse:
     return JSONResponse(await _service(request).server_info())
+
+
+@router.get("/get_load")
+async def get_load(request: Request) -> JSONResponse:
+    loads = await _service(request).get_load()
+    return JSONResponse([entry.model_dump() for entry in loads])

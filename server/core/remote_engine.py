@@ -1,0 +1,568 @@
+"""`RemoteEngineClient`: an engine in another process (a `parrot engine`, or an SGLang 0.5.x
+worker) driven over SGLang's native HTTP runtime protocol (`parrot_integrations.protocol.sglang`).
+
+Prompts are tokenized here and sent as `input_ids`, so a request can resume on another engine
+from exact token ids. Streams turn SGLang's events into `RequestOutput` deltas. Every HTTP call
+has a timeout; a stream fails with `EngineUnavailableError` (carrying the tokens committed so
+far) when the connection breaks or the engine is silent for `stream_read_timeout` seconds.
+Pure Python: nothing here imports torch (only a GGUF file given as the tokenizer needs it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import functools
+import json
+import logging
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from parrot_integrations.protocol.sglang import (
+    LoadEntry,
+    SamplingParamsModel,
+    StreamDecoder,
+    error_message,
+    parse_loads,
+    stream_error,
+)
+
+from ..engine.errors import (
+    EngineError,
+    EngineOverloadedError,
+    EngineUnavailableError,
+    InvalidRequestError,
+    PromptTooLongError,
+)
+from ..engine.request import FinishKind, FinishReason, RequestOutput
+from ..engine.sampling_params import SamplingParams
+from .engine_client import (
+    EngineClient,
+    EngineInfo,
+    EngineLoad,
+    EngineStatus,
+    OutputStream,
+    Submission,
+)
+
+log = logging.getLogger(__name__)
+
+_GENERIC_TOKENIZERS = ("PreTrainedTokenizerFast", "TokenizersBackend")  # as the model loader
+
+
+class TokenizerNotFoundError(EngineError):
+    """No tokenizer for a remote engine on this machine (give one with `--tokenizer`)."""
+
+
+class EngineProtocolError(EngineUnavailableError):
+    """The engine answered, but not as an SGLang 0.5.x runtime does."""
+
+
+@dataclass(frozen=True)
+class RemoteEngineConfig:
+    """Every limit of one remote engine's client; seconds unless named otherwise."""
+
+    connect_timeout: float = 5.0  # TCP connect
+    request_timeout: float = 30.0  # each read / write of info, load, abort and submit calls
+    health_timeout: float = 5.0  # GET /health (SGLang 0.5.5 generates a token there: ~1 s)
+    stream_read_timeout: float = 120.0  # longest silence in a stream, the first event included
+    drain_timeout: float = 1.0  # wait for `[DONE]` after the last event (to reuse the connection)
+    max_connections: int = 1024  # each running stream holds one; beyond: overloaded
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            if not getattr(self, f.name) > 0:
+                raise ValueError(f"RemoteEngineConfig.{f.name} must be > 0")
+
+
+def load_tokenizer(path: str | os.PathLike) -> Any:
+    """A tokenizer from an HF-format directory (our engines report their converted GGUF cache
+    directory as `tokenizer_path`), a GGUF file (converted into that cache by the model loader,
+    which imports torch) or an HF hub id already in the local HF cache. Never downloads."""
+    local = Path(path).expanduser()
+    return _load_tokenizer(str(local) if local.exists() else str(path))
+
+
+@functools.lru_cache(maxsize=8)  # the engines of one model share one tokenizer object
+def _load_tokenizer(path: str) -> Any:
+    from transformers import PreTrainedTokenizerFast  # (importing AutoTokenizer imports torch)
+
+    p = Path(path)
+    if p.is_file() and p.suffix == ".gguf":
+        from ..engine.model.loader import gguf_cache_dir
+
+        p = gguf_cache_dir(p)
+    config = p / "tokenizer_config.json"
+    generic = (
+        (p / "tokenizer.json").is_file()
+        and config.is_file()
+        and json.loads(config.read_text()).get("tokenizer_class") in _GENERIC_TOKENIZERS
+    )
+    if generic:  # what our GGUF conversion writes: no torch needed
+        cls = PreTrainedTokenizerFast
+    else:  # finds the model's class through its config files
+        from transformers import AutoTokenizer as cls
+    try:
+        return cls.from_pretrained(str(p), local_files_only=True)
+    except Exception as exc:  # transformers raises OSError, ValueError, ... for a bad dir / id
+        raise TokenizerNotFoundError(f"cannot load a tokenizer from {path!r}: {exc}") from exc
+
+
+class RemoteEngineClient(EngineClient):
+    """One engine on SGLang's native protocol at `url`. Build it with `await connect(url)`."""
+
+    def __init__(
+        self,
+        url: str,
+        tokenizer: Any,
+        info: EngineInfo,
+        config: RemoteEngineConfig | None = None,
+        *,
+        server_info: dict[str, Any] | None = None,
+        http: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.tokenizer = tokenizer  # an HF tokenizer, used from the event loop's thread only
+        self.info = info
+        self.config = config = config or RemoteEngineConfig()
+        s = server_info or {}
+        # Priorities only where they are honoured: SGLang can be told to reject them otherwise.
+        self._priorities = bool(s.get("enable_priority_scheduling"))
+        self._low_first = bool(s.get("schedule_low_priority_values_first"))
+        self._incremental = bool(s.get("incremental_streaming_output"))
+        self._http = http or _http_client(self.url, config)
+        self._streams: dict[str, _RemoteStream] = {}
+        self._aborts: set[asyncio.Task] = set()
+        self._load_path: str | None = None  # whichever load route the engine has
+
+    @classmethod
+    async def connect(
+        cls,
+        url: str,
+        tokenizer: Any = None,
+        *,
+        model: str | os.PathLike | None = None,
+        config: RemoteEngineConfig | None = None,
+    ) -> RemoteEngineClient:
+        """Read the engine's `/model_info` and `/server_info` and load its tokenizer, unless
+        given (an object, or a path for `load_tokenizer`): the engine's `tokenizer_path` if it
+        exists here, else `model` (a local GGUF file or HF dir), else that path as a hub id."""
+        config = config or RemoteEngineConfig()
+        url = url.rstrip("/")
+        http = _http_client(url, config)
+        try:
+            model_info = await _get_json(http, url, "/model_info", "/get_model_info")
+            server_info = await _get_json(http, url, "/server_info", "/get_server_info")
+            info = await _engine_info(http, url, model_info, server_info)
+            if tokenizer is None or isinstance(tokenizer, str | os.PathLike):
+                tokenizer = await asyncio.to_thread(
+                    _find_tokenizer, url, tokenizer, model_info, model
+                )
+        except BaseException:
+            await http.aclose()
+            raise
+        return cls(url, tokenizer, info, config, server_info=server_info, http=http)
+
+    def render_chat(self, messages: list[dict[str, Any]]) -> str:
+        return self.tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True
+        )
+
+    async def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False)
+
+    # -- requests -------------------------------------------------------------------------------
+    async def submit_many(self, items: list[Submission]) -> list[OutputStream | Exception]:
+        """Sent concurrently; each gets its stream once the engine accepted it (HTTP 200). An
+        SGLang worker validates inside the stream: what it refuses beyond the context-window
+        check made here comes from the stream's first read, as `InvalidRequestError`."""
+        tasks = [asyncio.ensure_future(self._submit(s)) for s in items]
+        try:
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+        except asyncio.CancelledError:  # close what was opened already: nothing left running
+            for t in tasks:
+                t.cancel()
+            for r in await asyncio.gather(*tasks, return_exceptions=True):
+                if isinstance(r, _RemoteStream):
+                    await r.aclose()
+            raise
+        for r in results:
+            if isinstance(r, BaseException) and not isinstance(r, Exception):
+                raise r
+        return results
+
+    async def _submit(self, s: Submission) -> _RemoteStream:
+        ids = list(s.prompt) if isinstance(s.prompt, list) else await self.encode(s.prompt)
+        if not ids:
+            raise InvalidRequestError("the prompt is empty")
+        if len(ids) >= self.info.max_context_len:  # SGLang would say so only inside the stream
+            raise PromptTooLongError(
+                f"prompt has {len(ids)} tokens; the context window of {self.info.model} at "
+                f"{self.url} is {self.info.max_context_len} tokens"
+            )
+        rid = s.rid or uuid.uuid4().hex
+        body: dict[str, Any] = {
+            "input_ids": ids,
+            "sampling_params": sampling_params_body(s.sampling),
+            "rid": rid,
+            "stream": True,
+        }
+        if self._priorities:
+            body["priority"] = -s.priority if self._low_first else s.priority
+        cfg = self.config
+        timeout = httpx.Timeout(
+            cfg.request_timeout, connect=cfg.connect_timeout, read=cfg.stream_read_timeout
+        )
+        try:
+            response = await self._http.send(
+                self._http.build_request("POST", "/generate", json=body, timeout=timeout),
+                stream=True,
+            )
+        except httpx.PoolTimeout as exc:
+            raise EngineOverloadedError(
+                f"engine {self.url}: {cfg.max_connections} requests in flight "
+                "(RemoteEngineConfig.max_connections)"
+            ) from exc
+        except httpx.TransportError as exc:
+            raise self._unavailable(f"POST /generate: {_describe(exc)}", ids) from exc
+        if response.status_code != 200:
+            try:
+                raw = await response.aread()
+            except httpx.TransportError:
+                raw = b""
+            finally:
+                await response.aclose()
+            raise self._status_error(response.status_code, raw, ids)
+        self._streams[rid] = stream = _RemoteStream(self, rid, ids, response)
+        return stream
+
+    def _unavailable(
+        self, why: str, prompt_ids: list[int], output_ids: list[int] | None = None, text: str = ""
+    ) -> EngineUnavailableError:
+        msg = f"engine {self.url}: {why}"
+        return EngineUnavailableError(
+            msg, prompt_ids=prompt_ids, output_ids=output_ids, output_text=text
+        )
+
+    def _status_error(self, status: int, raw: bytes, prompt_ids: list[int]) -> EngineError:
+        try:
+            message, _ = error_message(json.loads(raw))
+        except ValueError:
+            message = None
+        message = message or raw.decode(errors="replace").strip()[:500] or f"HTTP {status}"
+        if status == 404:
+            return EngineProtocolError(f"engine {self.url}: no /generate (HTTP 404): {message}")
+        error = typed_error(self.url, status, message)
+        return error or self._unavailable(f"HTTP {status}: {message}", prompt_ids)
+
+    async def abort(self, rid: str) -> bool:
+        """Whether `rid` was running (SGLang does not say: then whether the engine was told)."""
+        try:
+            r = await self._http.post("/abort_request", json={"rid": rid})
+        except httpx.HTTPError as exc:
+            log.debug("abort %s on %s failed: %s", rid, self.url, _describe(exc))
+            return False
+        with contextlib.suppress(ValueError, AttributeError):  # SGLang's body is empty
+            if isinstance(aborted := r.json().get("aborted"), list):
+                return rid in aborted  # our engine says which requests it aborted
+        return r.status_code == 200
+
+    def _abort_later(self, rid: str) -> None:
+        """Abort in the background: a hung engine must not hold up the caller (a failover)."""
+        task = asyncio.get_running_loop().create_task(self.abort(rid))
+        self._aborts.add(task)
+        task.add_done_callback(self._aborts.discard)
+
+    # -- state ----------------------------------------------------------------------------------
+    async def load(self) -> EngineLoad:
+        """From `/get_load` (ours, SGLang 0.5.5) or `/v1/loads` (SGLang 0.5.23). SGLang reports
+        no cached-token count and no running totals (0 here), and 0.5.5's used tokens are those
+        held by requests plus the waiting prompts' (the prefix cache not included)."""
+        paths = [self._load_path] if self._load_path else ["/get_load", "/v1/loads?include=core"]
+        for path in paths:
+            try:
+                r = await self._http.get(path)
+            except httpx.HTTPError as exc:
+                raise self._unavailable(f"GET {path}: {_describe(exc)}", []) from exc
+            if r.status_code == 404 and path != paths[-1]:
+                continue
+            if r.status_code != 200:
+                raise self._unavailable(f"GET {path}: HTTP {r.status_code}", [])
+            self._load_path = path
+            try:
+                return self._sum_loads(parse_loads(r.json()))
+            except (ValueError, KeyError, TypeError) as exc:
+                raise EngineProtocolError(f"engine {self.url}: bad {path} answer: {exc}") from exc
+        raise AssertionError("unreachable")
+
+    def _sum_loads(self, entries: list[LoadEntry]) -> EngineLoad:
+        def total(name: str, default: int = 0) -> int:
+            vals = [v for e in entries if (v := getattr(e, name)) is not None]
+            return sum(vals) if vals else default
+
+        pool = total("num_total_tokens", self.info.kv_pool_tokens)
+        return EngineLoad(
+            waiting_requests=total("num_waiting_reqs"),
+            running_requests=total("num_reqs") - total("num_waiting_reqs"),
+            kv_pool_tokens=pool,
+            kv_used_tokens=min(pool, total("num_used_tokens", total("num_tokens"))),
+            cached_tokens=total("num_cached_tokens"),
+            prompt_tokens_total=total("prompt_tokens_total"),
+            cached_prompt_tokens_total=total("cached_prompt_tokens_total"),
+            generated_tokens_total=total("generated_tokens_total"),
+        )
+
+    async def health(self) -> bool:
+        try:
+            r = await self._http.get("/health", timeout=self.config.health_timeout)
+        except httpx.HTTPError:
+            return False
+        return r.status_code == 200
+
+    async def engines(self) -> list[EngineStatus]:
+        return [EngineStatus(self.url, self.info.model, await self.health(), len(self._streams))]
+
+    async def shutdown(self) -> None:
+        """Abort this client's running requests and close its connections. The remote engine
+        keeps running: it is not ours to stop."""
+        for stream in list(self._streams.values()):
+            await stream.aclose()
+        if self._aborts:
+            await asyncio.wait(set(self._aborts), timeout=self.config.request_timeout)
+        await self._http.aclose()
+
+
+def typed_error(url: str, status: int | None, message: str) -> EngineError | None:
+    """The typed error an engine's HTTP status (or a stream error event's code) means; None for
+    an engine failure (5xx): the caller raises `EngineUnavailableError` with what it committed."""
+    if status in (429, 503):
+        return EngineOverloadedError(f"engine {url}: {message}")
+    if status is None or 400 <= status < 500:
+        return InvalidRequestError(message)  # the engine's own words, for the client
+    return None
+
+
+def sampling_params_body(sp: SamplingParams) -> dict[str, Any]:
+    """Ours -> SGLang's `sampling_params`. Unset fields are left out: SGLang 0.5.5 types
+    `sampling_seed` as a plain int (default 42), not an optional one."""
+    return SamplingParamsModel(
+        max_new_tokens=sp.max_new_tokens,
+        temperature=sp.temperature,
+        top_p=sp.top_p,
+        top_k=sp.top_k,
+        stop=list(sp.stop) or None,
+        stop_token_ids=list(sp.stop_token_ids) or None,
+        sampling_seed=sp.sampling_seed,
+        ignore_eos=sp.ignore_eos,
+        skip_special_tokens=sp.skip_special_tokens,
+    ).model_dump(exclude_none=True)
+
+
+def finish_reason_from_sglang(d: Any) -> FinishReason | None:
+    """SGLang's `meta_info.finish_reason` ({"type": "stop", "matched": id or text},
+    {"type": "length", "length": n}, {"type": "abort", "message": ...}) -> ours."""
+    if not d:
+        return None
+    kind = d.get("type") if isinstance(d, dict) else None
+    if kind == "stop":
+        return FinishReason(FinishKind.STOP, matched=d.get("matched"))
+    if kind == "length":
+        return FinishReason(FinishKind.LENGTH, matched=d.get("length"))
+    message = d.get("message") if kind == "abort" else f"unknown finish reason {d!r}"
+    return FinishReason(FinishKind.ABORT, message=str(message or "aborted"))
+
+
+def _http_client(url: str, config: RemoteEngineConfig) -> httpx.AsyncClient:
+    limits = httpx.Limits(
+        max_connections=config.max_connections,
+        max_keepalive_connections=min(64, config.max_connections),
+    )
+    timeout = httpx.Timeout(config.request_timeout, connect=config.connect_timeout)
+    # trust_env=False: an HTTP(S)_PROXY meant for the internet must not reroute engine traffic.
+    return httpx.AsyncClient(base_url=url, timeout=timeout, limits=limits, trust_env=False)
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+async def _get_json(http: httpx.AsyncClient, url: str, *paths: str) -> dict[str, Any]:
+    """The first of `paths` the engine has (SGLang renamed its info routes within 0.5.x)."""
+    for path in paths:
+        try:
+            r = await http.get(path)
+        except httpx.HTTPError as exc:
+            raise EngineUnavailableError(f"engine {url}: GET {path}: {_describe(exc)}") from exc
+        if r.status_code == 404:
+            continue
+        with contextlib.suppress(ValueError):
+            if r.status_code == 200 and isinstance(body := r.json(), dict):
+                return body
+        raise EngineProtocolError(
+            f"engine {url}: GET {path}: HTTP {r.status_code} {r.text[:200]!r}"
+        )
+    raise EngineProtocolError(f"engine {url}: none of {', '.join(paths)}: not an SGLang runtime?")
+
+
+async def _engine_info(
+    http: httpx.AsyncClient, url: str, model_info: dict[str, Any], server_info: dict[str, Any]
+) -> EngineInfo:
+    model_path = str(model_info.get("model_path") or server_info.get("model_path") or "")
+    name = model_info.get("served_model_name") or server_info.get("served_model_name")
+    # The context window: ours says it in /model_info; SGLang's `context_length` launch setting
+    # is usually unset (the model's own then), which its /v1/models gives as `max_model_len`.
+    context = model_info.get("max_context_len") or server_info.get("context_length")
+    if not isinstance(context, int):
+        with contextlib.suppress(httpx.HTTPError, ValueError, LookupError, TypeError):
+            context = (await http.get("/v1/models")).json()["data"][0]["max_model_len"]
+    running = server_info.get("max_running_requests")
+    if not isinstance(running, int):  # SGLang's launch setting may be unset: the scheduler's
+        with contextlib.suppress(LookupError, TypeError, AttributeError):
+            running = server_info["internal_states"][0].get("max_running_requests")
+    pool = server_info.get("max_total_num_tokens")
+    for key, value in (("context window", context), ("max_total_num_tokens", pool)):
+        if not isinstance(value, int) or value <= 0:
+            raise EngineProtocolError(f"engine {url}: no usable {key} in its info ({value!r})")
+    return EngineInfo(
+        model=str(name or Path(model_path).name or url),
+        model_path=model_path,
+        max_context_len=context,
+        kv_pool_tokens=pool,
+        max_running_requests=running if isinstance(running, int) else 0,  # 0: not reported
+    )
+
+
+def _find_tokenizer(url: str, given: Any, model_info: dict[str, Any], model: Any) -> Any:
+    if given is not None:
+        return load_tokenizer(given)
+    reported = model_info.get("tokenizer_path") or model_info.get("model_path")
+    for candidate in (reported, model):
+        if candidate and Path(candidate).expanduser().exists():
+            return load_tokenizer(candidate)
+    if reported:  # maybe an HF hub id whose files are in the local HF cache
+        with contextlib.suppress(TokenizerNotFoundError):
+            return load_tokenizer(reported)
+    raise TokenizerNotFoundError(
+        f"engine {url}: its tokenizer {reported!r} is not on this machine (nor is --model "
+        f"{model!r}); give one (HF dir or GGUF file) with --tokenizer"
+    )
+
+
+class _RemoteStream:
+    """One request's SSE stream as `RequestOutput` deltas. `aclose()` aborts it if running."""
+
+    def __init__(
+        self, client: RemoteEngineClient, rid: str, prompt_ids: list[int], response: httpx.Response
+    ) -> None:
+        self.rid = rid
+        self._client, self._prompt_ids, self._response = client, prompt_ids, response
+        self._lines = response.aiter_lines()
+        self._decoder = StreamDecoder(client._incremental)  # the text and ids committed so far
+        self._done = False  # finished, failed or closed: nothing more to read
+        self._closed = False
+
+    def __aiter__(self) -> _RemoteStream:
+        return self
+
+    async def __anext__(self) -> RequestOutput:
+        if self._done:
+            raise StopAsyncIteration
+        try:
+            out = await self._read()
+        except asyncio.CancelledError:
+            raise  # this read was given up; the reader closes the stream next
+        except Exception:
+            if self._closed:  # aclose() from another task cut the read short
+                return self._output([], "", FinishReason(FinishKind.ABORT, message="aborted"), {})
+            self._done = True
+            await self._release()
+            raise
+        if out.finish_reason is not None:
+            self._done = True
+            with contextlib.suppress(Exception, asyncio.TimeoutError):
+                await asyncio.wait_for(self._drain(), self._client.config.drain_timeout)
+            await self._release()
+        return out
+
+    async def _read(self) -> RequestOutput:
+        while True:
+            data = await self._next_data()
+            if data == "[DONE]":
+                raise self._lost("the stream ended before the request finished")
+            try:
+                event = json.loads(data)
+                error = stream_error(event)
+                out = None if error else self._delta(event)
+            except (ValueError, LookupError, TypeError, AttributeError) as exc:
+                self._client._abort_later(self.rid)
+                why = f"bad stream event {data[:200]!r}: {exc}"
+                raise self._lost(why, EngineProtocolError) from exc
+            if error:
+                raise self._event_error(*error)
+            if out.finish_reason is not None or out.new_token_ids or out.new_text:
+                return out
+
+    async def _next_data(self) -> str:
+        while True:
+            try:
+                line = await anext(self._lines)
+            except StopAsyncIteration:
+                raise self._lost("the connection closed before the request finished") from None
+            except httpx.ReadTimeout:
+                self._client._abort_later(self.rid)  # it may still be running: free its KV
+                t = self._client.config.stream_read_timeout
+                raise self._lost(f"no output for {t:g} s (stream_read_timeout)") from None
+            except httpx.TransportError as exc:
+                raise self._lost(f"connection lost: {_describe(exc)}") from exc
+            if line.startswith("data:"):  # blank separators and comments are skipped
+                return line[5:].strip()
+
+    def _delta(self, event: dict[str, Any]) -> RequestOutput:
+        lost = self._decoder.ids_lost
+        text, ids = self._decoder.feed(event)
+        if self._decoder.ids_lost and not lost:
+            log.warning("engine %s: request %s: its stream lost ids", self._client.url, self.rid)
+        meta = event["meta_info"]
+        return self._output(ids, text, finish_reason_from_sglang(meta.get("finish_reason")), meta)
+
+    def _output(self, ids: list[int], text: str, finish: Any, meta: dict) -> RequestOutput:
+        prompt = meta.get("prompt_tokens", len(self._prompt_ids))
+        completion = meta.get("completion_tokens", len(self._decoder.ids))
+        return RequestOutput(
+            self.rid, ids, text, finish, prompt, completion, meta.get("cached_tokens", 0)
+        )
+
+    def _event_error(self, message: str, code: int | None) -> EngineError:
+        # No status: SGLang 0.5.5's events for a request it refused (it validates in the stream).
+        return typed_error(self._client.url, code, message) or self._lost(
+            f"error {code}: {message}"
+        )
+
+    def _lost(self, why: str, cls: type = EngineUnavailableError) -> EngineUnavailableError:
+        d = self._decoder
+        msg = f"engine {self._client.url}: request {self.rid}: {why}"
+        return cls(msg, prompt_ids=self._prompt_ids, output_ids=d.ids, output_text=d.text)
+
+    async def _drain(self) -> None:
+        async for _ in self._lines:  # `[DONE]` and the end: then the connection is reused
+            pass
+
+    async def _release(self) -> None:
+        self._client._streams.pop(self.rid, None)
+        with contextlib.suppress(Exception):
+            await self._response.aclose()
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if not self._done:
+            self._done = True
+            self._client._abort_later(self.rid)
+        await self._release()
