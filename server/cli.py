@@ -153,6 +153,42 @@ def _add_serve_args(_option: _Options) -> None:
         type=int,
     )
     _option(
+        "--engines",
+        1,
+        "engines to drive: 1 = the embedded engine in this process; N > 1 starts N local "
+        "`parrot engine` processes (each its own model copy, the cores split between them)",
+        type=int,
+    )
+    env_urls = os.environ.get("PARROT_ENGINE_URL")
+    _option.parser.add_argument(
+        "--engine-url",
+        action="append",
+        default=None,
+        help="attach a running engine on SGLang's native protocol (a `parrot engine` or an "
+        "SGLang worker); repeatable; replaces the embedded engine [env PARROT_ENGINE_URL, "
+        f"comma-separated; default: {env_urls or 'none'}]",
+    )
+    _option(
+        "--placement",
+        "app-aware",
+        "how calls are placed over several engines: app-aware (prefix affinity, task groups, "
+        "latency/throughput separation), round-robin, least-loaded",
+        choices=["app-aware", "round-robin", "least-loaded"],
+    )
+    _option(
+        "--tokenizer",
+        None,
+        "tokenizer (HF dir, or a GGUF file) for attached engines whose tokenizer path is not on "
+        "this machine (default: the path their /model_info reports)",
+    )
+    _option("--health-interval", 1.0, "seconds between health checks of each engine", type=float)
+    _option(
+        "--failover-wait",
+        60.0,
+        "longest a call whose engine died waits for another engine before it fails, seconds",
+        type=float,
+    )
+    _option(
         "--graceful-shutdown",
         10.0,
         "seconds in-flight HTTP requests get to finish on shutdown before being cancelled",
@@ -185,6 +221,9 @@ def _log_setup(args: argparse.Namespace) -> None:
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=args.log_level.upper(), handlers=[handler])
+    # httpx logs every request at info: with engines behind the ServeCore that is one line per
+    # health check and per engine request.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 def _engine(args: argparse.Namespace):
@@ -235,10 +274,22 @@ def _serve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"parrot: {exc}", file=sys.stderr)
         return 2
-    engine = _engine(args)
-    if engine is None:
+    if args.engine_url is None:
+        env_urls = os.environ.get("PARROT_ENGINE_URL", "")
+        args.engine_url = [u for u in env_urls.split(",") if u.strip()]
+    if args.engines < 1:
+        print(f"parrot: --engines must be >= 1, got {args.engines}", file=sys.stderr)
         return 2
-    app = create_app(ServeCore(LocalEngineClient(engine), config), engine)
+    if args.engines > 1 or args.engine_url:
+        from .cluster import build_pool
+
+        pool, around = build_pool(args)
+        app = create_app(ServeCore(pool, config), around=around)
+    else:
+        engine = _engine(args)
+        if engine is None:
+            return 2
+        app = create_app(ServeCore(LocalEngineClient(engine), config), engine)
     uvicorn.run(
         app,
         host=args.host,

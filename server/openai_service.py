@@ -198,7 +198,7 @@ class OpenAIService:
             limit = req.max_new_tokens or await self._default_max_tokens(prompt)
             sampling = to_sampling_params(req, limit)
             stream = await self.engine.submit(
-                prompt, sampling, rid=rid, priority=priority_of(req.criteria)
+                prompt, sampling, rid=rid, priority=priority_of(req.criteria), app=req.session_id
             )
         except Exception:
             if self.metrics is not None:

@@ -51,6 +51,16 @@ class EngineLoad:
 
 
 @dataclass(frozen=True)
+class EngineStatus:
+    """One engine as `/health` lists it."""
+
+    name: str
+    model: str | None  # None: never reached
+    healthy: bool
+    running_requests: int  # placed by this ServeCore and not finished
+
+
+@dataclass(frozen=True)
 class Submission:
     prompt: str | list[int]
     sampling: SamplingParams
@@ -71,11 +81,12 @@ class EngineClient(abc.ABC):
         *,
         rid: str | None = None,
         priority: int = 0,
+        app: str | None = None,
     ) -> OutputStream:
         """Queue one generation. Bad input (prompt too long, bad sampling) raises a typed
         `EngineError` here, before anything streams; a full queue raises
         `EngineOverloadedError`."""
-        (result,) = await self.submit_many([Submission(prompt, sampling, rid, priority)])
+        (result,) = await self.submit_many([Submission(prompt, sampling, rid, priority, app=app)])
         if isinstance(result, BaseException):
             raise result
         return result
@@ -95,12 +106,25 @@ class EngineClient(abc.ABC):
     def render_chat(self, messages: list[dict[str, Any]]) -> str:
         """The model's chat template applied to `messages`, ending with the assistant's turn."""
 
+    async def count_tokens(self, text: str) -> int:
+        return len(await self.encode(text))
+
     @abc.abstractmethod
-    async def count_tokens(self, text: str) -> int: ...
+    async def encode(self, text: str) -> list[int]:
+        """`text` as the engine tokenizes a text prompt (no special tokens added)."""
+
+    async def start(self) -> None:  # noqa: B027 - optional hook, nothing to do by default
+        """Called once on the server's event loop before the first request."""
 
     async def health(self) -> bool:
         """Whether the engine answers; an in-process engine always does."""
         return True
+
+    async def engines(self) -> list[EngineStatus]:
+        """The engines behind this client (one, unless it is a pool)."""
+        load = await self.load()
+        running = load.running_requests + load.waiting_requests
+        return [EngineStatus("local", self.info.model, await self.health(), running)]
 
     @abc.abstractmethod
     async def shutdown(self) -> None:
@@ -149,10 +173,10 @@ class LocalEngineClient(EngineClient):
             messages, tokenize=False, add_generation_prompt=True
         )
 
-    async def count_tokens(self, text: str) -> int:
+    async def encode(self, text: str) -> list[int]:
         # On the engine thread: a Rust tokenizer used from two threads can fail ("Already
         # borrowed").
-        return await self.engine.call(lambda: len(self.engine.engine.encode(text)))
+        return await self.engine.call(lambda: self.engine.engine.encode(text))
 
     async def shutdown(self) -> None:
         await self.engine.shutdown()

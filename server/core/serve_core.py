@@ -23,6 +23,7 @@ class ServeCore:
         self.sessions = SessionManager(config, self.executor)
 
     async def start(self) -> None:
+        await self.engine.start()
         self.sessions.start()
 
     async def shutdown(self) -> None:

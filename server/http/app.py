@@ -3,7 +3,8 @@ plus SGLang's routes of the embedded engine) and `create_engine_app` (`parrot en
 
 from __future__ import annotations
 
-from contextlib import asynccontextmanager
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 
 from fastapi import FastAPI
 
@@ -37,15 +38,23 @@ def create_engine_app(engine: AsyncEngine) -> FastAPI:
     return app
 
 
-def create_app(core: ServeCore, engine: AsyncEngine | None = None) -> FastAPI:
+def create_app(
+    core: ServeCore,
+    engine: AsyncEngine | None = None,
+    around: Callable[[], AbstractAsyncContextManager] | None = None,
+) -> FastAPI:
     """The ServeCore app. With the embedded `engine`, its SGLang routes (`/generate`, ...) are
-    served too, for clients that speak SGLang's protocol."""
+    served too, for clients that speak SGLang's protocol. `around` wraps the core's life (entered
+    before it starts, left after it stops): for example the engine processes it drives."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        await core.start()
-        yield
-        await core.shutdown()  # sessions cancelled, in-flight calls aborted, engines stopped
+        async with around() if around is not None else nullcontext():
+            await core.start()
+            try:
+                yield
+            finally:
+                await core.shutdown()  # sessions cancelled, in-flight calls aborted, engines off
 
     app = FastAPI(title="Parrot", version=VERSION, lifespan=lifespan)
     app.state.core = core

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -11,14 +13,19 @@ router = APIRouter(tags=["ops"])
 
 @router.get("/health")
 async def health(request: Request) -> JSONResponse:
+    """200 while at least one engine is healthy, else 503 (so a load balancer moves on)."""
     core = request.app.state.core
+    engines = await core.engine.engines()
+    ok = any(e.healthy for e in engines)
     return JSONResponse(
         {
-            "status": "ok",
+            "status": "ok" if ok else "unavailable",
             "model": core.engine.info.model,
             "sessions": len(core.sessions.sessions),
             "running_calls": core.executor.running,
-        }
+            "engines": [dataclasses.asdict(e) for e in engines],
+        },
+        status_code=200 if ok else 503,
     )
 
 

@@ -1,0 +1,52 @@
+"""The engines behind `parrot serve`: the embedded one (default), or a pool of engines on
+SGLang's protocol: `--engines N` local `parrot engine` processes and/or `--engine-url URL`
+running engines (SGLang workers included)."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from functools import partial
+
+from .core.engine_pool import EnginePool, PoolConfig
+from .core.placement import PlacementPolicy
+from .core.remote_engine import RemoteEngineClient
+from .engine_processes import EngineProcesses, engine_argv
+
+
+def build_pool(
+    args: argparse.Namespace,
+) -> tuple[EnginePool, Callable[[], AbstractAsyncContextManager]]:
+    """The pool, and the context that owns the engine processes it drives (started before the
+    ServeCore, stopped after it)."""
+    procs = (
+        EngineProcesses(args.engines, engine_argv(args, args.engines), args.host)
+        if args.engines > 1
+        else None
+    )
+    urls = (procs.urls if procs else []) + [u.rstrip("/") for u in args.engine_url]
+    tokenizer = args.tokenizer
+    engines = [
+        (url, partial(RemoteEngineClient.connect, url, tokenizer=tokenizer, model=args.model))
+        for url in urls
+    ]
+    pool = EnginePool(
+        engines,
+        PlacementPolicy(args.placement).create(),
+        PoolConfig(health_interval=args.health_interval, failover_wait=args.failover_wait),
+    )
+
+    @asynccontextmanager
+    async def processes() -> AsyncIterator[None]:
+        if procs is None:
+            yield
+            return
+        procs.start()
+        procs.start_supervisor()
+        try:
+            yield
+        finally:
+            await procs.stop()
+
+    return pool, processes

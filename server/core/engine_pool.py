@@ -1,0 +1,444 @@
+"""Many engines behind one `EngineClient`: placement by the global scheduler, health polling,
+and failover without lost work.
+
+The executor and the OpenAI service see one engine. Each `submit_many` is tokenized here (the
+scheduler places by token-id prefixes, and a request must be able to resume elsewhere from exact
+token ids), placed by a `Placement` policy over the engines' `EngineState`s, and sent to the
+chosen engines concurrently.
+
+Failure: an engine that fails `unhealthy_after` health checks in a row, or whose connection
+breaks under a request, is taken out of rotation. Every request it was running resumes on
+another engine from its last committed state (prompt + the tokens already streamed), so its
+reader sees one uninterrupted stream. A request waits at most `failover_wait` seconds for some
+engine to take it, then fails with `EngineUnavailableError`: no reader waits forever. An engine
+that answers its health check again re-registers (with an empty prefix index: a restarted
+engine has an empty cache).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..engine.errors import EngineOverloadedError, EngineUnavailableError
+from ..engine.request import FinishKind, FinishReason, RequestOutput
+from .engine_client import (
+    EngineClient,
+    EngineInfo,
+    EngineLoad,
+    EngineStatus,
+    OutputStream,
+    Submission,
+)
+from .placement import EngineState, NoEngineError, Placement, PlacementItem
+from .prefix_index import PrefixIndex
+
+log = logging.getLogger(__name__)
+
+Connector = Callable[[], Awaitable[EngineClient]]
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    health_interval: float = 1.0  # seconds between health checks of each engine
+    unhealthy_after: int = 2  # failed checks in a row that take an engine out of rotation
+    failover_wait: float = 60.0  # longest a request waits for a healthy engine to resume on
+    startup_timeout: float = 300.0  # longest start() waits for the first engine to answer
+
+    def __post_init__(self) -> None:
+        for name, value in dataclasses.asdict(self).items():
+            if not value > 0:
+                raise ValueError(f"PoolConfig.{name} must be > 0, got {value!r}")
+
+
+class _Member:
+    """One engine: how to reach it, its client once connected, what the scheduler knows."""
+
+    def __init__(self, name: str, connect: Connector) -> None:
+        self.name = name
+        self.connect = connect
+        self.client: EngineClient | None = None
+        self.state: EngineState | None = None
+        self.failed_checks = 0
+        self.down = asyncio.Event()  # set while out of rotation: wakes streams stuck on it
+
+    @property
+    def healthy(self) -> bool:
+        return self.state is not None and self.state.healthy
+
+
+class EnginePool(EngineClient):
+    def __init__(
+        self,
+        engines: list[tuple[str, Connector]],
+        placement: Placement,
+        config: PoolConfig | None = None,
+    ) -> None:
+        if not engines:
+            raise ValueError("an engine pool needs at least one engine")
+        self.members = [_Member(name, connect) for name, connect in engines]
+        self.placement = placement
+        self.config = config or PoolConfig()
+        self._streams: dict[str, _PooledStream] = {}
+        self._health_task: asyncio.Task | None = None
+
+    # -- life -----------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Connects every engine that answers; waits (up to `startup_timeout`) for at least one.
+        The others join when they answer a health check."""
+        deadline = time.monotonic() + self.config.startup_timeout
+        while True:
+            await asyncio.gather(*(self._try_connect(m) for m in self.members))
+            if any(m.healthy for m in self.members):
+                break
+            if time.monotonic() > deadline:
+                names = ", ".join(m.name for m in self.members)
+                raise EngineUnavailableError(f"no engine answered within startup timeout: {names}")
+            await asyncio.sleep(0.5)
+        first = next(m for m in self.members if m.healthy)
+        models = {m.state.model for m in self.members if m.state}
+        infos = [m.client.info for m in self.members if m.client]
+        # A request must fit one engine: the smallest window and pool bound it.
+        self.info = EngineInfo(
+            model=first.client.info.model,
+            model_path=first.client.info.model_path,
+            max_context_len=min(i.max_context_len for i in infos),
+            kv_pool_tokens=min(i.kv_pool_tokens for i in infos),
+            max_running_requests=sum(i.max_running_requests for i in infos),
+        )
+        if len(models) > 1:
+            log.warning("engines serve different models %s; placement filters by model", models)
+        self._health_task = asyncio.get_running_loop().create_task(self._health_loop())
+
+    async def _try_connect(self, m: _Member) -> None:
+        if m.client is not None:
+            return
+        try:
+            m.client = client = await m.connect()
+        except Exception as exc:  # not up yet (starting, restarting): retried by health checks
+            log.debug("engine %s not reachable yet: %s", m.name, exc)
+            return
+        i = client.info
+        m.state = EngineState(
+            name=m.name,
+            model=i.model,
+            kv_pool_tokens=i.kv_pool_tokens,
+            # 0: the engine does not say (an SGLang worker whose limit is derived): its KV
+            # pool bounds it then.
+            max_running_requests=i.max_running_requests or i.kv_pool_tokens,
+            prefixes=PrefixIndex(i.kv_pool_tokens),
+        )
+        m.down.clear()
+        log.info("engine %s registered (%s, %d KV tokens)", m.name, i.model, i.kv_pool_tokens)
+
+    async def _health_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.health_interval)
+            await asyncio.gather(*(self._check(m) for m in self.members))
+
+    async def _check(self, m: _Member) -> None:
+        if m.client is None:
+            await self._try_connect(m)
+            return
+        try:
+            ok = await asyncio.wait_for(m.client.health(), self.config.health_interval * 2)
+        except Exception:
+            ok = False
+        if ok:
+            m.failed_checks = 0
+            if not m.state.healthy:
+                m.state.healthy = True
+                m.state.prefixes.clear()  # it may have restarted with an empty cache
+                m.down.clear()
+                log.info("engine %s is back: re-registered", m.name)
+            return
+        m.failed_checks += 1
+        if m.failed_checks >= self.config.unhealthy_after:
+            self._take_out(m, f"{m.failed_checks} failed health checks")
+
+    def _take_out(self, m: _Member, why: str) -> None:
+        if m.state is not None and m.state.healthy:
+            m.state.healthy = False
+            log.warning("engine %s out of rotation: %s", m.name, why)
+        m.down.set()  # requests waiting on it resume elsewhere
+
+    async def shutdown(self) -> None:
+        if self._health_task is not None:
+            self._health_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._health_task
+        for stream in list(self._streams.values()):
+            await stream.aclose()
+        await asyncio.gather(
+            *(m.client.shutdown() for m in self.members if m.client), return_exceptions=True
+        )
+
+    # -- requests -------------------------------------------------------------------------------
+    def _any_client(self) -> EngineClient:
+        for m in sorted(self.members, key=lambda m: not m.healthy):
+            if m.client is not None:
+                return m.client
+        raise EngineUnavailableError("no engine connected")
+
+    async def encode(self, text: str) -> list[int]:
+        return await self._any_client().encode(text)
+
+    def render_chat(self, messages: list[dict[str, Any]]) -> str:
+        return self._any_client().render_chat(messages)
+
+    async def submit_many(self, items: list[Submission]) -> list[OutputStream | Exception]:
+        enc = self._any_client()
+        ids = [
+            s.prompt if isinstance(s.prompt, list) else await enc.encode(s.prompt) for s in items
+        ]
+        placed = [
+            PlacementItem(
+                rid=s.rid or uuid.uuid4().hex,
+                prompt_ids=p,
+                max_new_tokens=s.sampling.max_new_tokens,
+                priority=s.priority,
+                model=None,
+                task_group=s.task_group,
+                app=s.app,
+            )
+            for s, p in zip(items, ids, strict=True)
+        ]
+        try:
+            decisions = self.placement.place(placed, self._states())
+        except NoEngineError as exc:
+            return [exc for _ in items]
+        by_engine: dict[str, list[int]] = {}
+        for k, d in enumerate(decisions):
+            log.debug("place %s -> %s: %s", d.rid, d.engine, d.reason)
+            by_engine.setdefault(d.engine, []).append(k)
+        results: list[OutputStream | Exception] = [None] * len(items)  # type: ignore[list-item]
+
+        async def send(name: str, ks: list[int]) -> None:
+            m = self._member(name)
+            subs = [dataclasses.replace(items[k], prompt=ids[k], rid=placed[k].rid) for k in ks]
+            for k in ks:
+                m.state.start(placed[k])
+            try:
+                got = await m.client.submit_many(subs)
+            except EngineUnavailableError as exc:
+                got = [exc] * len(ks)
+            for k, r in zip(ks, got, strict=True):
+                results[k] = self._wrap(items[k], placed[k], m, r)
+
+        await asyncio.gather(*(send(name, ks) for name, ks in by_engine.items()))
+        return results
+
+    def _wrap(
+        self, sub: Submission, item: PlacementItem, m: _Member, result: OutputStream | Exception
+    ) -> OutputStream | Exception:
+        if isinstance(result, EngineUnavailableError):
+            # Never reached the engine: take it out and let the stream place it again.
+            m.state.finish(item)
+            self._take_out(m, str(result))
+            stream = _PooledStream(self, sub, item, None, None)
+        elif isinstance(result, BaseException):
+            m.state.finish(item)
+            return result
+        else:
+            stream = _PooledStream(self, sub, item, m, result)
+        self._streams[item.rid] = stream
+        return stream
+
+    async def place_again(
+        self, item: PlacementItem, sub: Submission
+    ) -> tuple[_Member, OutputStream]:
+        """Resubmit a request (its prompt already extended by what it generated) on a healthy
+        engine, waiting up to `failover_wait` for one."""
+        deadline = time.monotonic() + self.config.failover_wait
+        delay = 0.1
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            try:
+                (d,) = self.placement.place([item], self._states())
+            except NoEngineError as exc:
+                last = exc
+            else:
+                m = self._member(d.engine)
+                log.info("resume %s on %s: %s", item.rid, d.engine, d.reason)
+                m.state.start(item)
+                try:
+                    return m, await m.client.submit(
+                        sub.prompt, sub.sampling, rid=sub.rid, priority=sub.priority
+                    )
+                except (EngineUnavailableError, EngineOverloadedError) as exc:
+                    m.state.finish(item)
+                    last = exc
+                    if isinstance(exc, EngineUnavailableError):
+                        self._take_out(m, str(exc))
+            await asyncio.sleep(delay)
+            delay = min(1.0, delay * 2)
+        raise EngineUnavailableError(
+            f"request {item.rid}: no engine could take it within {self.config.failover_wait:g} s"
+            f" ({last})"
+        )
+
+    def _states(self) -> list[EngineState]:
+        return [m.state for m in self.members if m.state is not None]
+
+    def _member(self, name: str) -> _Member:
+        return next(m for m in self.members if m.name == name)
+
+    def forget(self, rid: str) -> None:
+        self._streams.pop(rid, None)
+
+    async def abort(self, rid: str) -> bool:
+        stream = self._streams.get(rid)
+        if stream is None:
+            return False
+        await stream.aclose()
+        return True
+
+    async def load(self) -> EngineLoad:
+        loads = [await m.client.load() for m in self.members if m.client is not None and m.healthy]
+        fields = [f.name for f in dataclasses.fields(EngineLoad)]
+        return EngineLoad(**{f: sum(getattr(x, f) for x in loads) for f in fields})
+
+    async def health(self) -> bool:
+        return any(m.healthy for m in self.members)
+
+    async def engines(self) -> list[EngineStatus]:
+        return [
+            EngineStatus(
+                m.name,
+                m.state.model if m.state else None,
+                m.healthy,
+                m.state.running if m.state else 0,
+            )
+            for m in self.members
+        ]
+
+
+class _PooledStream:
+    """One request's outputs across engines: when its engine fails, it resumes elsewhere from
+    the tokens already streamed, and the reader sees one stream under the original rid."""
+
+    def __init__(
+        self,
+        pool: EnginePool,
+        sub: Submission,
+        item: PlacementItem,
+        member: _Member | None,
+        stream: OutputStream | None,
+    ) -> None:
+        self.pool, self.sub, self.item = pool, sub, item
+        self.rid = item.rid
+        self.member, self.stream = member, stream
+        self.prompt_ids = list(item.prompt_ids)
+        self.output_ids: list[int] = []
+        self.attempt = 0
+        self.closed = False
+        self._gen = self._outputs()
+
+    def __aiter__(self) -> AsyncIterator[RequestOutput]:
+        return self._gen
+
+    async def _outputs(self) -> AsyncIterator[RequestOutput]:
+        try:
+            while not self.closed:
+                if self.stream is None:
+                    out = await self._resume()
+                    if out is not None:  # nothing left to generate
+                        yield out
+                        return
+                try:
+                    async for out in _until_down(self.stream, self.member.down):
+                        self.output_ids += out.new_token_ids
+                        out = dataclasses.replace(
+                            out,
+                            rid=self.rid,
+                            prompt_tokens=len(self.prompt_ids),
+                            completion_tokens=len(self.output_ids),
+                            cached_tokens=min(out.cached_tokens, len(self.prompt_ids)),
+                        )
+                        yield out
+                        if out.finish_reason is not None:
+                            return
+                    return
+                except EngineUnavailableError as exc:
+                    self.pool._take_out(self.member, str(exc))
+                    self._release()
+            yield self._last(FinishReason(FinishKind.ABORT, message="aborted"))
+        finally:
+            self._release()
+            self.pool.forget(self.rid)
+
+    async def _resume(self) -> RequestOutput | None:
+        """Submit prompt + output so far elsewhere; an output when nothing is left to do."""
+        left = self.sub.sampling.max_new_tokens - len(self.output_ids)
+        if left <= 0:
+            return self._last(FinishReason(FinishKind.LENGTH, self.sub.sampling.max_new_tokens))
+        self.attempt += 1
+        ids = self.prompt_ids + self.output_ids
+        sub = dataclasses.replace(
+            self.sub,
+            prompt=ids,
+            rid=f"{self.rid}~{self.attempt}",
+            sampling=dataclasses.replace(self.sub.sampling, max_new_tokens=left),
+        )
+        self.item = dataclasses.replace(self.item, prompt_ids=ids, max_new_tokens=left)
+        self.member, self.stream = await self.pool.place_again(self.item, sub)
+        if self.closed:  # aborted while we looked for an engine
+            self._release()
+            return self._last(FinishReason(FinishKind.ABORT, message="aborted"))
+        return None
+
+    def _last(self, reason: FinishReason) -> RequestOutput:
+        return RequestOutput(
+            self.rid, [], "", reason, len(self.prompt_ids), len(self.output_ids), 0
+        )
+
+    def _release(self) -> None:
+        if self.member is not None and self.stream is not None:
+            self.member.state.finish(self.item)
+            stream, self.stream, self.member = self.stream, None, None
+            task = asyncio.get_running_loop().create_task(_close_quietly(stream))
+            task.add_done_callback(lambda t: None)
+
+    async def aclose(self) -> None:
+        """Aborts the request. The engine's stream then ends with an abort, which also ends a
+        reader iterating in another task (whose generator cannot be closed from here)."""
+        self.closed = True
+        if self.stream is not None:
+            with contextlib.suppress(Exception):
+                await self.stream.aclose()
+        with contextlib.suppress(RuntimeError):  # "already running": the reader winds it down
+            await self._gen.aclose()
+
+
+async def _close_quietly(stream: OutputStream) -> None:
+    with contextlib.suppress(Exception):
+        await stream.aclose()
+
+
+async def _until_down(stream: OutputStream, down: asyncio.Event) -> AsyncIterator[RequestOutput]:
+    """`stream`'s outputs, or EngineUnavailableError as soon as its engine is marked down (an
+    unresponsive engine would otherwise hold the request until a read timeout)."""
+    it = aiter(stream)
+    while True:
+        nxt = asyncio.ensure_future(anext(it))
+        dn = asyncio.ensure_future(down.wait())
+        done, _ = await asyncio.wait({nxt, dn}, return_when=asyncio.FIRST_COMPLETED)
+        if nxt in done:
+            dn.cancel()
+            try:
+                out = nxt.result()
+            except StopAsyncIteration:
+                return
+            yield out
+            continue
+        nxt.cancel()
+        with contextlib.suppress(BaseException):
+            await nxt
+        raise EngineUnavailableError("engine taken out of rotation")

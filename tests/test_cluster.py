@@ -1,0 +1,185 @@
+"""Many engines behind one ServeCore, end to end: `parrot serve --engines 2` (two real
+`parrot engine` processes on SGLang's protocol) on 127.0.0.1. Prefix-affinity placement is seen
+in the engines' own cached-token counts; a SIGKILLed engine loses no work."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import pytest
+
+from parrot_integrations import ParrotClient, semantic_function
+from parrot_integrations.protocol.openai import ChatCompletionRequest
+
+pytestmark = pytest.mark.slow
+
+SYSTEM = (
+    "You are the help desk of the Lighthouse Museum. The museum opens at nine and closes at "
+    "five, every day but Monday. Tickets cost twelve euros, children under ten enter free. "
+) * 12  # ~500 tokens: long enough that where it is cached shows clearly
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _health(url: str) -> dict:
+    return httpx.get(f"{url}/health", timeout=5).json()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """`parrot serve --engines 2`; yields (url, serve process)."""
+    log_path = tmp_path_factory.mktemp("cluster") / "serve.log"
+    port = _free_port()
+    cmd = [
+        sys.executable, "-m", "parrot_server.cli", "serve", "--port", str(port),
+        "--engines", "2", "--kv-pool-tokens", "8192", "--max-context-len", "2048",
+        "--health-interval", "0.5", "--log-level", "warning",
+    ]  # fmt: skip
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"parrot serve exited with {proc.returncode}:\n{log_path.read_text()}")
+        try:
+            h = _health(url)
+            if sum(e["healthy"] for e in h["engines"]) == 2:
+                break
+        except (httpx.HTTPError, ValueError, KeyError):
+            pass
+        time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail(f"cluster not healthy within 240 s:\n{log_path.read_text()}")
+    yield url, proc
+    proc.terminate()
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    # The engines are stopped by the ServeCore on its way out: none may be left behind.
+    assert not _children(proc.pid), "engine processes outlived parrot serve"
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(x) for x in f.read().split()]
+    except FileNotFoundError:
+        return []
+
+
+def _engine_stats(engine_url: str) -> dict:
+    info = httpx.get(f"{engine_url}/server_info", timeout=5).json()
+    return info["internal_states"][0]
+
+
+def test_health_lists_both_engines(cluster):
+    url, _ = cluster
+    h = _health(url)
+    assert h["status"] == "ok"
+    assert [e["healthy"] for e in h["engines"]] == [True, True]
+    assert all(e["name"].startswith("http://127.0.0.1:") for e in h["engines"])
+
+
+def test_apps_sharing_a_system_prompt_land_on_the_engine_holding_it(cluster):
+    url, _ = cluster
+    engines = [e["name"] for e in _health(url)["engines"]]
+    before = {e: _engine_stats(e)["cached_prompt_tokens_total"] for e in engines}
+    cached = []
+    with ParrotClient(url) as client:
+        sessions = [client.create_session() for _ in range(2)]  # two apps
+        for k, question in enumerate(["When do you open?", "How much is a ticket?"] * 2):
+            r = client.chat_completion(
+                ChatCompletionRequest(
+                    messages=[
+                        {"role": "system", "content": SYSTEM},
+                        {"role": "user", "content": question},
+                    ],
+                    max_tokens=2,
+                    temperature=0,
+                    session_id=sessions[k % 2].session_id,
+                )
+            )
+            cached.append(r.usage.prompt_tokens_details.cached_tokens)
+        system_tokens = r.usage.prompt_tokens - 20
+    # The first request computed the system prompt; every later one, of either app, found it.
+    assert all(c >= system_tokens for c in cached[1:]), cached
+    gained = {e: _engine_stats(e)["cached_prompt_tokens_total"] - before[e] for e in engines}
+    holder = max(gained, key=gained.get)
+    assert gained[holder] >= 3 * system_tokens, gained
+    assert all(g < system_tokens for e, g in gained.items() if e != holder), gained
+
+
+@semantic_function(max_tokens=16, temperature=0.0, ignore_eos=True)
+def fact(topic):
+    """One fact about {{input:topic}}: {{output:fact}}"""
+
+
+@semantic_function(max_tokens=16, temperature=0.0, ignore_eos=True)
+def rephrase(text):
+    """Say it again in other words: {{input:text}}
+    Again: {{output:again}}"""
+
+
+TOPICS = [f"{thing} number {n}" for n, thing in enumerate(["the sea", "a lamp", "bread"] * 7)][:20]
+
+
+def _run_programs(url: str, on_running=None) -> list[str]:
+    with ParrotClient(url) as client, client.session() as s:
+        outs = []
+        for topic in TOPICS:  # 20 programs, each a chain of two calls
+            with s.program() as p:
+                outs.append(rephrase(p, text=fact(p, topic=topic)))
+        if on_running is not None:
+            on_running()
+        return [o.get(timeout=300) for o in outs]
+
+
+def test_sigkilled_engine_loses_no_work(cluster):
+    url, proc = cluster
+    reference = _run_programs(url)
+    assert len(set(reference)) > 1
+
+    killed: list[int] = []
+
+    def kill_busy_engine() -> None:
+        # Wait until both engines hold requests, then SIGKILL one of them mid-generation.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            running = [e["running_requests"] for e in _health(url)["engines"]]
+            if min(running) > 0:
+                break
+            time.sleep(0.05)
+        pid = _children(proc.pid)[0]
+        os.kill(pid, signal.SIGKILL)
+        killed.append(pid)
+
+    def start_killer() -> None:
+        threading.Thread(target=kill_busy_engine, daemon=True).start()
+
+    again = _run_programs(url, on_running=start_killer)
+    assert killed, "no engine was killed"
+    assert again == reference  # greedy: the resumed calls finish exactly as without the kill
+    # The supervisor restarts the engine; its health check re-registers it.
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if all(e["healthy"] for e in _health(url)["engines"]):
+            break
+        time.sleep(0.5)
+    else:
+        pytest.fail(f"killed engine did not come back: {_health(url)}")
+    assert killed[0] not in _children(proc.pid)
