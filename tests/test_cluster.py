@@ -183,3 +183,36 @@ def test_sigkilled_engine_loses_no_work(cluster):
     else:
         pytest.fail(f"killed engine did not come back: {_health(url)}")
     assert killed[0] not in _children(proc.pid)
+
+
+def test_unresponsive_engine_is_taken_out_and_comes_back(cluster):
+    """SIGSTOP: the engine's sockets stay open but nothing answers. Health checks take it out of
+    rotation, its requests resume on the other engine, and after SIGCONT it re-registers."""
+    url, proc = cluster
+    reference = _run_programs(url)
+    stopped: list[int] = []
+
+    def freeze_busy_engine() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if min(e["running_requests"] for e in _health(url)["engines"]) > 0:
+                break
+            time.sleep(0.05)
+        pid = _children(proc.pid)[-1]
+        os.kill(pid, signal.SIGSTOP)
+        stopped.append(pid)
+
+    try:
+        again = _run_programs(
+            url, on_running=lambda: threading.Thread(target=freeze_busy_engine).start()
+        )
+        assert stopped, "no engine was stopped"
+        assert again == reference
+        assert sum(e["healthy"] for e in _health(url)["engines"]) == 1
+    finally:
+        for pid in stopped:
+            os.kill(pid, signal.SIGCONT)
+    deadline = time.monotonic() + 60
+    while not all(e["healthy"] for e in _health(url)["engines"]):
+        assert time.monotonic() < deadline, f"engine did not re-register: {_health(url)}"
+        time.sleep(0.5)
