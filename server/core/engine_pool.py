@@ -23,12 +23,11 @@ import dataclasses
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from ..engine.errors import EngineOverloadedError, EngineUnavailableError
-from ..engine.request import FinishKind, FinishReason, RequestOutput
 from .engine_client import (
     EngineClient,
     EngineInfo,
@@ -38,6 +37,7 @@ from .engine_client import (
     Submission,
 )
 from .placement import EngineState, NoEngineError, Placement, PlacementItem
+from .pooled_stream import PooledStream
 from .prefix_index import PrefixIndex
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,8 @@ Connector = Callable[[], Awaitable[EngineClient]]
 @dataclass(frozen=True)
 class PoolConfig:
     health_interval: float = 1.0  # seconds between health checks of each engine
+    # A check slower than this fails (SGLang 0.5.5's /health generates a token: ~1 s when idle).
+    health_timeout: float = 5.0
     unhealthy_after: int = 2  # failed checks in a row that take an engine out of rotation
     failover_wait: float = 60.0  # longest a request waits for a healthy engine to resume on
     startup_timeout: float = 300.0  # longest start() waits for the first engine to answer
@@ -58,7 +60,7 @@ class PoolConfig:
                 raise ValueError(f"PoolConfig.{name} must be > 0, got {value!r}")
 
 
-class _Member:
+class Member:
     """One engine: how to reach it, its client once connected, what the scheduler knows."""
 
     def __init__(self, name: str, connect: Connector) -> None:
@@ -67,6 +69,7 @@ class _Member:
         self.client: EngineClient | None = None
         self.state: EngineState | None = None
         self.failed_checks = 0
+        self.last_error: str | None = None  # why it could not be registered, last time
         self.down = asyncio.Event()  # set while out of rotation: wakes streams stuck on it
 
     @property
@@ -83,24 +86,28 @@ class EnginePool(EngineClient):
     ) -> None:
         if not engines:
             raise ValueError("an engine pool needs at least one engine")
-        self.members = [_Member(name, connect) for name, connect in engines]
+        self.members = [Member(name, connect) for name, connect in engines]
         self.placement = placement
         self.config = config or PoolConfig()
-        self._streams: dict[str, _PooledStream] = {}
+        self._streams: dict[str, PooledStream] = {}
         self._health_task: asyncio.Task | None = None
 
     # -- life -----------------------------------------------------------------------------------
     async def start(self) -> None:
         """Connects every engine that answers; waits (up to `startup_timeout`) for at least one.
         The others join when they answer a health check."""
-        deadline = time.monotonic() + self.config.startup_timeout
+        start = time.monotonic()
+        said = start
         while True:
             await asyncio.gather(*(self._try_connect(m) for m in self.members))
             if any(m.healthy for m in self.members):
                 break
-            if time.monotonic() > deadline:
-                names = ", ".join(m.name for m in self.members)
-                raise EngineUnavailableError(f"no engine answered within startup timeout: {names}")
+            waiting = "; ".join(f"{m.name} ({m.last_error})" for m in self.members)
+            if time.monotonic() - start > self.config.startup_timeout:
+                raise EngineUnavailableError(f"no engine registered in time: {waiting}")
+            if time.monotonic() - said > 10:
+                log.info("waiting for engines: %s", waiting)
+                said = time.monotonic()
             await asyncio.sleep(0.5)
         first = next(m for m in self.members if m.healthy)
         models = {m.state.model for m in self.members if m.state}
@@ -117,14 +124,21 @@ class EnginePool(EngineClient):
             log.warning("engines serve different models %s; placement filters by model", models)
         self._health_task = asyncio.get_running_loop().create_task(self._health_loop())
 
-    async def _try_connect(self, m: _Member) -> None:
+    async def _try_connect(self, m: Member) -> None:
         if m.client is not None:
             return
         try:
             m.client = client = await m.connect()
         except Exception as exc:  # not up yet (starting, restarting): retried by health checks
-            log.debug("engine %s not reachable yet: %s", m.name, exc)
+            why = f"{type(exc).__name__}: {exc}"
+            if why != m.last_error:  # say each new reason once (a wrong tokenizer, a bad URL)
+                level = (
+                    logging.DEBUG if isinstance(exc, EngineUnavailableError) else logging.WARNING
+                )
+                log.log(level, "engine %s not registered: %s", m.name, why)
+            m.last_error = why
             return
+        m.last_error = None
         i = client.info
         m.state = EngineState(
             name=m.name,
@@ -143,12 +157,12 @@ class EnginePool(EngineClient):
             await asyncio.sleep(self.config.health_interval)
             await asyncio.gather(*(self._check(m) for m in self.members))
 
-    async def _check(self, m: _Member) -> None:
+    async def _check(self, m: Member) -> None:
         if m.client is None:
             await self._try_connect(m)
             return
         try:
-            ok = await asyncio.wait_for(m.client.health(), self.config.health_interval * 2)
+            ok = await asyncio.wait_for(m.client.health(), self.config.health_timeout)
         except Exception:
             ok = False
         if ok:
@@ -161,9 +175,9 @@ class EnginePool(EngineClient):
             return
         m.failed_checks += 1
         if m.failed_checks >= self.config.unhealthy_after:
-            self._take_out(m, f"{m.failed_checks} failed health checks")
+            self.take_out(m, f"{m.failed_checks} failed health checks")
 
-    def _take_out(self, m: _Member, why: str) -> None:
+    def take_out(self, m: Member, why: str) -> None:
         if m.state is not None and m.state.healthy:
             m.state.healthy = False
             log.warning("engine %s out of rotation: %s", m.name, why)
@@ -236,24 +250,24 @@ class EnginePool(EngineClient):
         return results
 
     def _wrap(
-        self, sub: Submission, item: PlacementItem, m: _Member, result: OutputStream | Exception
+        self, sub: Submission, item: PlacementItem, m: Member, result: OutputStream | Exception
     ) -> OutputStream | Exception:
         if isinstance(result, EngineUnavailableError):
             # Never reached the engine: take it out and let the stream place it again.
             m.state.finish(item)
-            self._take_out(m, str(result))
-            stream = _PooledStream(self, sub, item, None, None)
+            self.take_out(m, str(result))
+            stream = PooledStream(self, sub, item, None, None)
         elif isinstance(result, BaseException):
             m.state.finish(item)
             return result
         else:
-            stream = _PooledStream(self, sub, item, m, result)
+            stream = PooledStream(self, sub, item, m, result)
         self._streams[item.rid] = stream
         return stream
 
     async def place_again(
         self, item: PlacementItem, sub: Submission
-    ) -> tuple[_Member, OutputStream]:
+    ) -> tuple[Member, OutputStream]:
         """Resubmit a request (its prompt already extended by what it generated) on a healthy
         engine, waiting up to `failover_wait` for one."""
         deadline = time.monotonic() + self.config.failover_wait
@@ -276,7 +290,7 @@ class EnginePool(EngineClient):
                     m.state.finish(item)
                     last = exc
                     if isinstance(exc, EngineUnavailableError):
-                        self._take_out(m, str(exc))
+                        self.take_out(m, str(exc))
             await asyncio.sleep(delay)
             delay = min(1.0, delay * 2)
         raise EngineUnavailableError(
@@ -287,7 +301,7 @@ class EnginePool(EngineClient):
     def _states(self) -> list[EngineState]:
         return [m.state for m in self.members if m.state is not None]
 
-    def _member(self, name: str) -> _Member:
+    def _member(self, name: str) -> Member:
         return next(m for m in self.members if m.name == name)
 
     def forget(self, rid: str) -> None:
@@ -318,127 +332,3 @@ class EnginePool(EngineClient):
             )
             for m in self.members
         ]
-
-
-class _PooledStream:
-    """One request's outputs across engines: when its engine fails, it resumes elsewhere from
-    the tokens already streamed, and the reader sees one stream under the original rid."""
-
-    def __init__(
-        self,
-        pool: EnginePool,
-        sub: Submission,
-        item: PlacementItem,
-        member: _Member | None,
-        stream: OutputStream | None,
-    ) -> None:
-        self.pool, self.sub, self.item = pool, sub, item
-        self.rid = item.rid
-        self.member, self.stream = member, stream
-        self.prompt_ids = list(item.prompt_ids)
-        self.output_ids: list[int] = []
-        self.attempt = 0
-        self.closed = False
-        self._gen = self._outputs()
-
-    def __aiter__(self) -> AsyncIterator[RequestOutput]:
-        return self._gen
-
-    async def _outputs(self) -> AsyncIterator[RequestOutput]:
-        try:
-            while not self.closed:
-                if self.stream is None:
-                    out = await self._resume()
-                    if out is not None:  # nothing left to generate
-                        yield out
-                        return
-                try:
-                    async for out in _until_down(self.stream, self.member.down):
-                        self.output_ids += out.new_token_ids
-                        out = dataclasses.replace(
-                            out,
-                            rid=self.rid,
-                            prompt_tokens=len(self.prompt_ids),
-                            completion_tokens=len(self.output_ids),
-                            cached_tokens=min(out.cached_tokens, len(self.prompt_ids)),
-                        )
-                        yield out
-                        if out.finish_reason is not None:
-                            return
-                    return
-                except EngineUnavailableError as exc:
-                    self.pool._take_out(self.member, str(exc))
-                    self._release()
-            yield self._last(FinishReason(FinishKind.ABORT, message="aborted"))
-        finally:
-            self._release()
-            self.pool.forget(self.rid)
-
-    async def _resume(self) -> RequestOutput | None:
-        """Submit prompt + output so far elsewhere; an output when nothing is left to do."""
-        left = self.sub.sampling.max_new_tokens - len(self.output_ids)
-        if left <= 0:
-            return self._last(FinishReason(FinishKind.LENGTH, self.sub.sampling.max_new_tokens))
-        self.attempt += 1
-        ids = self.prompt_ids + self.output_ids
-        sub = dataclasses.replace(
-            self.sub,
-            prompt=ids,
-            rid=f"{self.rid}~{self.attempt}",
-            sampling=dataclasses.replace(self.sub.sampling, max_new_tokens=left),
-        )
-        self.item = dataclasses.replace(self.item, prompt_ids=ids, max_new_tokens=left)
-        self.member, self.stream = await self.pool.place_again(self.item, sub)
-        if self.closed:  # aborted while we looked for an engine
-            self._release()
-            return self._last(FinishReason(FinishKind.ABORT, message="aborted"))
-        return None
-
-    def _last(self, reason: FinishReason) -> RequestOutput:
-        return RequestOutput(
-            self.rid, [], "", reason, len(self.prompt_ids), len(self.output_ids), 0
-        )
-
-    def _release(self) -> None:
-        if self.member is not None and self.stream is not None:
-            self.member.state.finish(self.item)
-            stream, self.stream, self.member = self.stream, None, None
-            task = asyncio.get_running_loop().create_task(_close_quietly(stream))
-            task.add_done_callback(lambda t: None)
-
-    async def aclose(self) -> None:
-        """Aborts the request. The engine's stream then ends with an abort, which also ends a
-        reader iterating in another task (whose generator cannot be closed from here)."""
-        self.closed = True
-        if self.stream is not None:
-            with contextlib.suppress(Exception):
-                await self.stream.aclose()
-        with contextlib.suppress(RuntimeError):  # "already running": the reader winds it down
-            await self._gen.aclose()
-
-
-async def _close_quietly(stream: OutputStream) -> None:
-    with contextlib.suppress(Exception):
-        await stream.aclose()
-
-
-async def _until_down(stream: OutputStream, down: asyncio.Event) -> AsyncIterator[RequestOutput]:
-    """`stream`'s outputs, or EngineUnavailableError as soon as its engine is marked down (an
-    unresponsive engine would otherwise hold the request until a read timeout)."""
-    it = aiter(stream)
-    while True:
-        nxt = asyncio.ensure_future(anext(it))
-        dn = asyncio.ensure_future(down.wait())
-        done, _ = await asyncio.wait({nxt, dn}, return_when=asyncio.FIRST_COMPLETED)
-        if nxt in done:
-            dn.cancel()
-            try:
-                out = nxt.result()
-            except StopAsyncIteration:
-                return
-            yield out
-            continue
-        nxt.cancel()
-        with contextlib.suppress(BaseException):
-            await nxt
-        raise EngineUnavailableError("engine taken out of rotation")
