@@ -175,6 +175,26 @@ def test_map_reduce_forms_a_task_group_and_latency_reaches_the_maps():
     assert all(c.objective is Criteria.LATENCY for c in g.calls.values())
 
 
+def test_declared_task_group_is_kept():
+    """A client-declared group (the inputs of one batch, say) is the call's group, even for
+    producers that also feed one consumer (which would otherwise be grouped after it)."""
+    declared = [
+        call(f"b{k}", [f"in{k}"], f"o{k}").model_copy(update={"task_group": "batch-1"})
+        for k in range(3)
+    ]
+    g = build(
+        *declared,
+        call("reduce", ["o0", "o1", "o2"], "final"),
+        call("single", ["in0"], "x"),
+        values={f"in{k}": str(k) for k in range(3)},
+    )
+    assert [g.calls[f"b{k}"].task_group for k in range(3)] == ["batch-1"] * 3
+    assert g.calls["b0"].info().task_group == "batch-1"
+    assert g.calls["single"].task_group is None and g.calls["reduce"].task_group is None
+    with pytest.raises(ValueError):
+        CallSpec(template="{{output:o}}", outputs={"o": OutputBinding(var="o")}, task_group="a b")
+
+
 def test_diamond():
     g = build(
         call("a", ["in"], "x"),

@@ -108,6 +108,18 @@ def test_map_reduce_with_eight_maps(client, session):
         assert client.get(f"/sessions/{session}/variables/sum{k}").json()["status"] == "ready"
 
 
+def test_declared_task_group_shows_in_call_info(client, session):
+    """`CallSpec.task_group` (client-declared) is the group the server reports for each call."""
+    calls = [step(f"g{k}", None, f"go{k}", f"Say {k}.", max_tokens=1) for k in range(2)]
+    program = {"calls": [c | {"task_group": "batch-7"} for c in calls]}
+    accepted = client.post(f"/sessions/{session}/programs", json=program)
+    assert accepted.status_code == 201, accepted.text
+    assert [c["task_group"] for c in accepted.json()["calls"]] == ["batch-7", "batch-7"]
+    assert client.get(f"/sessions/{session}/calls/g1").json()["task_group"] == "batch-7"
+    bad = step("g9", None, "go9", "x") | {"task_group": "no spaces"}
+    assert "task_group" in error_of(client.post(f"/sessions/{session}/calls", json=bad))
+
+
 @pytest.mark.parametrize(
     "program, status, needle",
     [

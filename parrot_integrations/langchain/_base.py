@@ -7,8 +7,11 @@ base_url=..., max_tokens=..., timeout=...)` for `ChatParrot(...)` keeps working 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextvars
 import weakref
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 from langchain_core.utils import from_env, secret_from_env
 from pydantic import (
@@ -25,6 +28,9 @@ from ..async_client import AsyncParrotClient
 from ..client import ParrotClient
 from ..errors import InvalidRequestError, ParrotError
 from ..protocol.native import Criteria
+from ._sessions import SessionPool
+
+T = TypeVar("T")
 
 DEFAULT_MODEL_ALIAS = "default"  # what the server accepts as its one model's name
 
@@ -87,6 +93,8 @@ class ParrotBase(BaseModel):
     _aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncParrotClient] = (
         PrivateAttr(default_factory=weakref.WeakKeyDictionary)
     )
+    # Native sessions for batches and shipped chains, reused across runs (`_sessions.py`).
+    _sessions: SessionPool = PrivateAttr(default_factory=SessionPool)
 
     @field_validator("base_url")
     @classmethod
@@ -123,6 +131,7 @@ class ParrotBase(BaseModel):
         return client
 
     async def _close_async_client(self) -> None:
+        await self._sessions.aclose_loop()
         client = self._aclients.pop(asyncio.get_running_loop(), None)
         if client is not None:
             await client.aclose()
@@ -162,3 +171,14 @@ def loop_running() -> bool:
     except RuntimeError:
         return False
     return True
+
+
+def run_private_loop(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """`asyncio.run(main())` for a sync method: in this thread, or, when this thread already
+    runs a loop (a notebook cell calling the sync API), in one helper thread; the caller's
+    context (LangChain's run config, tracing) goes along either way."""
+    if not loop_running():
+        return asyncio.run(main())
+    context = contextvars.copy_context()
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(context.run, asyncio.run, main()).result()

@@ -15,6 +15,7 @@ status and error type are kept.
 | APITimeoutError                             | ModelTimeoutError            |
 | APIConnectionError                          | ModelConnectionError         |
 | ServerError                                 | ModelAPIError                |
+| VariableFailedError (a shipped or batched call failed on the server) | ContextOverflowError when its prompt did not fit, else ModelAPIError |
 """
 
 from __future__ import annotations
@@ -67,6 +68,14 @@ class ParrotAPIError(sdk.ServerError, lc.ModelAPIError):
     """5xx: the server failed."""
 
 
+class ParrotCallOverflowError(sdk.VariableFailedError, lc.ContextOverflowError):
+    """A native call's prompt, known only once its inputs were computed, did not fit."""
+
+
+class ParrotCallFailedError(sdk.VariableFailedError, lc.ModelAPIError):
+    """A native call (of a shipped chain or a batch) failed on the server."""
+
+
 # What the server says when a prompt cannot fit (server/engine/engine.py, PromptTooLongError).
 _OVERFLOW_HINTS = ("context window", "kv slots")
 
@@ -97,6 +106,10 @@ def to_langchain(err: sdk.ParrotError) -> sdk.ParrotError:
     """The same error as a class LangChain code recognises (itself when none fits)."""
     if isinstance(err, lc.ModelError):
         return err
+    if isinstance(err, sdk.VariableFailedError):
+        overflow = any(hint in err.message.lower() for hint in _OVERFLOW_HINTS)
+        failed = ParrotCallOverflowError if overflow else ParrotCallFailedError
+        return failed(err.message, variable_id=err.variable_id)
     cls = _mapped_class(err)
     if cls is None:
         return err

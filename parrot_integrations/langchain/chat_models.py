@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
@@ -11,11 +10,12 @@ from langchain_core.language_models import BaseChatModel, LangSmithParams, Langu
 from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import RunnableConfig
+from langchain_core.runnables.config import get_config_list
 from pydantic import AliasChoices, ConfigDict, Field
 
 from ..protocol.openai import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Usage
-from . import _convert
-from ._base import ParrotBase, loop_running
+from . import _convert, _group, _hook, _native
+from ._base import ParrotBase, run_private_loop
 from ._errors import mapped_errors
 
 
@@ -116,6 +116,9 @@ class ChatParrot(ParrotBase, BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
+        hook = _hook.current(self)
+        if hook is not None and (result := hook.chat(self, messages, stop, kwargs)) is not None:
+            return result
         with mapped_errors():
             request = self._request(messages, stop, False, **kwargs)
             return self._result(self.client.chat_completion(request))
@@ -127,6 +130,12 @@ class ChatParrot(ParrotBase, BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
+        hook = _hook.current(self)
+        if (
+            hook is not None
+            and (result := await hook.achat(self, messages, stop, kwargs)) is not None
+        ):
+            return result
         with mapped_errors():
             request = self._request(messages, stop, False, **kwargs)
             return self._result(await self.async_client.chat_completion(request))
@@ -138,6 +147,10 @@ class ChatParrot(ParrotBase, BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
+        hook = _hook.current(self)
+        if hook is not None and (result := hook.chat(self, messages, stop, kwargs)) is not None:
+            yield from _native.chat_chunks(result)  # the answer exists already: one chunk
+            return
         with mapped_errors():
             request = self._request(messages, stop, True, **kwargs)
             state = _StreamState()
@@ -156,6 +169,14 @@ class ChatParrot(ParrotBase, BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
+        hook = _hook.current(self)
+        if (
+            hook is not None
+            and (result := await hook.achat(self, messages, stop, kwargs)) is not None
+        ):
+            for chunk in _native.chat_chunks(result):
+                yield chunk
+            return
         with mapped_errors():
             request = self._request(messages, stop, True, **kwargs)
             state = _StreamState()
@@ -176,11 +197,9 @@ class ChatParrot(ParrotBase, BaseChatModel):
         return_exceptions: bool = False,
         **kwargs: Any,
     ) -> list[BaseMessage]:
-        """All inputs at once on the async client in a private event loop (no thread per
-        input): the server admits them together. Inside a running loop (a notebook), where a
-        second loop cannot run, LangChain's thread-pool batch is used instead."""
-        if not inputs or loop_running():
-            return super().batch(inputs, config, return_exceptions=return_exceptions, **kwargs)
+        """`abatch` (one native program, one task group) in a private event loop."""
+        if not inputs:
+            return []
 
         async def run() -> list[BaseMessage]:
             try:
@@ -190,10 +209,31 @@ class ChatParrot(ParrotBase, BaseChatModel):
             finally:
                 await self._close_async_client()  # its loop ends with this call
 
-        return asyncio.run(run())
+        return run_private_loop(run)
 
-    # `abatch` is LangChain's: `ainvoke` per input under asyncio.gather (bounded only by
-    # `max_concurrency`), all on this loop's one async client.
+    async def abatch(
+        self,
+        inputs: Sequence[LanguageModelInput],
+        config: RunnableConfig | list[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[BaseMessage]:
+        """LangChain's `ainvoke` per input (configs, callbacks, errors as `abatch`), but the
+        generations are submitted together as one native program whose calls form one task
+        group (see `_group.py`); a call a native call cannot express goes through `/v1`.
+        With `max_concurrency`, each run of that many inputs is one group."""
+        if not inputs:
+            return []
+        configs = get_config_list(config, len(inputs))
+        step = configs[0].get("max_concurrency") or len(inputs)
+        out: list[Any] = []
+        for start in range(0, len(inputs), step):
+            part = slice(start, start + step)
+            out += await _group.abatch_chat(
+                self, inputs[part], configs[part], return_exceptions, kwargs
+            )
+        return out
 
 
 class _StreamState:

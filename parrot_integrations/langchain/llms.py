@@ -12,7 +12,7 @@ from langchain_core.outputs import Generation, GenerationChunk, LLMResult
 from pydantic import AliasChoices, ConfigDict, Field
 
 from ..protocol.openai import Completion, CompletionRequest
-from . import _convert
+from . import _convert, _group, _hook
 from ._base import ParrotBase, loop_running
 from ._errors import mapped_errors
 
@@ -104,7 +104,14 @@ class ParrotLLM(ParrotBase, BaseLLM):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> LLMResult:
+        hook = _hook.current(self)
+        if hook is not None and (result := hook.complete(self, prompts, stop, kwargs)) is not None:
+            return result
         with mapped_errors():
+            if len(prompts) > 1:  # a batch: one program, one task group
+                result = _group.complete(self, prompts, stop, kwargs)
+                if result is not None:
+                    return result
             requests = [self._request(p, stop, False, **kwargs) for p in prompts]
             if len(requests) > 1 and not loop_running():
                 # Several prompts (LLM.batch/generate): sent together, as `_agenerate` does.
@@ -118,7 +125,16 @@ class ParrotLLM(ParrotBase, BaseLLM):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> LLMResult:
+        hook = _hook.current(self)
+        if hook is not None:
+            result = await hook.acomplete(self, prompts, stop, kwargs)
+            if result is not None:
+                return result
         with mapped_errors():
+            if len(prompts) > 1:
+                result = await _group.acomplete(self, prompts, stop, kwargs)
+                if result is not None:
+                    return result
             requests = [self._request(p, stop, False, **kwargs) for p in prompts]
             return await self._complete_all(requests)
 
@@ -141,6 +157,10 @@ class ParrotLLM(ParrotBase, BaseLLM):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[GenerationChunk]:
+        hook = _hook.current(self)
+        if hook is not None and (result := hook.complete(self, [prompt], stop, kwargs)) is not None:
+            yield GenerationChunk(text=result.generations[0][0].text)  # exists already: one chunk
+            return
         with mapped_errors():
             request = self._request(prompt, stop, True, **kwargs)
             for chunk in self.client.completion_stream(request):
@@ -157,6 +177,12 @@ class ParrotLLM(ParrotBase, BaseLLM):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[GenerationChunk]:
+        hook = _hook.current(self)
+        if hook is not None:
+            result = await hook.acomplete(self, [prompt], stop, kwargs)
+            if result is not None:
+                yield GenerationChunk(text=result.generations[0][0].text)
+                return
         with mapped_errors():
             request = self._request(prompt, stop, True, **kwargs)
             async for chunk in self.async_client.completion_stream(request):

@@ -123,6 +123,12 @@ class CallSpec(_Strict):
         max_length=100_000,
         description="chat calls only: a system turn before the conversation (constant text)",
     )
+    task_group: str | None = Field(
+        None,
+        pattern=ID_PATTERN,
+        description="a task group declared by the client (say, the inputs of one batch): its "
+        "calls are dispatched together; unset, the server groups the producers of one consumer",
+    )
 
 
 class Program(_Strict):

@@ -209,7 +209,15 @@ class Graph:
         outputs = {name: spec.outputs[name] for name in template.outputs}  # generation order
         if spec.system is not None and not spec.chat:
             raise InvalidRequestError(f"call {cid!r}: a system turn needs chat=true")
-        return Call(cid, template, dict(spec.inputs), outputs, chat=spec.chat, system=spec.system)
+        return Call(
+            cid,
+            template,
+            dict(spec.inputs),
+            outputs,
+            task_group=spec.task_group,
+            chat=spec.chat,
+            system=spec.system,
+        )
 
     def _check_acyclic(self, calls: list[Call], producers: dict[str, str]) -> None:
         """Depth-first search over the calls not yet finished, old and new, through

@@ -6,7 +6,8 @@ produces it should run. Pure Python over `Graph`; no I/O.
   wins: one impatient reader is enough).
 - The producers feeding one consumer (the maps of a reduce) form a task group: the executor
   dispatches its members together so they share engine steps and finish together (the reduce
-  waits for the slowest).
+  waits for the slowest). A client may declare a call's group itself (`CallSpec.task_group`,
+  e.g. the inputs of one batch); a declared group is kept.
 
 The engine sees the result as a priority (higher runs first) and as simultaneous submission.
 """
@@ -50,7 +51,8 @@ def mark(graph: Graph, var_id: str, criteria: Criteria) -> list[Call]:
 
 def assign_task_groups(graph: Graph, calls: list[Call]) -> None:
     """Producers feeding one consumer form a task group (named after the consumer). A producer
-    already in a group keeps it: a call belongs to one group, the first consumer's."""
+    already in a group keeps it: a call belongs to one group, the one its client declared
+    (`CallSpec.task_group`), else the first consumer's."""
     for consumer in calls:
         producers = [p for p in graph.producers_of(consumer) if not p.finished]
         if len(producers) < 2:
