@@ -216,3 +216,23 @@ def test_unresponsive_engine_is_taken_out_and_comes_back(cluster):
     while not all(e["healthy"] for e in _health(url)["engines"]):
         assert time.monotonic() < deadline, f"engine did not re-register: {_health(url)}"
         time.sleep(0.5)
+
+
+def test_serve_attaches_a_running_engine_by_url(parrot_process):
+    """`parrot serve --engine-url URL`: no embedded engine; calls go to the attached engine."""
+    engine = parrot_process(
+        ["engine", "--kv-pool-tokens", "4096", "--max-context-len", "2048"], "attached"
+    ).wait_healthy()
+    front = parrot_process(
+        ["serve", "--engine-url", engine.url, "--health-interval", "0.5"], "front"
+    ).wait_healthy()
+    h = _health(front.url)
+    assert [(e["name"], e["healthy"]) for e in h["engines"]] == [(engine.url, True)]
+    before = _engine_stats(engine.url)["generated_tokens_total"]
+    with ParrotClient(front.url) as client, client.session() as s:
+        assert fact(s, topic="the moon").get(timeout=120)
+    assert _engine_stats(engine.url)["generated_tokens_total"] - before == 16  # ignore_eos
+    # The front has no engine of its own, so it serves no SGLang /generate route.
+    assert httpx.post(f"{front.url}/generate", json={"text": "x"}).status_code == 404
+    front.stop()
+    assert engine.proc.poll() is None  # attached engines are not the front's to stop
