@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 
@@ -25,53 +23,37 @@ SYSTEM = (
 ) * 12  # ~500 tokens: long enough that where it is cached shows clearly
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _health(url: str) -> dict:
     return httpx.get(f"{url}/health", timeout=5).json()
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
+def cluster(parrot_process):
     """`parrot serve --engines 2`; yields (url, serve process)."""
-    log_path = tmp_path_factory.mktemp("cluster") / "serve.log"
-    port = _free_port()
-    cmd = [
-        sys.executable, "-m", "parrot_server.cli", "serve", "--port", str(port),
-        "--engines", "2", "--kv-pool-tokens", "8192", "--max-context-len", "2048",
-        "--health-interval", "0.5", "--log-level", "warning",
-    ]  # fmt: skip
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"parrot serve exited with {proc.returncode}:\n{log_path.read_text()}")
-        try:
-            h = _health(url)
-            if sum(e["healthy"] for e in h["engines"]) == 2:
-                break
-        except (httpx.HTTPError, ValueError, KeyError):
-            pass
+    serve = parrot_process(
+        [
+            "serve",
+            "--engines",
+            "2",
+            "--kv-pool-tokens",
+            "8192",
+            "--max-context-len",
+            "2048",
+            "--health-interval",
+            "0.5",
+            "--log-level",
+            "warning",
+        ],  # fmt: skip
+        "cluster",
+    ).wait_healthy(240)  # healthy: one engine registered
+    deadline = time.monotonic() + 120
+    while sum(e["healthy"] for e in _health(serve.url)["engines"]) < 2:
+        assert time.monotonic() < deadline, f"second engine missing:\n{serve.log.read_text()}"
         time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail(f"cluster not healthy within 240 s:\n{log_path.read_text()}")
-    yield url, proc
-    proc.terminate()
-    try:
-        proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    yield serve.url, serve.proc
+    serve.stop(grace=60)
     # The engines are stopped by the ServeCore on its way out: none may be left behind.
-    assert not _children(proc.pid), "engine processes outlived parrot serve"
+    assert not _children(serve.proc.pid), "engine processes outlived parrot serve"
 
 
 def _children(pid: int) -> list[int]:
