@@ -64,8 +64,13 @@ class PooledStream:
                         yield out
                         if out.finish_reason is not None:
                             return
-                    return
+                        if self.closed:  # aborted while the reader held this output
+                            break
+                    if not self.closed:
+                        return
                 except EngineUnavailableError as exc:
+                    if self.closed:  # our own abort cut the stream
+                        break
                     self.pool.take_out(self.member, str(exc))
                     self._release()
             yield self._last(FinishReason(FinishKind.ABORT, message="aborted"))
@@ -106,14 +111,19 @@ class PooledStream:
             task.add_done_callback(lambda t: None)
 
     async def aclose(self) -> None:
-        """Aborts the request. The engine's stream then ends with an abort, which also ends a
-        reader iterating in another task (whose generator cannot be closed from here)."""
+        """Aborts the request on its engine. A reader, in this task or another, gets a final
+        abort output next (the generator itself is left to it: closing a generator another
+        task is running is an error)."""
+        if self.closed:
+            return
         self.closed = True
-        if self.stream is not None:
+        member, stream = self.member, self.stream
+        if member is not None and stream is not None:
+            member.state.finish(self.item)
+            self.member = self.stream = None
             with contextlib.suppress(Exception):
-                await self.stream.aclose()
-        with contextlib.suppress(RuntimeError):  # "already running": the reader winds it down
-            await self._gen.aclose()
+                await stream.aclose()
+        self.pool.forget(self.rid)
 
 
 async def _close_quietly(stream: OutputStream) -> None:
