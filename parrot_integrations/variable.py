@@ -16,7 +16,15 @@ from .errors import (
     InvalidRequestError,
     VariableFailedError,
 )
-from .protocol.native import CallSpec, Criteria, VariableCreate, VariableState, VariableStatus
+from .protocol.native import (
+    CallSpec,
+    Criteria,
+    OutputUsage,
+    VariableChunk,
+    VariableCreate,
+    VariableState,
+    VariableStatus,
+)
 
 if TYPE_CHECKING:
     from .session import AsyncSession, Session
@@ -90,6 +98,9 @@ class SemanticVariable:
         self.producer = producer  # id of the call that writes it (to cancel it, say)
         self._value = value
         self._program = program  # the program builder it was made in, until submitted
+        # How the server generated the value (tokens, finish reason, model): known once the
+        # value is read; None for a value set by a client.
+        self.usage: OutputUsage | None = None
 
     def __repr__(self) -> str:
         state = "ready" if self._value is not None else "unread"
@@ -120,6 +131,7 @@ class SemanticVariable:
     def _settle(self, state: VariableState) -> bool:
         if state.status is VariableStatus.READY:
             self._value = state.value or ""
+            self.usage = state.usage
             return True
         if state.status is VariableStatus.FAILED:
             raise VariableFailedError(state.error or "its producer failed", variable_id=self.id)
@@ -157,7 +169,7 @@ class SemanticVariable:
             return
         parts: list[str] = []
         for chunk in session.client.stream_variable(session.id, self.id, criteria=criteria):
-            if self._take(chunk.delta, chunk.done, chunk.error, parts):
+            if self._take(chunk, parts):
                 yield chunk.delta
             if chunk.done:
                 return
@@ -194,7 +206,7 @@ class SemanticVariable:
             return
         parts: list[str] = []
         async for chunk in session.client.stream_variable(session.id, self.id, criteria=criteria):
-            if self._take(chunk.delta, chunk.done, chunk.error, parts):
+            if self._take(chunk, parts):
                 yield chunk.delta
             if chunk.done:
                 return
@@ -205,14 +217,14 @@ class SemanticVariable:
         session: AsyncSession = self._usable(want_async=True)
         self._settle(await session.client.set_variable(session.id, self.id, value))
 
-    def _take(self, delta: str, done: bool, error: str | None, parts: list[str]) -> bool:
+    def _take(self, chunk: VariableChunk, parts: list[str]) -> bool:
         """Account one stream chunk; True when its delta is to be yielded."""
-        if error is not None:
-            raise VariableFailedError(error, variable_id=self.id)
-        parts.append(delta)
-        if done:
-            self._value = "".join(parts)
-        return bool(delta)
+        if chunk.error is not None:
+            raise VariableFailedError(chunk.error, variable_id=self.id)
+        parts.append(chunk.delta)
+        if chunk.done:
+            self._value, self.usage = "".join(parts), chunk.usage
+        return bool(chunk.delta)
 
 
 def _stream_cut(variable_id: str) -> APIConnectionError:

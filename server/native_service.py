@@ -81,7 +81,7 @@ class NativeService:
             async for delta in var.stream():
                 session.touch()
                 yield VariableChunk(id=var_id, delta=delta)
-            yield VariableChunk(id=var_id, done=True, error=var.error)
+            yield VariableChunk(id=var_id, done=True, error=var.error, usage=var.usage)
 
         return chunks()
 
@@ -138,7 +138,8 @@ class NativeService:
 
     async def _check_prompt_lengths(self, plan: Plan) -> None:
         """Calls whose inputs are all known now get their first prompt measured, so an
-        oversized prompt is a 400 at submit rather than a failed variable later."""
+        oversized prompt is a 400 at submit rather than a failed variable later. An output
+        with `max_tokens=None` runs to the end of the window: only its prompt must fit."""
         limit = self.core.engine.info.max_context_len
         for call in plan.calls:
             if any(plan.value_of(v) is None for v in call.inputs.values()):
@@ -146,8 +147,14 @@ class NativeService:
             first = next(iter(call.outputs.values()))
             prompt = render_prompt(self.core.engine, plan.value_of, call, 0)
             n = await self.core.engine.count_tokens(prompt)
-            if n + first.sampling.max_tokens > limit:
+            max_tokens = first.sampling.max_tokens
+            if max_tokens is None and n + 1 > limit:
+                raise PromptTooLongError(
+                    f"call {call.id!r}: prompt of {n} tokens leaves no room to generate in the "
+                    f"context window of {limit} tokens"
+                )
+            if max_tokens is not None and n + max_tokens > limit:
                 raise PromptTooLongError(
                     f"call {call.id!r}: prompt of {n} tokens + max_tokens "
-                    f"{first.sampling.max_tokens} exceeds the context window of {limit} tokens"
+                    f"{max_tokens} exceeds the context window of {limit} tokens"
                 )

@@ -35,7 +35,7 @@ from parrot_integrations.protocol.openai import (
     Usage,
 )
 
-from .core.engine_client import EngineClient, OutputStream
+from .core.engine_client import EngineClient, OutputStream, default_max_tokens
 from .core.errors import NotFoundError
 from .core.metrics import Metrics
 from .core.objective import priority_of
@@ -181,21 +181,11 @@ class OpenAIService:
         return Model(id=self._model(name), created=self.created)
 
     # -- submission ---------------------------------------------------------------------------
-    async def _default_max_tokens(self, prompt: str | list[int]) -> int:
-        """No limit given: the reply may run to the end of the context window (as OpenAI's),
-        where the engine stops it with finish_reason "length". A KV pool smaller than the
-        window caps it too (the engine refuses a request that cannot fit the pool)."""
-        info = self.engine.info
-        if info.kv_pool_tokens >= info.max_context_len:
-            return info.max_context_len
-        n = len(prompt) if isinstance(prompt, list) else await self.engine.count_tokens(prompt)
-        return max(1, info.kv_pool_tokens - n)
-
     async def _start(self, req: SamplingRequest, prompt: str | list[int], rid: str) -> _Run:
         start = time.monotonic()
         objective = req.criteria.value if req.criteria else "none"
         try:
-            limit = req.max_new_tokens or await self._default_max_tokens(prompt)
+            limit = req.max_new_tokens or await default_max_tokens(self.engine, prompt)
             sampling = to_sampling_params(req, limit)
             stream = await self.engine.submit(
                 prompt, sampling, rid=rid, priority=priority_of(req.criteria), app=req.session_id

@@ -163,10 +163,19 @@ def test_batch_runs_on_one_loop(chat):
     assert threads == {threading.get_ident()}
     assert not chat._aclients  # the private loop's client was closed with it
 
-    singles = [chat.invoke(i).content for i in inputs]
-    assert [m.content for m in out] == singles  # same answers as one by one
+    singles = [chat.invoke(i) for i in inputs]
+    assert [m.content for m in out] == [m.content for m in singles]  # same as one by one
     again = asyncio.run(chat.abatch(inputs))
-    assert [m.content for m in again] == singles
+    assert [m.content for m in again] == [m.content for m in singles]
+    # Usage, finish reason and model name as /v1 reports them (both read the warm cache).
+    again_singles = [chat.invoke(i) for i in inputs]
+
+    def meta(m: AIMessage) -> tuple:
+        r = m.response_metadata
+        return m.usage_metadata, r["finish_reason"], r["model_name"], r["token_usage"]
+
+    assert [meta(m) for m in again] == [meta(m) for m in again_singles]
+    assert all(m.usage_metadata["input_token_details"]["cache_read"] > 0 for m in again)
 
 
 @pytest.mark.slow
@@ -264,6 +273,21 @@ def test_llm_batch_and_async(llm):
     singles = [llm.invoke(p) for p in prompts]
     assert llm.batch(prompts) == singles
     assert asyncio.run(llm.abatch(prompts)) == singles
+    # A batch (one native program) reports what one /v1 request per prompt reports.
+    batched = llm.generate(prompts)
+    one_by_one = [llm.generate([p]) for p in prompts]
+    assert [g[0].generation_info for g in batched.generations] == [
+        r.generations[0][0].generation_info for r in one_by_one
+    ]
+    assert batched.generations[0][0].generation_info["usage"]["completion_tokens"] > 0
+    total = batched.llm_output["token_usage"]
+    assert total["completion_tokens"] == sum(
+        r.llm_output["token_usage"]["completion_tokens"] for r in one_by_one
+    )
+    assert total["cached_tokens"] == sum(
+        r.llm_output["token_usage"]["cached_tokens"] for r in one_by_one
+    )
+    assert batched.llm_output["model_name"] == one_by_one[0].llm_output["model_name"]
 
     async def stream():
         return [c async for c in llm.astream(prompts[0])]

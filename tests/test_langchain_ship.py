@@ -44,11 +44,19 @@ class Requests:
         return sum(1 for m, p in self.seen if m == method and p.endswith(suffix))
 
 
+def metadata(message: AIMessage) -> tuple:
+    """What a chat answer reports besides its text: usage, finish reason, model name."""
+    meta = message.response_metadata
+    return message.usage_metadata, meta.get("finish_reason"), meta.get("model_name")
+
+
 class Events(BaseCallbackHandler):
-    """What tracing sees: model starts/ends (prompt texts, generated text) and chain runs."""
+    """What tracing sees: model starts/ends (prompt texts, generated text, usage and finish
+    reason) and chain runs."""
 
     def __init__(self) -> None:
         self.models: list[tuple[str, object]] = []
+        self.metas: list[tuple] = []
         self.chains: list[str] = []
 
     def on_chat_model_start(self, serialized, messages, **kw):
@@ -58,7 +66,10 @@ class Events(BaseCallbackHandler):
         self.models.append(("start", prompts))
 
     def on_llm_end(self, response, **kw):
-        self.models.append(("end", response.generations[0][0].text))
+        generation = response.generations[0][0]
+        self.models.append(("end", generation.text))
+        if hasattr(generation, "message"):
+            self.metas.append(metadata(generation.message))
 
     def on_chain_start(self, serialized, inputs, **kw):
         if kw.get("parent_run_id") is None:
@@ -125,7 +136,10 @@ def test_native_call_mapping_and_refusals():
 
     two_turns = [HumanMessage("hi"), AIMessage("hello"), HumanMessage("and?")]
     assert "messages ['user', 'assistant', 'user']" in reason(llm, two_turns)
-    assert "max_tokens is unset" in reason(ChatParrot(), [HumanMessage("x")])
+    # max_tokens unset (ChatParrot's default): the native "to the end of the window".
+    assert (
+        _native.chat_call(ChatParrot(), [HumanMessage("x")], None, {}).sampling.max_tokens is None
+    )
     assert "model='other'" in reason(llm, [HumanMessage("x")], model="other")
     assert "session_id" in reason(llm, [HumanMessage("x")], session_id="s")
     assert "invalid request" in reason(llm, [HumanMessage("x")], temperature=9)
@@ -313,24 +327,29 @@ def test_callbacks_fire_for_each_shipped_model_call(server_url):
     # The same model events (real prompts, generated texts), in dependency order.
     assert shipped.models == plain.models and len(plain.models) == 4
     assert shipped.chains == ["start app", "end"]
+    # With the usage /v1 reports: compared with a plain run on the same (warm) prefix cache.
+    warm = Events()
+    assert chain.invoke(x, config={"callbacks": [warm]}) == out
+    assert shipped.metas == warm.metas and len(warm.metas) == 2
+    assert all(m[0] is not None and m[1] in ("stop", "length") and m[2] for m in warm.metas)
 
     class AsyncEvents(AsyncCallbackHandler):
         raise_error = True  # the assert below fails the test, not just a log line
 
         def __init__(self) -> None:
             self.models: list[tuple[str, object]] = []
+            self.metas: list[tuple] = []
 
         async def on_chat_model_start(self, serialized, messages, **kw):
             self.models.append(("start", [m.content for m in messages[0]]))
 
         async def on_llm_end(self, response, **kw):
-            usage = response.generations[0][0].message.usage_metadata
             self.models.append(("end", response.generations[0][0].text))
-            assert usage is None  # the native API reports no token usage (docs/langchain.md)
+            self.metas.append(metadata(response.generations[0][0].message))
 
     events = AsyncEvents()
     assert asyncio.run(ship(chain).ainvoke(x, config={"callbacks": [events]})) == out
-    assert events.models == plain.models
+    assert events.models == plain.models and events.metas == warm.metas
 
 
 # -- batches as one task group ------------------------------------------------------------------
@@ -363,7 +382,13 @@ def test_chat_batch_is_one_program(server_url):
     assert sorted(r for r in requests if r.startswith("end")) == sorted(
         f"end {singles[k]}" for k in (0, 2)
     )
-    assert [m.content for m in llm.batch(prompts)] == singles
+    batched = llm.batch(prompts)
+    assert [m.content for m in batched] == singles
+    # The metadata /v1 gives (same prompts, same warm prefix cache), no /v1 response id.
+    again = [llm.invoke(p) for p in prompts]
+    assert [metadata(m) for m in batched] == [metadata(m) for m in again]
+    assert all(m.usage_metadata["input_token_details"]["cache_read"] > 0 for m in batched)
+    assert batched[0].response_metadata["token_usage"] == again[0].response_metadata["token_usage"]
 
 
 @pytest.mark.slow
@@ -390,3 +415,32 @@ def test_llm_batch_is_one_program(server_url):
     assert llm.batch(prompts) == singles
     assert requests.count("POST", "/programs") == 1 and requests.count("POST", "/completions") == 0
     assert asyncio.run(llm.abatch(prompts)) == singles
+
+
+@pytest.mark.slow
+def test_default_max_tokens_ships_and_batches(server_url):
+    """ChatParrot's default max_tokens=None (to the end of the context window) is a native
+    call too: shipped and batched answers equal /v1's, metadata included. The prompt makes the
+    model stop by itself after a few tokens."""
+    llm = ChatParrot(base_url=server_url, temperature=0)
+    assert llm.max_tokens is None
+    chain = ChatPromptTemplate.from_messages([("human", "Answer with one word: {q}")]) | llm
+    x = {"q": "what colour is the sky?"}
+    plain = chain.invoke(x)
+    assert plain.response_metadata["finish_reason"] == "stop"
+    requests = Requests(llm)
+    shipped = ship(chain).invoke(x)
+    assert requests.count("POST", "/programs") == 1
+    assert not any(p.startswith("/v1/") for _, p in requests.seen)
+    again = chain.invoke(x)  # the same warm prefix cache as the shipped call
+    assert shipped.content == plain.content == again.content
+    assert metadata(shipped) == metadata(again)
+    assert shipped.response_metadata["token_usage"] == again.response_metadata["token_usage"]
+    questions = ["Answer with one word: what colour is the sky?", "Answer with one word: 2+2?"]
+    for q in questions:  # warm the prefix cache, so both paths below read the same from it
+        llm.invoke(q)
+    batched = asyncio.run(llm.abatch(questions))
+    singles = [llm.invoke(q) for q in questions]
+    assert all("id" not in m.response_metadata for m in batched)  # native: no /v1 response id
+    assert [m.content for m in batched] == [m.content for m in singles]
+    assert [metadata(m) for m in batched] == [metadata(m) for m in singles]

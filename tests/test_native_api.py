@@ -148,6 +148,14 @@ def test_declared_task_group_shows_in_call_info(client, session):
         ),
         ({"calls": [step("a", None, "o", "x", temperature=-1)]}, 400, "temperature"),
         ({"calls": [step("a", None, "o", "x", max_tokens=0)]}, 400, "max_tokens"),
+        (  # max_tokens unset: only the prompt must fit, and this one does not
+            {
+                "variables": [{"id": "big", "value": "word " * 3000}],
+                "calls": [step("a", "big", "o", "Read:", max_tokens=None)],
+            },
+            400,
+            "leaves no room to generate in the context window",
+        ),
         ({"calls": [step("a", None, "o", "x", top_p=0)]}, 400, "top_p"),
         ({"calls": [{"template": "{{output:o}}", "outputs": {}}]}, 400, "bindings"),
         ({"calls": [], "unknown_field": 1}, 400, "unknown_field"),
@@ -301,3 +309,87 @@ def test_chat_call_with_system_turn_equals_the_openai_chat_answer(server_url, cl
     assert native["value"] == openai["choices"][0]["message"]["content"]
     bad = call | {"chat": False, "outputs": {"a": {"var": "b"}}}
     assert "needs chat" in error_of(client.post(f"/sessions/{session}/calls", json=bad))
+
+
+# -- usage and unset max_tokens -----------------------------------------------------------------
+def _read(client, session: str, var: str) -> dict:
+    state = client.get(f"/sessions/{session}/variables/{var}", params={"timeout": 120}).json()
+    assert state["status"] == "ready", state
+    return state
+
+
+def test_produced_variables_report_usage_as_v1_does(server_url, client, session):
+    """A call's output carries its usage (as /v1 counts it) and finish reason; a repeated
+    prompt is served from the prefix cache; a client's value has no usage."""
+    prompt = "Count slowly: one, two, three,"
+    five = {"max_tokens": 5, "ignore_eos": True}  # exactly 5 tokens generated
+    program = {
+        "variables": [{"id": "n", "value": "three"}],
+        "calls": [step("c1", None, "o1", prompt, **five)],
+    }
+    assert client.post(f"/sessions/{session}/programs", json=program).status_code == 201
+    first = _read(client, session, "o1")
+    model = httpx.get(server_url + "/health").json()["model"]
+    usage = first["usage"]
+    assert usage["completion_tokens"] == 5 and usage["finish_reason"] == "length"
+    assert usage["prompt_tokens"] > 0 and usage["model"] == model
+    # The same prompt through /v1/completions: the same text and the same counts.
+    body = {"prompt": prompt + "\nAnswer: ", "temperature": 0, **five}
+    v1 = httpx.post(server_url + "/v1/completions", json=body, timeout=60).json()
+    assert v1["choices"][0]["text"] == first["value"]
+    assert (v1["usage"]["prompt_tokens"], v1["usage"]["completion_tokens"]) == (
+        usage["prompt_tokens"],
+        5,
+    )
+    # Repeated in a new call: all but the last prompt token come from the cache.
+    assert client.post(
+        f"/sessions/{session}/calls", json=step("c2", None, "o2", prompt, **five)
+    ).is_success
+    again = _read(client, session, "o2")["usage"]
+    assert 0 < again["prompt_tokens"] - 1 <= again["cached_tokens"]
+    assert again["completion_tokens"] == 5
+    assert client.get(f"/sessions/{session}/variables/n").json()["usage"] is None
+    # A reply that ends by itself says "stop"; the stream's last event has the usage too.
+    call = {
+        "template": "Answer with one word: what colour is the sky?{{output:a}}",
+        "outputs": {"a": {"var": "a", "sampling": {"max_tokens": None, "temperature": 0}}},
+        "chat": True,
+    }
+    assert client.post(f"/sessions/{session}/calls", json=call).is_success
+    with client.stream("GET", f"/sessions/{session}/variables/a/stream") as resp:
+        events = [json.loads(x[6:]) for x in resp.iter_lines() if x.startswith("data: {")]
+    done = events[-1]
+    assert done["done"] and done["usage"]["finish_reason"] == "stop"
+    assert done["usage"]["completion_tokens"] < 64  # stopped by itself, well before the window
+    assert done["usage"] == _read(client, session, "a")["usage"]
+
+
+@pytest.mark.slow
+def test_unset_max_tokens_runs_to_the_end_of_the_window(server_url, client, session):
+    """max_tokens=None: the limit is the window (2048 here, the pool is larger) less the
+    prompt and one token (what an SGLang worker accepts), the same rule as /v1's default."""
+    text = "word " * 2030  # close to the window: few tokens left to generate
+    program = {
+        "variables": [{"id": "doc", "value": text}],
+        "calls": [
+            {
+                "template": "{{input:doc}}{{output:o}}",
+                "inputs": {"doc": "doc"},
+                "outputs": {
+                    "o": {
+                        "var": "o",
+                        "sampling": {"max_tokens": None, "temperature": 0, "ignore_eos": True},
+                    }
+                },
+            }
+        ],
+    }
+    assert client.post(f"/sessions/{session}/programs", json=program).status_code == 201
+    state = _read(client, session, "o")
+    usage = state["usage"]
+    assert usage["finish_reason"] == "length"
+    assert usage["prompt_tokens"] + usage["completion_tokens"] == 2048 - 1
+    body = {"prompt": text, "temperature": 0, "ignore_eos": True}  # no max_tokens
+    v1 = httpx.post(server_url + "/v1/completions", json=body, timeout=120).json()
+    assert v1["choices"][0]["text"] == state["value"]
+    assert v1["usage"]["completion_tokens"] == usage["completion_tokens"]

@@ -69,6 +69,30 @@ def test_a_single_call_streams_and_matches_get(client):
         streamed = "".join(out.stream())
         assert streamed.strip()
         assert out.get() == streamed
+        assert out.usage is not None and 0 < out.usage.completion_tokens <= 12  # from the stream
+        assert out.usage.finish_reason in ("stop", "length")
+
+
+def test_usage_after_get_and_unset_max_tokens(client):
+    """`.usage` once read (None for a client's value); `max_tokens=None`: the model may write
+    to the end of the context window, and here stops by itself."""
+    sky = SemanticFunction(
+        "Answer with one word: what colour is the sky?{{output:a}}",
+        chat=True,
+        max_tokens=None,
+        temperature=0.0,
+    )
+    with client.session() as s:
+        country = s.variable("France")
+        answer = capital(s, country=country)
+        assert answer.usage is None  # not read yet
+        answer.get(timeout=120)
+        assert answer.usage.prompt_tokens > 0 and answer.usage.model
+        country_state = client.get_variable(s.id, country.id)
+        assert country_state.usage is None
+        word = sky(s)
+        assert word.get(timeout=120).strip()
+        assert word.usage.finish_reason == "stop"
 
 
 def test_an_input_set_later_releases_its_consumer(client):

@@ -13,9 +13,11 @@ from langchain_core.messages import (
     SystemMessage,
 )
 from langchain_core.messages.ai import InputTokenDetails, UsageMetadata
+from langchain_core.outputs import ChatGeneration, ChatResult, Generation, LLMResult
 
 from ..errors import InvalidRequestError
-from ..protocol.openai import ChatCompletion, ChatCompletionChunk, Usage
+from ..protocol.native import OutputUsage
+from ..protocol.openai import ChatCompletion, ChatCompletionChunk, PromptTokensDetails, Usage
 
 PROVIDER = "parrot"
 
@@ -64,6 +66,16 @@ def messages_to_dicts(messages: list[BaseMessage]) -> list[dict[str, Any]]:
 
 
 # -- response -> outputs ------------------------------------------------------------------------
+def native_usage(usage: OutputUsage) -> Usage:
+    """A native output's usage in `/v1`'s shape, so both paths report it alike."""
+    return Usage(
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        total_tokens=usage.prompt_tokens + usage.completion_tokens,
+        prompt_tokens_details=PromptTokensDetails(cached_tokens=usage.cached_tokens),
+    )
+
+
 def usage_metadata(usage: Usage) -> UsageMetadata:
     return UsageMetadata(
         input_tokens=usage.prompt_tokens,
@@ -82,16 +94,66 @@ def token_usage(usage: Usage | None) -> dict[str, Any]:
 
 def ai_message(response: ChatCompletion) -> AIMessage:
     choice = response.choices[0]
+    return answer_message(
+        choice.message.content or "",
+        response.model,
+        choice.finish_reason,
+        response.usage,
+        response.id,
+    )
+
+
+def answer_message(
+    text: str, model: str | None, finish_reason: str | None, usage: Usage | None, rid: str | None
+) -> AIMessage:
+    """A chat answer as `/v1` reports it; a native answer has no response id (LangChain gives
+    the message its run id)."""
+    metadata: dict[str, Any] = {
+        "model_name": model,
+        "finish_reason": finish_reason,
+        "model_provider": PROVIDER,
+    }
+    if rid is not None:
+        metadata["id"] = rid
     return AIMessage(
-        content=choice.message.content or "",
-        id=response.id,
-        usage_metadata=usage_metadata(response.usage) if response.usage else None,
-        response_metadata={
-            "model_name": response.model,
-            "finish_reason": choice.finish_reason,
-            "model_provider": PROVIDER,
-            "id": response.id,
-        },
+        content=text,
+        id=rid,
+        usage_metadata=usage_metadata(usage) if usage else None,
+        response_metadata=metadata,
+    )
+
+
+def chat_result(message: AIMessage, usage: Usage | None, rid: str | None = None) -> ChatResult:
+    """One answer as the chat model's result: the finish reason in `generation_info`, OpenAI's
+    `token_usage` and the model name in `llm_output`."""
+    meta = message.response_metadata
+    generation = ChatGeneration(
+        message=message, generation_info={"finish_reason": meta.get("finish_reason")}
+    )
+    llm_output: dict[str, Any] = {
+        "token_usage": token_usage(usage),
+        "model_name": meta.get("model_name"),
+    }
+    if rid is not None:
+        llm_output["id"] = rid
+    return ChatResult(generations=[generation], llm_output=llm_output)
+
+
+def llm_result(answers: list[tuple[str, str | None, Usage | None]], model: str | None) -> LLMResult:
+    """(text, finish reason, usage) per prompt as the completion model's result: usage summed
+    over the prompts, as OpenAI's LLM does, and per generation in `generation_info`."""
+    total = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0, "cached_tokens": 0}
+    generations = []
+    for text, finish_reason, usage in answers:
+        info: dict[str, Any] = {"finish_reason": finish_reason}
+        if usage:
+            for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
+                total[key] += getattr(usage, key)
+            total["cached_tokens"] += usage.prompt_tokens_details.cached_tokens
+            info["usage"] = usage.model_dump()
+        generations.append([Generation(text=text, generation_info=info)])
+    return LLMResult(
+        generations=generations, llm_output={"token_usage": total, "model_name": model}
     )
 
 

@@ -66,7 +66,7 @@ class ChatBatch:
         with mapped_errors():
             var = await self.outputs[index]
             text = await var.aget(criteria=self.model.criteria)
-        return _native.chat_result(text)
+        return _native.chat_result(text, var.usage)
 
     def leave(self, index: int) -> None:
         if index in self.settled:
@@ -191,8 +191,8 @@ def complete(model: Any, prompts: list[str], stop: Any, kwargs: dict) -> LLMResu
         with lease.session.program() as program:
             outputs = [c.add_to(program, task_group=group) for c in calls]
         lease.added += len(program.variables) + len(program.calls)
-        texts = [v.get(criteria=model.criteria) for v in outputs]
-    return _native.llm_result(texts)
+        answers = [(v.get(criteria=model.criteria), v.usage) for v in outputs]
+    return _native.llm_result(answers)
 
 
 async def acomplete(model: Any, prompts: list[str], stop: Any, kwargs: dict) -> LLMResult | None:
@@ -205,4 +205,4 @@ async def acomplete(model: Any, prompts: list[str], stop: Any, kwargs: dict) -> 
             outputs = [c.add_to(program, task_group=group) for c in calls]
         lease.added += len(program.variables) + len(program.calls)
         texts = await asyncio.gather(*(v.aget(criteria=model.criteria) for v in outputs))
-    return _native.llm_result(list(texts))
+    return _native.llm_result([(t, v.usage) for t, v in zip(texts, outputs, strict=True)])

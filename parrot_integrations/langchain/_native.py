@@ -11,10 +11,9 @@ validation as a `/v1` request), then translated:
   conversation (several human/ai turns, a history) is refused: a native call's assistant turns
   are its own outputs, so earlier, fixed answers cannot be expressed.
 - completion: the prompt text is the template of a plain (`chat=False`) call.
-- sampling: the fields `/v1` maps to the engine, mapped the same way (`top_p=0` is greedy).
-  `max_tokens` unset is refused: through `/v1` the answer may then run to the end of the
-  context window, which a native call cannot ask for (it requires a bound and the server
-  refuses a known prompt whose bound passes the window).
+- sampling: the fields `/v1` maps to the engine, mapped the same way (`top_p=0` is greedy;
+  `max_tokens` unset is the native `max_tokens=None`: to the end of the context window, the
+  limit the server computes for both APIs alike).
 
 Values produced by earlier calls of the same program appear in the text as stand-ins (see
 `StandIns`) and become `{{input:...}}` placeholders. Constant text containing `{{` or `}}`
@@ -34,17 +33,24 @@ from langchain_core.outputs import (
     ChatGeneration,
     ChatGenerationChunk,
     ChatResult,
-    Generation,
     LLMResult,
 )
 from pydantic import ValidationError
 
 from ..errors import ParrotError
-from ..protocol.native import CallSpec, Criteria, OutputBinding, SamplingOptions, VariableCreate
+from ..protocol.native import (
+    CallSpec,
+    Criteria,
+    OutputBinding,
+    OutputUsage,
+    SamplingOptions,
+    VariableCreate,
+)
 from ..protocol.openai import ChatCompletionRequest, CompletionRequest, SamplingRequest
 from ..semantic import SemanticVariable
 from ..template import TemplateError, parse_template
 from ..variable import new_id
+from . import _convert
 from ._convert import PROVIDER
 
 OUTPUT = "out"
@@ -150,18 +156,12 @@ class NativeCall:
 # -- translation --------------------------------------------------------------------------------
 def sampling(req: SamplingRequest) -> SamplingOptions:
     """The request's sampling as `/v1` maps it to the engine (server/openai_service.py)."""
-    limit = req.max_new_tokens
-    if limit is None:
-        raise NotNative(
-            "max_tokens is unset: through /v1 the answer may run to the end of the context "
-            "window, which a native call cannot ask for; set max_tokens to ship this call"
-        )
     top_p = 1.0 if req.top_p is None else req.top_p
     top_k = -1 if req.top_k is None else req.top_k
     if top_p == 0:  # OpenAI's top_p=0 keeps only the most likely token
         top_p, top_k = 1.0, 1
     return SamplingOptions(
-        max_tokens=limit,
+        max_tokens=req.max_new_tokens,  # None: to the end of the context window, as /v1
         temperature=1.0 if req.temperature is None else req.temperature,
         top_p=top_p,
         top_k=top_k,
@@ -251,23 +251,54 @@ def completion_call(
 
 
 # -- answers ------------------------------------------------------------------------------------
-# The native API reports a call's text only: no token usage, no finish reason (see
-# docs/langchain.md), so those stay unset rather than guessed.
-def chat_result(text: str) -> ChatResult:
-    message = AIMessage(content=text, response_metadata={"model_provider": PROVIDER})
-    return ChatResult(generations=[ChatGeneration(message=message)])
+# A produced variable carries its usage (`SemanticVariable.usage` once read): the answers get
+# the metadata `/v1` gives, less the response id (LangChain gives a message its run id).
+def chat_result(text: str, usage: OutputUsage | None) -> ChatResult:
+    if usage is None:  # not produced by a call (cannot happen for a call's output)
+        message = AIMessage(content=text, response_metadata={"model_provider": PROVIDER})
+        return ChatResult(generations=[ChatGeneration(message=message)])
+    wire = _convert.native_usage(usage)
+    message = _convert.answer_message(text, usage.model, usage.finish_reason, wire, None)
+    return _convert.chat_result(message, wire)
+
+
+def chat_message(text: str, usage: OutputUsage | None) -> AIMessage:
+    """The answer as the model's `invoke` returns it, for a message that skips LangChain's
+    generate (a shipped answer read directly): `llm_output` and `generation_info` merged into
+    its response metadata, as LangChain merges them."""
+    result = chat_result(text, usage)
+    generation = result.generations[0]
+    message = generation.message
+    metadata = {
+        **(result.llm_output or {}),
+        **(generation.generation_info or {}),
+        **message.response_metadata,
+    }
+    return message.model_copy(update={"response_metadata": metadata})
 
 
 def chat_chunks(result: ChatResult) -> Iterator[ChatGenerationChunk]:
-    """A whole answer as a stream: its text, then the closing chunk with the metadata."""
-    text = result.generations[0].message.text
-    if text:
-        yield ChatGenerationChunk(message=AIMessageChunk(content=text))
+    """A whole answer as a stream: its text, then the closing chunk with the usage and
+    metadata (once, as a `/v1` stream's last chunk)."""
+    message = result.generations[0].message
+    if message.text:
+        yield ChatGenerationChunk(message=AIMessageChunk(content=message.text))
     last = AIMessageChunk(
-        content="", response_metadata={"model_provider": PROVIDER}, chunk_position="last"
+        content="",
+        usage_metadata=getattr(message, "usage_metadata", None),
+        response_metadata=message.response_metadata,
+        chunk_position="last",
     )
-    yield ChatGenerationChunk(message=last)
+    yield ChatGenerationChunk(message=last, generation_info=result.generations[0].generation_info)
 
 
-def llm_result(texts: list[str]) -> LLMResult:
-    return LLMResult(generations=[[Generation(text=t)] for t in texts], llm_output={})
+def llm_result(answers: list[tuple[str, OutputUsage | None]]) -> LLMResult:
+    """(text, usage) per prompt, reported as `/v1/completions` answers are."""
+    model = next((u.model for _, u in answers if u is not None), None)
+    return _convert.llm_result(
+        [
+            (text, u.finish_reason if u else None, _convert.native_usage(u) if u else None)
+            for text, u in answers
+        ],
+        model,
+    )

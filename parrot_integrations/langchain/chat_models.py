@@ -8,7 +8,7 @@ from typing import Any
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput
 from langchain_core.messages import BaseMessage
-from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.config import get_config_list
 from pydantic import AliasChoices, ConfigDict, Field
@@ -96,17 +96,7 @@ class ChatParrot(ParrotBase, BaseChatModel):
     @staticmethod
     def _result(response: ChatCompletion) -> ChatResult:
         message = _convert.ai_message(response)
-        generation = ChatGeneration(
-            message=message, generation_info={"finish_reason": response.choices[0].finish_reason}
-        )
-        return ChatResult(
-            generations=[generation],
-            llm_output={
-                "token_usage": _convert.token_usage(response.usage),
-                "model_name": response.model,
-                "id": response.id,
-            },
-        )
+        return _convert.chat_result(message, response.usage, response.id)
 
     # -- generation ---------------------------------------------------------------------------
     def _generate(

@@ -8,7 +8,7 @@ from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseLLM, LangSmithParams
-from langchain_core.outputs import Generation, GenerationChunk, LLMResult
+from langchain_core.outputs import GenerationChunk, LLMResult
 from pydantic import AliasChoices, ConfigDict, Field
 
 from ..protocol.openai import Completion, CompletionRequest
@@ -80,21 +80,8 @@ class ParrotLLM(ParrotBase, BaseLLM):
     @staticmethod
     def _result(responses: list[Completion]) -> LLMResult:
         """One generation per prompt; usage summed over the prompts, as OpenAI's LLM does."""
-        total = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0, "cached_tokens": 0}
-        generations = []
-        for r in responses:
-            choice = r.choices[0]
-            info = {"finish_reason": choice.finish_reason}
-            if r.usage:
-                for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
-                    total[key] += getattr(r.usage, key)
-                total["cached_tokens"] += r.usage.prompt_tokens_details.cached_tokens
-                info["usage"] = r.usage.model_dump()
-            generations.append([Generation(text=choice.text, generation_info=info)])
-        model = responses[0].model if responses else None
-        return LLMResult(
-            generations=generations, llm_output={"token_usage": total, "model_name": model}
-        )
+        answers = [(r.choices[0].text, r.choices[0].finish_reason, r.usage) for r in responses]
+        return _convert.llm_result(answers, responses[0].model if responses else None)
 
     # -- generation ---------------------------------------------------------------------------
     def _generate(

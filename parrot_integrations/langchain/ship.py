@@ -180,10 +180,10 @@ class _Run:
         self.lease.added += len(self.program.variables) + calls
         log.debug("%s: program %d submitted (%d calls)", self.shipped.name, self.programs, calls)
 
-    def _answer(self, leaf: Any, text: str) -> Any:
+    def _answer(self, leaf: Any, var: SemanticVariable, text: str) -> Any:
         if isinstance(leaf, Message):
             if leaf.call.answer is None:
-                leaf.call.answer = _native.chat_result(text).generations[0].message
+                leaf.call.answer = _native.chat_message(text, var.usage)
             return leaf.call.answer
         return text
 
@@ -234,7 +234,7 @@ class _Run:
             if isinstance(leaf, (Text, Message)):
                 var = leaf.var if isinstance(leaf, Text) else leaf.call.output
                 with mapped_errors():
-                    return self._answer(leaf, var.get(criteria=self.criteria))
+                    return self._answer(leaf, var, var.get(criteria=self.criteria))
             return leaf
 
         return map_leaves(request.value, read)
@@ -267,7 +267,7 @@ class _Run:
         async def read(leaf: Any) -> Any:
             var = leaf.var if isinstance(leaf, Text) else leaf.call.output
             with mapped_errors():
-                return self._answer(leaf, await var.aget(criteria=self.criteria))
+                return self._answer(leaf, var, await var.aget(criteria=self.criteria))
 
         values = dict(zip(map(id, found), await asyncio.gather(*map(read, found)), strict=True))
         return map_leaves(request.value, lambda x: values.get(id(x), x))
@@ -293,17 +293,21 @@ class _Replay:
         return self.call.output
 
     def chat(self, model: Any, messages: Any, stop: Any, kwargs: dict) -> ChatResult:
+        var = self._var()
         with mapped_errors():
-            return _native.chat_result(self._var().get(criteria=self.criteria))
+            return _native.chat_result(var.get(criteria=self.criteria), var.usage)
 
     async def achat(self, model: Any, messages: Any, stop: Any, kwargs: dict) -> ChatResult:
+        var = self._var()
         with mapped_errors():
-            return _native.chat_result(await self._var().aget(criteria=self.criteria))
+            return _native.chat_result(await var.aget(criteria=self.criteria), var.usage)
 
     def complete(self, model: Any, prompts: Any, stop: Any, kwargs: dict) -> LLMResult:
+        var = self._var()
         with mapped_errors():
-            return _native.llm_result([self._var().get(criteria=self.criteria)])
+            return _native.llm_result([(var.get(criteria=self.criteria), var.usage)])
 
     async def acomplete(self, model: Any, prompts: Any, stop: Any, kwargs: dict) -> LLMResult:
+        var = self._var()
         with mapped_errors():
-            return _native.llm_result([await self._var().aget(criteria=self.criteria)])
+            return _native.llm_result([(await var.aget(criteria=self.criteria), var.usage)])

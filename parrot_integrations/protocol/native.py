@@ -11,6 +11,7 @@ variable. The SDK makes them with uuid4.
 from __future__ import annotations
 
 import enum
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -40,7 +41,13 @@ class _Strict(BaseModel):
 class SamplingOptions(_Strict):
     """How one output is generated (OpenAI names; the server maps them to the engine's)."""
 
-    max_tokens: int = Field(128, ge=1, description="most tokens generated for this output")
+    max_tokens: int | None = Field(
+        128,
+        ge=1,
+        description="most tokens generated for this output; None: until the end of the "
+        "context window (the window, or the engine's KV pool if smaller, less the prompt and "
+        "one token; the limit /v1 uses when max_tokens is unset)",
+    )
     temperature: float = Field(1.0, ge=0.0, le=2.0, description="0 means greedy")
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     top_k: int = Field(-1, ge=-1, description="-1: no top-k cut")
@@ -77,22 +84,43 @@ class VariableSet(_Strict):
     value: str
 
 
+class OutputUsage(BaseModel):
+    """How the server generated a variable's value (OpenAI's usage fields and finish reason,
+    counted as `/v1` counts them)."""
+
+    prompt_tokens: int = Field(description="tokens of the rendered prompt of this output")
+    completion_tokens: int = Field(description="tokens generated")
+    cached_tokens: int = Field(
+        description="prompt tokens served from the prefix (radix) cache, not computed"
+    )
+    finish_reason: Literal["stop", "length"] = Field(
+        description='"stop" (end of sequence, a stop string) or "length" (max_tokens or the '
+        "context window)"
+    )
+    model: str | None = Field(None, description="the served model's name (as /v1/models)")
+
+
 class VariableState(BaseModel):
     id: str
     status: VariableStatus
     value: str | None = None
     error: str | None = None
     producer: str | None = None  # id of the call that writes it
+    usage: OutputUsage | None = Field(
+        None, description="set once a call produced the value; None for values set by clients"
+    )
 
 
 class VariableChunk(BaseModel):
     """One server-sent event of `GET .../variables/{id}/stream`: text appended since the last
-    event; the last event has `done=true` (and `error` if the producer failed)."""
+    event; the last event has `done=true` (and `error` if the producer failed, or `usage` if a
+    call produced the value)."""
 
     id: str
     delta: str = ""
     done: bool = False
     error: str | None = None
+    usage: OutputUsage | None = None
 
 
 # -- calls and programs -------------------------------------------------------------------------

@@ -15,13 +15,18 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from parrot_integrations.protocol.native import CallStatus, SamplingOptions, VariableStatus
+from parrot_integrations.protocol.native import (
+    CallStatus,
+    OutputUsage,
+    SamplingOptions,
+    VariableStatus,
+)
 from parrot_integrations.template import SegmentKind
 
 from ..engine.errors import EngineError, EngineOverloadedError
-from ..engine.request import FinishKind
+from ..engine.request import FinishKind, RequestOutput
 from ..engine.sampling_params import SamplingParams
-from .engine_client import EngineClient, Submission
+from .engine_client import EngineClient, Submission, default_max_tokens
 from .graph import Call, Graph
 from .metrics import Metrics
 from .objective import priority_of
@@ -43,10 +48,12 @@ class CallFailed(Exception):
     """A call ends without its outputs; the message becomes their error."""
 
 
-def to_sampling_params(opts: SamplingOptions) -> SamplingParams:
-    """Wire sampling options -> engine parameters (raises InvalidRequestError when invalid)."""
+def to_sampling_params(opts: SamplingOptions, unset_max_tokens: int = 1) -> SamplingParams:
+    """Wire sampling options -> engine parameters (raises InvalidRequestError when invalid).
+    `unset_max_tokens` is the limit of an output with `max_tokens=None`, which depends on its
+    prompt (`default_max_tokens`)."""
     return SamplingParams(
-        max_new_tokens=opts.max_tokens,
+        max_new_tokens=opts.max_tokens if opts.max_tokens is not None else unset_max_tokens,
         temperature=opts.temperature,
         top_p=opts.top_p,
         top_k=opts.top_k,
@@ -215,15 +222,18 @@ class Executor:
             for k, binding in enumerate(call.outputs.values()):
                 var = graph.variables[binding.var]
                 prompt = render_prompt(self.engine, lambda v: graph.variables[v].value, call, k)
-                sampling = to_sampling_params(binding.sampling)
+                unset = 1
+                if binding.sampling.max_tokens is None:  # to the end of the context window
+                    unset = await default_max_tokens(self.engine, prompt)
+                sampling = to_sampling_params(binding.sampling, unset)
                 rid = f"{session.id}.{call.id}.{k}"
                 sub = Submission(
                     prompt, sampling, rid, priority_of(call.objective), call.task_group, session.id
                 )
-                value, first = await self._generate(sub, var.append)
+                value, first, last = await self._generate(sub, var.append)
                 if ttft is None and first is not None:
                     ttft = first - call.submitted_at
-                var.set(value)
+                var.set(value, self._usage(last))
                 self.variable_settled(session, var)
             self._finish(session, call, CallStatus.DONE, None, ttft)
         except asyncio.CancelledError as exc:
@@ -237,12 +247,16 @@ class Executor:
 
     async def _generate(
         self, sub: Submission, on_delta: Callable[[str], None]
-    ) -> tuple[str, float | None]:
+    ) -> tuple[str, float | None, RequestOutput]:
+        """The generated text, when its first text came, and the final output (finish reason
+        and token counts)."""
         stream = await self._submit(sub)
         parts: list[str] = []
         first: float | None = None
+        last: RequestOutput | None = None
         try:
             async for out in stream:
+                last = out
                 if out.new_text:
                     first = first or time.monotonic()
                     parts.append(out.new_text)
@@ -252,7 +266,19 @@ class Executor:
                     raise CallFailed(f"generation aborted: {reason.message}")
         finally:
             await stream.aclose()  # aborts the engine request if we leave early (cancel)
-        return "".join(parts), first
+        if last is None or last.finish_reason is None:
+            raise CallFailed("the engine's stream ended without a finish reason")
+        return "".join(parts), first, last
+
+    def _usage(self, last: RequestOutput) -> OutputUsage:
+        """The counts of the final output, with the finish reason named as /v1 names it."""
+        return OutputUsage(
+            prompt_tokens=last.prompt_tokens,
+            completion_tokens=last.completion_tokens,
+            cached_tokens=last.cached_tokens,
+            finish_reason="stop" if last.finish_reason.kind is FinishKind.STOP else "length",
+            model=self.engine.info.model,
+        )
 
     async def _submit(self, sub: Submission):
         deadline = time.monotonic() + OVERLOAD_RETRY_SECONDS

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-from parrot_integrations.protocol.native import VariableState, VariableStatus
+from parrot_integrations.protocol.native import OutputUsage, VariableState, VariableStatus
 
 
 class Variable:
@@ -16,6 +16,7 @@ class Variable:
         self.value = value
         self.error: str | None = None
         self.producer: str | None = None  # call id
+        self.usage: OutputUsage | None = None  # how its producer generated it
         self.consumers: list[str] = []  # call ids, in submission order
         self._parts: list[str] = []  # streamed text of the producer's generation so far
         self._changed = asyncio.Event()
@@ -31,6 +32,7 @@ class Variable:
             value=self.value,
             error=self.error,
             producer=self.producer,
+            usage=self.usage,
         )
 
     # -- writes (the executor, or a client's PUT) -----------------------------------------------
@@ -39,8 +41,8 @@ class Variable:
             self._parts.append(delta)
             self._notify()
 
-    def set(self, value: str) -> None:
-        self.status, self.value = VariableStatus.READY, value
+    def set(self, value: str, usage: OutputUsage | None = None) -> None:
+        self.status, self.value, self.usage = VariableStatus.READY, value, usage
         if "".join(self._parts) != value:  # a stream reader must end up with the exact value
             self._parts = [value]
         self._notify()
