@@ -116,11 +116,25 @@ def test_place_does_not_mutate_the_states():
 def test_affinity_wins_over_load():
     e1, e2 = engine("e1"), engine("e2")
     warm(e2, prompt(7, own=1))
-    busy(e2, 5)
+    busy(e2, 2)  # within the balance margin (balance_abs=2)
     (d,) = AppAwarePlacement().place([item(prompt(7, own=2))], [e1, e2])
     assert d.engine == "e2"
     assert d.expected_cached_tokens == 128
     assert d.reason.startswith("prefix affinity: 128 cached tokens on e2")
+
+
+def test_affinity_yields_to_a_large_imbalance():
+    """The cached engine runs 5 requests, the other none: a queue that long costs more than
+    prefilling the prefix again, so the idle engine takes it (and the reason says so)."""
+    e1, e2 = engine("e1"), engine("e2")
+    warm(e2, prompt(7, own=1))
+    busy(e2, 5)
+    (d,) = AppAwarePlacement().place([item(prompt(7, own=2))], [e1, e2])
+    assert d.engine == "e1"
+    assert "load imbalance (5 running vs 0)" in d.reason
+    # Balancing can be turned off: affinity then wins until the engine is overloaded.
+    (d,) = AppAwarePlacement(balance_abs=10**6).place([item(prompt(7, own=2))], [e1, e2])
+    assert d.engine == "e2"
 
 
 def test_affinity_ties_go_to_the_less_loaded():

@@ -245,7 +245,10 @@ class AppAwarePlacement(Placement):
        Trade-off: affinity comes first, but a latency item skips its affinity engine when that
        one runs `latency_batch_limit` requests or more and a lighter engine is free: prefilling
        the prefix again costs once, a big batch slows every one of its decode steps.
-    5. Everything overloaded: the least loaded engine anyway (engines queue; never an error).
+    5. Balance: affinity yields (for latency and unknown work) when its engine runs more than
+       `balance_abs` requests more than the lightest engine and `balance_rel` times as many: a
+       queue costs more than prefilling the prefix again (SGLang's router balances the same way).
+    6. Everything overloaded: the least loaded engine anyway (engines queue; never an error).
 
     Every `Decision.reason` names the rule and its numbers.
     """
@@ -256,6 +259,10 @@ class AppAwarePlacement(Placement):
         min_affinity_tokens: int = 32,  # two 16-token blocks: shorter matches save little
         high_watermark: float = 0.9,  # share of the KV pool placement may reserve on an engine
         latency_batch_limit: int = 8,  # a latency item's engine should run fewer than this
+        # Affinity yields to load balance when its engine runs more than `balance_abs` requests
+        # more than the lightest engine, and more than `balance_rel` times as many.
+        balance_abs: int = 2,
+        balance_rel: float = 1.5,
     ) -> None:
         if min_affinity_tokens < 1 or high_watermark <= 0 or latency_batch_limit < 1:
             raise ValueError(
@@ -264,6 +271,8 @@ class AppAwarePlacement(Placement):
         self.min_affinity_tokens = min_affinity_tokens
         self.high_watermark = high_watermark
         self.latency_batch_limit = latency_batch_limit
+        self.balance_abs = balance_abs
+        self.balance_rel = balance_rel
 
     def place(
         self, items: Sequence[PlacementItem], engines: Sequence[EngineState]
@@ -304,6 +313,19 @@ class AppAwarePlacement(Placement):
         light = [v for v in views if v.running < self.latency_batch_limit]
         return light or views
 
+    def _balanced(self, priority: int, views: list[_View]) -> list[_View]:
+        """Engines an item may take by affinity without unbalancing the pool: not those running
+        far more requests than the lightest one (a queue there costs more than prefilling the
+        prefix again elsewhere). Throughput work is packed on purpose: no balancing."""
+        if priority <= THROUGHPUT_PRIORITY or len(views) < 2:
+            return views
+        least = min(v.running for v in views)
+        return [
+            v
+            for v in views
+            if v.running - least <= self.balance_abs or v.running <= self.balance_rel * least
+        ]
+
     def _by_objective(self, priority: int, views: list[_View]) -> tuple[_View, str]:
         """The engine the objective prefers among `views` (all of which fit), and why."""
         if priority >= LATENCY_PRIORITY:
@@ -326,7 +348,7 @@ class AppAwarePlacement(Placement):
             return batch.assign(
                 item, v, f"{note}all engines overloaded: least loaded {v.describe()}"
             )
-        pool = self._latency_pool(item.priority, fit)
+        pool = self._balanced(item.priority, self._latency_pool(item.priority, fit))
         affine = [v for v in pool if cached[id(v)] >= self.min_affinity_tokens]
         if affine:
             v = min(affine, key=lambda v: (-cached[id(v)], v.load_key()))
@@ -337,7 +359,13 @@ class AppAwarePlacement(Placement):
         best = max(cands, key=lambda c: cached[id(c)])
         if cached[id(best)] >= self.min_affinity_tokens and best is not v:
             # Say why the cached prefix was not used: the user sees a cache miss otherwise.
-            busy = "overloaded" if best not in fit else f"batch >= {self.latency_batch_limit}"
+            busy = (
+                "overloaded"
+                if best not in fit
+                else f"batch >= {self.latency_batch_limit}"
+                if item.priority >= LATENCY_PRIORITY and best.running >= self.latency_batch_limit
+                else f"load imbalance ({best.running} running vs {v.running})"
+            )
             why += f"; prefix ({cached[id(best)]} tokens) on {best.state.name} skipped: {busy}"
         return batch.assign(item, v, note + why)
 
