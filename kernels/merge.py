@@ -14,6 +14,22 @@ from __future__ import annotations
 import torch
 
 
+def mix_outputs(
+    o_a: torch.Tensor, lse_a: torch.Tensor, o_b: torch.Tensor, lse_b: torch.Tensor
+) -> torch.Tensor:
+    """The output half of `merge_attention` (fp32), for callers that do not need the lse.
+
+    exp(lse_b - lse) = sigmoid(lse_b - lse_a): each weight is one op on an exact difference of
+    the inputs (accurate for huge lses), and this few-op form matters on CPU, where every
+    elementwise pass over a cold tensor costs as much as the arithmetic.
+    """
+    d = (lse_b.float() - lse_a.float()).unsqueeze(-1)
+    # nan only where both parts are empty (-inf - -inf): both weights 0, so o = 0 there.
+    w_b = torch.sigmoid(d).nan_to_num_(0.0)
+    w_a = torch.sigmoid(d.neg_()).nan_to_num_(0.0)
+    return torch.addcmul(o_a.float() * w_a, o_b.float(), w_b)
+
+
 def merge_attention(
     o_a: torch.Tensor, lse_a: torch.Tensor, o_b: torch.Tensor, lse_b: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -22,15 +38,8 @@ def merge_attention(
     o_a, o_b: [..., D] (any float dtype); lse_a, lse_b: [...] (natural log, -inf for an empty
     part). Returns (o [..., D] in o_a's dtype, lse [...] fp32).
     """
-    lse_a, lse_b = lse_a.float(), lse_b.float()
-    # Weights relative to the larger lse are exact differences of the inputs (accurate even for
-    # huge lse). Shift by 0 where both parts are empty, so exp never sees -inf - -inf = nan.
-    shift = torch.maximum(lse_a, lse_b).nan_to_num_(neginf=0.0)
-    w_a = torch.exp(lse_a - shift).unsqueeze(-1)
-    w_b = torch.exp(lse_b - shift).unsqueeze(-1)
-    total = w_a + w_b  # in [1, 2] unless both parts are empty, then 0
-    o = torch.addcmul(o_a.float() * w_a, o_b.float(), w_b).div_(total.clamp(min=1.0))
-    return o.to(o_a.dtype), shift + total.squeeze(-1).log()  # log(0) = -inf: both empty
+    o = mix_outputs(o_a, lse_a, o_b, lse_b)
+    return o.to(o_a.dtype), torch.logaddexp(lse_a.float(), lse_b.float())  # -inf: both empty
 
 
 def merge_partials(o: torch.Tensor, lse: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -8,6 +8,10 @@ Attention of request b over concat(prefix, suffix_b) is split at the prefix boun
   matrix-vector efficiency.
 * suffix part: a small padded batched attention per request, with causal masking.
 
+On CPU each part is one call of torch's fused flash-attention op (it returns the log-sum-exp the
+merge needs, and never writes the score matrix out); elsewhere, or without that op, each part
+is a few plain GEMMs and elementwise ops.
+
 The two parts are combined exactly with `merge_attention`. Internally everything is fp32;
 outputs come back in the queries' dtype.
 
@@ -25,62 +29,74 @@ from __future__ import annotations
 
 import torch
 
+from . import gemm_attention
 from .inputs import Lengths, Problem, Ragged, run_decode, run_prefill
-from .merge import merge_attention
-
-# Cap on the fp32 score matrix of one prefix GEMM; long prefills are processed in row chunks.
-_MAX_SCORE_ELEMS = 1 << 24
+from .merge import mix_outputs
 
 
-def _exp_scores(s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Scores [..., N] (-inf = hidden) -> (p = exp(s - m) written over s, m, total = sum p).
+def _fused_cpu_op():
+    """torch's fused CPU flash-attention op, which also returns the log-sum-exp; None if absent.
 
-    Working in place matters on CPU: a fresh [M, N] probability buffer per call costs page
-    faults that rival the GEMMs. m and total are [..., 1]; rows with no visible key get 0, 0.
+    It is private ATen API (what SDPA calls on CPU), so its absence only costs speed: the
+    plain-op path (`gemm_attention`) does the same work.
     """
-    m = s.amax(dim=-1, keepdim=True).nan_to_num_(neginf=0.0)
-    p = s.sub_(m).exp_()
-    return p, m, p.sum(dim=-1, keepdim=True)
+    try:
+        return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu.default
+    except (AttributeError, RuntimeError):
+        return None
 
 
-def _normalise(
-    o: torch.Tensor, m: torch.Tensor, total: torch.Tensor
+_FUSED_CPU = _fused_cpu_op()
+
+
+def _use_fused(q: torch.Tensor) -> bool:
+    return _FUSED_CPU is not None and q.device.type == "cpu"
+
+
+def _fused(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    scale: float,
+    hidden: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(unnormalised o [..., D], m, total) -> (o, lse [...]); rows without keys: 0 and -inf."""
-    # total >= 1 wherever a key was visible (the maximum contributes exp(0)), else 0.
-    return o.div_(total.clamp(min=1.0)), (m + total.log()).squeeze(-1)
+    """Fused attention with lse: q [N, H, L, D], k/v [N, H, S, D] (S > 0), hidden broadcastable
+    to [N, H, L, S] (True = masked). Returns (o [N, H, L, D] fp32, lse [N, H, L] fp32).
 
-
-def prefix_attention(
-    q: torch.Tensor, prefix_k: torch.Tensor, prefix_v: torch.Tensor, scale: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Attention of N query tokens over a prefix they all see in full.
-
-    q [N, Hq, D]; prefix_k/v [P, Hkv, D]. Returns (o [N, Hq, D] fp32, lse [N, Hq] fp32).
+    One cache-blocked kernel: the scores never make a round trip through memory, which on CPU
+    is most of the plain path's cost (its max, subtract, exp and sum passes over them).
     """
-    n, hq, d = q.shape
-    hkv = prefix_k.shape[1]
-    g = hq // hkv
-    # Per KV head, K^T [D, P] and V [P, D] are strided views of the pool layout: no copies.
-    kt = prefix_k.float().permute(1, 2, 0)  # [Hkv, D, P]
-    v = prefix_v.float().permute(1, 0, 2)  # [Hkv, P, D]
-    step = max(1, _MAX_SCORE_ELEMS // max(1, hq * prefix_k.shape[0]))
-    outs, lses = [], []
-    for lo in range(0, n, step):
-        rows = q[lo : lo + step].float() * scale
-        m = rows.shape[0]
-        # [m, Hkv, G, D] -> [Hkv, m*G, D]: all queries of a KV group become rows of one GEMM.
-        qg = rows.reshape(m, hkv, g, d).transpose(0, 1).reshape(hkv, m * g, d)
-        if kt.shape[-1] == 0:  # empty prefix: the empty side of the merge
-            o, lse = qg.new_zeros(hkv, m * g, d), qg.new_full((hkv, m * g), float("-inf"))
-        else:
-            p, mx, total = _exp_scores(torch.matmul(qg, kt))
-            o, lse = _normalise(torch.matmul(p, v), mx, total)
-        outs.append(o.view(hkv, m, g, d).transpose(0, 1).reshape(m, hq, d))
-        lses.append(lse.view(hkv, m, g).transpose(0, 1).reshape(m, hq))
-    if len(outs) == 1:
-        return outs[0], lses[0]
-    return torch.cat(outs), torch.cat(lses)
+    mask = None
+    if hidden is not None:
+        mask = torch.zeros(hidden.shape, dtype=torch.float32, device=q.device)
+        mask.masked_fill_(hidden, float("-inf"))
+    o, lse = _FUSED_CPU(q.float(), k.float(), v.float(), 0.0, False, attn_mask=mask, scale=scale)
+    if hidden is not None:  # the op reports lse = 0 (and o = 0) for rows that see no key
+        lse = lse.masked_fill(hidden.all(dim=-1).expand(lse.shape), float("-inf"))
+    return o, lse
+
+
+def _empty(shape: tuple[int, ...], like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The empty side of a merge: o = 0, lse = -inf."""
+    o = like.new_zeros(shape, dtype=torch.float32)
+    return o, like.new_full(shape[:-1], float("-inf"), dtype=torch.float32)
+
+
+def _prefix(
+    q: torch.Tensor, pk: torch.Tensor, pv: torch.Tensor, scale: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """q [N, Hkv, G, D] over the whole prefix [P, Hkv, D] -> (o [N, Hkv, G, D], lse [N, Hkv, G]),
+    fp32 and possibly strided views (the caller's merge reads them in any layout)."""
+    n, hkv, g, d = q.shape
+    if pk.shape[0] == 0:
+        return _empty(q.shape, q)
+    if not _use_fused(q):
+        return gemm_attention.prefix_gemm(q, pk, pv, scale)
+    # All queries of a KV head are the rows of one problem over that head's keys: [1, Hkv, N*G,
+    # D] against [1, Hkv, P, D] (a strided view of the pool layout), so the prefix is read once.
+    qg = q.transpose(0, 1).reshape(1, hkv, n * g, d)
+    o, lse = _fused(qg, pk.transpose(0, 1)[None], pv.transpose(0, 1)[None], scale)
+    return o.view(hkv, n, g, d).transpose(0, 1), lse.view(hkv, n, g).transpose(0, 1)
 
 
 def _hidden(prob: Problem) -> torch.Tensor:
@@ -92,47 +108,61 @@ def _hidden(prob: Problem) -> torch.Tensor:
     return (j - t > offset) | (j >= prob.suffix_lens[:, None, None])
 
 
+def _suffix(q: torch.Tensor, prob: Problem) -> tuple[torch.Tensor, torch.Tensor]:
+    """q [B, T, Hkv, G, D], causally over each request's own suffix -> (o [B, T, Hkv, G, D],
+    lse [B, T, Hkv, G]), fp32, possibly strided; lse = -inf for queries seeing nothing."""
+    b, t, hkv, g, d = q.shape
+    s_len = prob.suffix_k.shape[1]
+    if s_len == 0:
+        return _empty(q.shape, q)
+    # A full-length decode batch sees every suffix key: no mask to build.
+    hidden = None if prob.full and t == 1 else _hidden(prob)
+    if not _use_fused(q):
+        return gemm_attention.suffix_gemm(q, prob.suffix_k, prob.suffix_v, prob.scale, hidden)
+    qs = q.transpose(1, 2).reshape(b, hkv, t * g, d)  # rows (t, g) of each request's KV head
+    if hidden is not None:  # [B, T, S] -> [B, 1, T*G, S]: the same mask for each group member
+        hidden = hidden[:, None, :, None].expand(b, 1, t, g, s_len).reshape(b, 1, t * g, s_len)
+    sk, sv = prob.suffix_k.transpose(1, 2), prob.suffix_v.transpose(1, 2)
+    o, lse = _fused(qs, sk, sv, prob.scale, hidden)
+    return o.view(b, hkv, t, g, d).transpose(1, 2), lse.view(b, hkv, t, g).transpose(1, 2)
+
+
+def prefix_attention(
+    q: torch.Tensor, prefix_k: torch.Tensor, prefix_v: torch.Tensor, scale: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention of N query tokens over a prefix they all see in full.
+
+    q [N, Hq, D]; prefix_k/v [P, Hkv, D]. Returns (o [N, Hq, D] fp32, lse [N, Hq] fp32).
+    """
+    n, hq, d = q.shape
+    hkv = prefix_k.shape[1]
+    if hkv == 0 or hq % hkv:
+        raise ValueError(f"num_heads {hq} is not a multiple of num_kv_heads {hkv}")
+    o, lse = _prefix(q.view(n, hkv, hq // hkv, d), prefix_k, prefix_v, scale)
+    return o.reshape(n, hq, d), lse.reshape(n, hq)
+
+
 def suffix_attention(prob: Problem) -> tuple[torch.Tensor, torch.Tensor]:
     """Causal attention of each request's queries over its own suffix.
 
     Returns (o [B, T, Hq, D] fp32, lse [B, T, Hq] fp32); lse = -inf for queries seeing nothing.
     """
-    q = prob.q
-    b, t, hq, d = q.shape
-    hkv, g, s_len = prob.suffix_k.shape[2], prob.group, prob.suffix_k.shape[1]
-    sk, sv = prob.suffix_k.float(), prob.suffix_v.float()
-    # [B, T, Hkv, G, D] -> [Hkv, B, T*G, D]: per KV head one batched GEMM over the requests.
-    qs = (q.float() * prob.scale).reshape(b, t, hkv, g, d).permute(2, 0, 1, 3, 4)
-    qs = qs.reshape(hkv, b, t * g, d)
-    scores = torch.empty(hkv, b, t * g, s_len, dtype=torch.float32, device=q.device)
-    # Looping over the few KV heads keeps K/V as strided views ([B, S, D] per head); a 4-D
-    # matmul over [B, Hkv] would first copy the whole suffix.
-    for h in range(hkv):
-        torch.bmm(qs[h], sk[:, :, h].transpose(1, 2), out=scores[h])
-    if not (prob.full and t == 1):  # a full-length decode batch sees every suffix key
-        hidden = _hidden(prob)[None, :, :, None, :]  # broadcast over KV heads, group members
-        scores.view(hkv, b, t, g, s_len).masked_fill_(hidden, float("-inf"))
-    o = torch.empty(hkv, b, t * g, d, dtype=torch.float32, device=q.device)
-    if s_len == 0:  # no suffix at all: the empty side of the merge
-        o, lse = o.zero_(), scores.new_full((hkv, b, t * g), float("-inf"))
-    else:
-        p, mx, total = _exp_scores(scores)
-        for h in range(hkv):
-            torch.bmm(p[h], sv[:, :, h], out=o[h])
-        o, lse = _normalise(o, mx, total)
-    o = o.view(hkv, b, t, g, d).permute(1, 2, 0, 3, 4).reshape(b, t, hq, d)
-    lse = lse.view(hkv, b, t, g).permute(1, 2, 0, 3).reshape(b, t, hq)
-    return o, lse
+    b, t, hq, d = prob.q.shape
+    o, lse = _suffix(prob.q.view(b, t, -1, prob.group, d), prob)
+    return o.reshape(b, t, hq, d), lse.reshape(b, t, hq)
 
 
 def _attend(prob: Problem) -> torch.Tensor:
     b, t, hq, d = prob.q.shape
-    o_pre, lse_pre = prefix_attention(
-        prob.q.reshape(b * t, hq, d), prob.prefix_k, prob.prefix_v, prob.scale
+    hkv = prob.prefix_k.shape[1]
+    q = prob.q.view(b, t, hkv, prob.group, d)
+    o_pre, lse_pre = _prefix(
+        q.view(b * t, hkv, prob.group, d), prob.prefix_k, prob.prefix_v, prob.scale
     )
-    o_suf, lse_suf = suffix_attention(prob)
-    o, _ = merge_attention(o_pre.view(b, t, hq, d), lse_pre.view(b, t, hq), o_suf, lse_suf)
-    return o
+    o_suf, lse_suf = _suffix(q, prob)
+    shape = (b, t, hkv, prob.group)
+    o = mix_outputs(o_pre.view(*shape, d), lse_pre.view(shape), o_suf, lse_suf)
+    return o.reshape(b, t, hq, d)
 
 
 def shared_prefix_decode(

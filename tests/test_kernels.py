@@ -1,8 +1,9 @@
-"""parrot_kernels: LSE merge, shared-prefix attention (torch path) and batch grouping."""
+"""parrot_kernels: LSE merge, shared-prefix attention (torch paths) and batch grouping."""
 
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 from parrot_kernels import (
     BatchPlan,
     PrefixGroup,
+    gemm_attention,
     merge_attention,
     merge_partials,
     pad_ragged,
@@ -117,6 +119,24 @@ def _make(seed, batch, p_len, hkv, group, d, q_lens, s_lens, dtype=torch.float32
     return q, pk, pv, sk, sv
 
 
+@contextmanager
+def _path(plain: bool):
+    """Run on the plain-op path (what non-CPU devices, and torch builds without the fused CPU
+    op, take) when plain, else on the fused CPU op."""
+    saved = sp._FUSED_CPU
+    if plain:
+        sp._FUSED_CPU = None
+    try:
+        yield
+    finally:
+        sp._FUSED_CPU = saved
+
+
+def test_cpu_takes_the_fused_path():
+    # The pinned torch has the op: the speed path is the one every other test here exercises.
+    assert sp._FUSED_CPU is not None and sp._use_fused(torch.zeros(1))
+
+
 def _max_err(got, want):
     return max((a.float() - b.float()).abs().max().item() for a, b in zip(got, want, strict=True))
 
@@ -133,17 +153,19 @@ head_dims = st.sampled_from([1, 4, 8, 12, 16, 32, 64])
     d=head_dims,
     s_lens=st.lists(st.integers(0, 12), min_size=1, max_size=6),
     padded=st.booleans(),
+    plain=st.booleans(),
 )
-def test_decode_matches_reference(seed, p_len, hd, d, s_lens, padded):
+def test_decode_matches_reference(seed, p_len, hd, d, s_lens, padded, plain):
     hkv, group = hd
     q, pk, pv, sk, sv = _make(seed, len(s_lens), p_len, hkv, group, d, [1] * len(s_lens), s_lens)
     qd = torch.cat(q)  # [B, Hq, D]
-    if padded:
-        skp, lens = pad_ragged(sk)
-        svp, _ = pad_ragged(sv)
-        out = shared_prefix_decode(qd, pk, pv, skp, svp, lens)
-    else:
-        out = shared_prefix_decode(qd, pk, pv, sk, sv)
+    with _path(plain):
+        if padded:
+            skp, lens = pad_ragged(sk)
+            svp, _ = pad_ragged(sv)
+            out = shared_prefix_decode(qd, pk, pv, skp, svp, lens)
+        else:
+            out = shared_prefix_decode(qd, pk, pv, sk, sv)
     want = reference_attention(q, pk, pv, sk, sv)
     assert out.shape == qd.shape and out.dtype == qd.dtype
     assert _max_err(out.unsqueeze(1), want) <= TOL
@@ -157,8 +179,9 @@ def test_decode_matches_reference(seed, p_len, hd, d, s_lens, padded):
     d=head_dims,
     lens=st.lists(st.tuples(st.integers(1, 7), st.integers(0, 8)), min_size=1, max_size=5),
     padded=st.booleans(),
+    plain=st.booleans(),
 )
-def test_prefill_matches_reference(seed, p_len, hd, d, lens, padded):
+def test_prefill_matches_reference(seed, p_len, hd, d, lens, padded, plain):
     hkv, group = hd
     q_lens = [t for t, _ in lens]
     s_lens = [t + extra for t, extra in lens]  # the suffix ends with the queried tokens
@@ -168,13 +191,15 @@ def test_prefill_matches_reference(seed, p_len, hd, d, lens, padded):
         qp, ql = pad_ragged(q)
         skp, sl = pad_ragged(sk)
         svp, _ = pad_ragged(sv)
-        out = shared_prefix_prefill(qp, pk, pv, skp, svp, sl, ql)
+        with _path(plain):
+            out = shared_prefix_prefill(qp, pk, pv, skp, svp, sl, ql)
         assert out.shape == qp.shape
         got = [out[i, :t] for i, t in enumerate(q_lens)]
         for i, t in enumerate(q_lens):  # padded query rows come back as zeros
             assert not out[i, t:].any()
     else:
-        got = shared_prefix_prefill(q, pk, pv, sk, sv)
+        with _path(plain):
+            got = shared_prefix_prefill(q, pk, pv, sk, sv)
         assert [x.shape for x in got] == [x.shape for x in q]
     assert _max_err(got, want) <= TOL
 
@@ -182,18 +207,22 @@ def test_prefill_matches_reference(seed, p_len, hd, d, lens, padded):
 def test_prefill_queries_beyond_suffix_see_the_prefix():
     # Fewer suffix tokens than queries: the first queries see only the prefix (and none of the
     # suffix); with an empty prefix too they see nothing and get zeros.
-    for p_len in (5, 0):
-        q, pk, pv, sk, sv = _make(3, 2, p_len, 2, 2, 8, [4, 3], [1, 0])
-        got = shared_prefix_prefill(q, pk, pv, sk, sv)
-        assert _max_err(got, reference_attention(q, pk, pv, sk, sv)) <= TOL
-    assert not got[1].any()  # no prefix, no suffix: nothing to see
+    for plain in (False, True):
+        for p_len in (5, 0):
+            q, pk, pv, sk, sv = _make(3, 2, p_len, 2, 2, 8, [4, 3], [1, 0])
+            with _path(plain):
+                got = shared_prefix_prefill(q, pk, pv, sk, sv)
+            assert _max_err(got, reference_attention(q, pk, pv, sk, sv)) <= TOL
+        assert not got[1].any()  # no prefix, no suffix: nothing to see
 
 
 def test_explicit_scale_and_long_prefill_chunking(monkeypatch):
-    monkeypatch.setattr(sp, "_MAX_SCORE_ELEMS", 64)  # force many row chunks in the prefix GEMM
+    monkeypatch.setattr(gemm_attention, "MAX_SCORE_ELEMS", 64)  # many row chunks in the GEMM
     q, pk, pv, sk, sv = _make(7, 3, 10, 2, 3, 16, [5, 2, 4], [6, 2, 9])
-    got = shared_prefix_prefill(q, pk, pv, sk, sv, scale=0.3)
-    assert _max_err(got, reference_attention(q, pk, pv, sk, sv, scale=0.3)) <= TOL
+    for plain in (False, True):
+        with _path(plain):
+            got = shared_prefix_prefill(q, pk, pv, sk, sv, scale=0.3)
+        assert _max_err(got, reference_attention(q, pk, pv, sk, sv, scale=0.3)) <= TOL
 
 
 def test_lengths_as_python_lists():
