@@ -4,6 +4,7 @@ sampling, contexts and bad input. Small sizes, one model load per session."""
 from __future__ import annotations
 
 import pytest
+import torch
 
 from parrot_server.engine.config import EngineConfig
 from parrot_server.engine.engine import Engine
@@ -14,6 +15,7 @@ from parrot_server.engine.errors import (
     InvalidRequestError,
     PromptTooLongError,
 )
+from parrot_server.engine.model_runner import _read, _slot_source
 from parrot_server.engine.request import FinishKind
 from parrot_server.engine.sampling_params import SamplingParams
 
@@ -256,3 +258,15 @@ def test_shared_prefix_kernel_gives_identical_greedy_output(make_engine):
     # Every decode step with >= 2 requests still running went through the kernel too.
     assert used >= prefill_shared[0] + 2 * 2 * (min(len(o) for o in shared) - 1)
     assert unused == 0
+
+
+def test_pool_reads_are_views_for_a_run_of_slots_else_gathers():
+    pool = torch.arange(40.0).view(10, 2, 2)
+    run = _slot_source([3, 4, 5], torch.device("cpu"))
+    assert run == slice(3, 6)
+    view = _read(pool, run)
+    assert view.data_ptr() == pool[3].data_ptr() and torch.equal(view, pool[3:6])
+    for slots in ([5, 4, 3], [3, 5, 6], [2, 3, 3, 5], [7]):
+        source = _slot_source(slots, torch.device("cpu"))
+        assert torch.equal(_read(pool, source), pool[slots])
+    assert _read(pool, _slot_source([], torch.device("cpu"))).shape == (0, 2, 2)

@@ -61,6 +61,22 @@ class KVPool:
         return 2 * self.k[:, 0].numel() * self.k.element_size()
 
 
+def _slot_source(slots: list[int], device: torch.device) -> slice | torch.Tensor:
+    """Slots to read from the pool: a slice when they are one ascending run (the allocator hands
+    a fresh request's slots out that way), read as a view with no copy; else an index tensor."""
+    run = slots and slots[-1] - slots[0] == len(slots) - 1
+    if run and all(b == a + 1 for a, b in zip(slots, slots[1:], strict=False)):
+        return slice(slots[0], slots[-1] + 1)
+    return torch.tensor(slots, dtype=torch.long, device=device)
+
+
+def _read(pool: torch.Tensor, source: slice | torch.Tensor) -> torch.Tensor:
+    """One layer's pool rows at source ([slots, Hkv, D]): a view for a slice, else a gather."""
+    if isinstance(source, slice):
+        return pool[source]
+    return pool.index_select(0, source)
+
+
 def _padded_index(
     histories: list[list[int]], device: torch.device
 ) -> tuple[torch.Tensor, tuple[int, int], list[int]]:
@@ -87,7 +103,7 @@ class _SharedDecodes:
     """Single-token chunks sharing one cached prefix: the prefix is read once for the group."""
 
     rows: torch.Tensor
-    prefix_slots: torch.Tensor  # [P]
+    prefix_slots: slice | torch.Tensor  # P slots, see _slot_source
     suffix_index: torch.Tensor  # flat padded slots after the prefix, the new token included
     suffix_shape: tuple[int, int]
     suffix_lens: torch.Tensor  # [B]
@@ -98,14 +114,14 @@ class _SharedPrefills:
     """Prefill chunks sharing one cached prefix (e.g. the maps of a map-reduce over a document)."""
 
     rows: list[slice]
-    prefix_slots: torch.Tensor  # [P]
-    suffix_slots: list[torch.Tensor]  # per chunk: its slots after the prefix, the chunk included
+    prefix_slots: slice | torch.Tensor  # P slots, see _slot_source
+    suffix_slots: list[slice | torch.Tensor]  # per chunk: slots after the prefix, chunk included
 
 
 @dataclass
 class _Prefill:
     rows: slice  # this chunk's query rows in the flat batch
-    kv_slots: torch.Tensor  # [L] slots of the request's history including the chunk
+    kv_slots: slice | torch.Tensor  # L slots of the history including the chunk
     causal_mask: torch.Tensor | None  # [n, L] bool, None when the chunk is the whole history
 
 
@@ -145,9 +161,7 @@ class PagedAttention:
                 self.shared.append(
                     _SharedDecodes(
                         torch.tensor(g.members, device=device),
-                        torch.tensor(
-                            reqs[0].slots[: g.prefix_len], dtype=torch.long, device=device
-                        ),
+                        _slot_source(reqs[0].slots[: g.prefix_len], device),
                         index,
                         shape,
                         torch.tensor(lens, device=device),
@@ -179,17 +193,9 @@ class PagedAttention:
                 self.shared_prefills.append(
                     _SharedPrefills(
                         [slice(starts[i], starts[i] + prefills[i].length) for i in g.members],
-                        torch.tensor(
-                            members[0].request.slots[: g.prefix_len],
-                            dtype=torch.long,
-                            device=device,
-                        ),
+                        _slot_source(members[0].request.slots[: g.prefix_len], device),
                         [
-                            torch.tensor(
-                                c.request.slots[g.prefix_len : c.start + c.length],
-                                dtype=torch.long,
-                                device=device,
-                            )
+                            _slot_source(c.request.slots[g.prefix_len : c.start + c.length], device)
                             for c in members
                         ],
                     )
@@ -202,7 +208,7 @@ class PagedAttention:
             if c.start:
                 q_pos = torch.arange(c.start, total)[:, None]
                 mask = (torch.arange(total)[None, :] <= q_pos).to(device)
-            slots = torch.tensor(c.request.slots[:total], dtype=torch.long, device=device)
+            slots = _slot_source(c.request.slots[:total], device)
             self.prefills.append(_Prefill(slice(row, row + c.length), slots, mask))
 
     @property
@@ -234,8 +240,8 @@ class PagedAttention:
         for g in self.shared:
             o = self.kernels.shared_prefix_decode(
                 q[g.rows],
-                k_pool.index_select(0, g.prefix_slots),
-                v_pool.index_select(0, g.prefix_slots),
+                _read(k_pool, g.prefix_slots),
+                _read(v_pool, g.prefix_slots),
                 k_pool.index_select(0, g.suffix_index).view(*g.suffix_shape, *heads),
                 v_pool.index_select(0, g.suffix_index).view(*g.suffix_shape, *heads),
                 g.suffix_lens,
@@ -244,17 +250,17 @@ class PagedAttention:
         for g in self.shared_prefills:
             outs = self.kernels.shared_prefix_prefill(
                 [q[r] for r in g.rows],
-                k_pool.index_select(0, g.prefix_slots),
-                v_pool.index_select(0, g.prefix_slots),
-                [k_pool.index_select(0, s) for s in g.suffix_slots],
-                [v_pool.index_select(0, s) for s in g.suffix_slots],
+                _read(k_pool, g.prefix_slots),
+                _read(v_pool, g.prefix_slots),
+                [_read(k_pool, s) for s in g.suffix_slots],
+                [_read(v_pool, s) for s in g.suffix_slots],
             )
             for r, o in zip(g.rows, outs, strict=True):
                 out[r] = o
         for p in self.prefills:
             qp = q[p.rows].transpose(0, 1).unsqueeze(0)  # [1, Hq, n, D]
-            kp = k_pool.index_select(0, p.kv_slots).transpose(0, 1).unsqueeze(0)  # [1, Hkv, L, D]
-            vp = v_pool.index_select(0, p.kv_slots).transpose(0, 1).unsqueeze(0)
+            kp = _read(k_pool, p.kv_slots).transpose(0, 1).unsqueeze(0)  # [1, Hkv, L, D]
+            vp = _read(v_pool, p.kv_slots).transpose(0, 1).unsqueeze(0)
             o = F.scaled_dot_product_attention(
                 qp,
                 kp,
