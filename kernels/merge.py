@@ -15,15 +15,24 @@ import torch
 
 
 def mix_outputs(
-    o_a: torch.Tensor, lse_a: torch.Tensor, o_b: torch.Tensor, lse_b: torch.Tensor
+    o_a: torch.Tensor,
+    lse_a: torch.Tensor,
+    o_b: torch.Tensor,
+    lse_b: torch.Tensor,
+    *,
+    never_both_empty: bool = False,
 ) -> torch.Tensor:
     """The output half of `merge_attention` (fp32), for callers that do not need the lse.
 
     exp(lse_b - lse) = sigmoid(lse_b - lse_a): each weight is one op on an exact difference of
     the inputs (accurate for huge lses), and this few-op form matters on CPU, where every
-    elementwise pass over a cold tensor costs as much as the arithmetic.
+    elementwise pass over a cold tensor costs as much as the arithmetic. never_both_empty: the
+    caller knows no row has both parts empty, so o = lerp(o_a, o_b, w_b) in three ops.
+    The output takes o_a's layout (pass the contiguous one first).
     """
     d = (lse_b.float() - lse_a.float()).unsqueeze(-1)
+    if never_both_empty:
+        return torch.lerp(o_a.float(), o_b.float(), torch.sigmoid(d))
     # nan only where both parts are empty (-inf - -inf): both weights 0, so o = 0 there.
     w_b = torch.sigmoid(d).nan_to_num_(0.0)
     w_a = torch.sigmoid(d.neg_()).nan_to_num_(0.0)

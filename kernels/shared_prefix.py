@@ -156,13 +156,23 @@ def _attend(prob: Problem) -> torch.Tensor:
     b, t, hq, d = prob.q.shape
     hkv = prob.prefix_k.shape[1]
     q = prob.q.view(b, t, hkv, prob.group, d)
+    o_suf, lse_suf = _suffix(q, prob)
+    if prob.prefix_k.shape[0] == 0:  # nothing to merge
+        return o_suf.reshape(b, t, hq, d)
     o_pre, lse_pre = _prefix(
         q.view(b * t, hkv, prob.group, d), prob.prefix_k, prob.prefix_v, prob.scale
     )
-    o_suf, lse_suf = _suffix(q, prob)
     shape = (b, t, hkv, prob.group)
-    o = mix_outputs(o_pre.view(*shape, d), lse_pre.view(shape), o_suf, lse_suf)
-    return o.reshape(b, t, hq, d)
+    # Every query sees the whole non-empty prefix, so no row has both parts empty. The suffix
+    # output goes first: for decode it is laid out [B, 1, Hkv, G, D], so the result is too and
+    # the final reshape is a view.
+    return mix_outputs(
+        o_suf,
+        lse_suf,
+        o_pre.view(*shape, d),
+        lse_pre.view(shape),
+        never_both_empty=True,
+    ).reshape(b, t, hq, d)
 
 
 def shared_prefix_decode(
