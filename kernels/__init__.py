@@ -10,12 +10,7 @@ from .grouping import BatchPlan, PrefixGroup, PrefixRef, plan_shared_prefix
 from .inputs import pad_ragged
 from .merge import merge_attention, merge_partials
 from .reference import reference_attention
-from .shared_prefix import (
-    prefix_attention,
-    shared_prefix_decode,
-    shared_prefix_prefill,
-    suffix_attention,
-)
+from .shared_prefix import shared_prefix_decode, shared_prefix_prefill
 
 __all__ = [
     "BatchPlan",
@@ -25,9 +20,7 @@ __all__ = [
     "merge_partials",
     "pad_ragged",
     "plan_shared_prefix",
-    "prefix_attention",
     "reference_attention",
     "shared_prefix_decode",
     "shared_prefix_prefill",
-    "suffix_attention",
 ]

@@ -127,9 +127,10 @@ def run_prefill(
     q_lens: Lengths,
     scale: float | None,
 ) -> torch.Tensor | list[torch.Tensor]:
-    """Normalise prefill inputs, call attend(Problem) -> [B, T, Hq, D], restore the q layout."""
+    """Normalise prefill inputs, call attend(Problem) -> [B, T, Hq, D] (or any view of it with
+    the heads split, e.g. [B, T, Hkv, G, D]), restore the q layout."""
     prob = make_problem(q, q_lens, prefix_k, prefix_v, suffix_k, suffix_v, suffix_lens, scale)
-    out = attend(prob)
+    out = attend(prob).reshape(prob.q.shape)
     if not isinstance(q, torch.Tensor):
         return [out[i, : x.shape[0]].to(x.dtype) for i, x in enumerate(q)]
     if not prob.full:  # zero the padded query rows
@@ -152,4 +153,4 @@ def run_decode(
     prob = make_problem(
         q.unsqueeze(1), None, prefix_k, prefix_v, suffix_k, suffix_v, suffix_lens, scale
     )
-    return attend(prob).squeeze(1).to(q.dtype)
+    return attend(prob).reshape(q.shape).to(q.dtype)

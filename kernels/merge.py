@@ -22,7 +22,7 @@ def mix_outputs(
     *,
     never_both_empty: bool = False,
 ) -> torch.Tensor:
-    """The output half of `merge_attention` (fp32), for callers that do not need the lse.
+    """The output half of `merge_attention`, for fp32 inputs and callers that need no lse.
 
     exp(lse_b - lse) = sigmoid(lse_b - lse_a): each weight is one op on an exact difference of
     the inputs (accurate for huge lses), and this few-op form matters on CPU, where every
@@ -30,13 +30,13 @@ def mix_outputs(
     caller knows no row has both parts empty, so o = lerp(o_a, o_b, w_b) in three ops.
     The output takes o_a's layout (pass the contiguous one first).
     """
-    d = (lse_b.float() - lse_a.float()).unsqueeze(-1)
+    d = torch.sub(lse_b, lse_a).unsqueeze_(-1)
     if never_both_empty:
-        return torch.lerp(o_a.float(), o_b.float(), torch.sigmoid(d))
+        return torch.lerp(o_a, o_b, d.sigmoid_())
     # nan only where both parts are empty (-inf - -inf): both weights 0, so o = 0 there.
     w_b = torch.sigmoid(d).nan_to_num_(0.0)
-    w_a = torch.sigmoid(d.neg_()).nan_to_num_(0.0)
-    return torch.addcmul(o_a.float() * w_a, o_b.float(), w_b)
+    w_a = d.neg_().sigmoid_().nan_to_num_(0.0)
+    return torch.addcmul(o_a * w_a, o_b, w_b)
 
 
 def merge_attention(
@@ -47,8 +47,9 @@ def merge_attention(
     o_a, o_b: [..., D] (any float dtype); lse_a, lse_b: [...] (natural log, -inf for an empty
     part). Returns (o [..., D] in o_a's dtype, lse [...] fp32).
     """
-    o = mix_outputs(o_a, lse_a, o_b, lse_b)
-    return o.to(o_a.dtype), torch.logaddexp(lse_a.float(), lse_b.float())  # -inf: both empty
+    lse_a, lse_b = lse_a.float(), lse_b.float()
+    o = mix_outputs(o_a.float(), lse_a, o_b.float(), lse_b)
+    return o.to(o_a.dtype), torch.logaddexp(lse_a, lse_b)  # -inf: both empty
 
 
 def merge_partials(o: torch.Tensor, lse: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

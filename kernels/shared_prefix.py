@@ -38,12 +38,10 @@ def _fused_cpu_op():
     """torch's fused CPU flash-attention op, which also returns the log-sum-exp; None if absent.
 
     It is private ATen API (what SDPA calls on CPU), so its absence only costs speed: the
-    plain-op path (`gemm_attention`) does the same work.
+    plain-op path (`gemm_attention`) does the same work. The torch-namespace binding is taken
+    over `torch.ops.aten...`, whose Python dispatch layer costs tens of microseconds cold.
     """
-    try:
-        return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu.default
-    except (AttributeError, RuntimeError):
-        return None
+    return getattr(torch, "_scaled_dot_product_flash_attention_for_cpu", None)
 
 
 _FUSED_CPU = _fused_cpu_op()
@@ -53,6 +51,10 @@ def _use_fused(q: torch.Tensor) -> bool:
     return _FUSED_CPU is not None and q.device.type == "cpu"
 
 
+def _f32(x: torch.Tensor) -> torch.Tensor:
+    return x if x.dtype == torch.float32 else x.float()
+
+
 def _fused(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -60,20 +62,18 @@ def _fused(
     scale: float,
     hidden: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fused attention with lse: q [N, H, L, D], k/v [N, H, S, D] (S > 0), hidden broadcastable
-    to [N, H, L, S] (True = masked). Returns (o [N, H, L, D] fp32, lse [N, H, L] fp32).
+    """Fused attention with lse: q [N, H, L, D], k/v [N, H, S, D] (S > 0, all fp32), hidden
+    broadcastable to [N, H, L, S] (True = masked). Returns (o [N, H, L, D], lse [N, H, L]).
 
     One cache-blocked kernel: the scores never make a round trip through memory, which on CPU
     is most of the plain path's cost (its max, subtract, exp and sum passes over them).
     """
-    mask = None
-    if hidden is not None:
-        mask = torch.zeros(hidden.shape, dtype=torch.float32, device=q.device)
-        mask.masked_fill_(hidden, float("-inf"))
-    o, lse = _FUSED_CPU(q.float(), k.float(), v.float(), 0.0, False, attn_mask=mask, scale=scale)
-    if hidden is not None:  # the op reports lse = 0 (and o = 0) for rows that see no key
-        lse = lse.masked_fill(hidden.all(dim=-1).expand(lse.shape), float("-inf"))
-    return o, lse
+    if hidden is None:
+        return _FUSED_CPU(q, k, v, scale=scale)
+    mask = torch.where(hidden, float("-inf"), 0.0)
+    o, lse = _FUSED_CPU(q, k, v, attn_mask=mask, scale=scale)
+    # The op reports lse = 0 (and o = 0) for rows that see no key.
+    return o, lse.masked_fill(hidden.all(dim=-1).expand(lse.shape), float("-inf"))
 
 
 def _empty(shape: tuple[int, ...], like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -82,25 +82,11 @@ def _empty(shape: tuple[int, ...], like: torch.Tensor) -> tuple[torch.Tensor, to
     return o, like.new_full(shape[:-1], float("-inf"), dtype=torch.float32)
 
 
-def _prefix(
-    q: torch.Tensor, pk: torch.Tensor, pv: torch.Tensor, scale: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """q [N, Hkv, G, D] over the whole prefix [P, Hkv, D] -> (o [N, Hkv, G, D], lse [N, Hkv, G]),
-    fp32 and possibly strided views (the caller's merge reads them in any layout)."""
-    n, hkv, g, d = q.shape
-    if pk.shape[0] == 0:
-        return _empty(q.shape, q)
-    if not _use_fused(q):
-        return gemm_attention.prefix_gemm(q, pk, pv, scale)
-    # All queries of a KV head are the rows of one problem over that head's keys: [1, Hkv, N*G,
-    # D] against [1, Hkv, P, D] (a strided view of the pool layout), so the prefix is read once.
-    qg = q.transpose(0, 1).reshape(1, hkv, n * g, d)
-    o, lse = _fused(qg, pk.transpose(0, 1)[None], pv.transpose(0, 1)[None], scale)
-    return o.view(hkv, n, g, d).transpose(0, 1), lse.view(hkv, n, g).transpose(0, 1)
-
-
-def _hidden(prob: Problem) -> torch.Tensor:
-    """[B, T, S] bool: is suffix position j hidden from query t of request b?"""
+def _hidden(prob: Problem) -> torch.Tensor | None:
+    """[B, T, S] bool: is suffix position j hidden from query t of request b? None when nothing
+    is (a full-length decode batch sees every suffix key)."""
+    if prob.full and prob.q.shape[1] == 1:
+        return None
     dev = prob.q.device
     t = torch.arange(prob.q.shape[1], device=dev)[None, :, None]
     j = torch.arange(prob.suffix_k.shape[1], device=dev)[None, None, :]
@@ -108,71 +94,68 @@ def _hidden(prob: Problem) -> torch.Tensor:
     return (j - t > offset) | (j >= prob.suffix_lens[:, None, None])
 
 
-def _suffix(q: torch.Tensor, prob: Problem) -> tuple[torch.Tensor, torch.Tensor]:
-    """q [B, T, Hkv, G, D], causally over each request's own suffix -> (o [B, T, Hkv, G, D],
-    lse [B, T, Hkv, G]), fp32, possibly strided; lse = -inf for queries seeing nothing."""
-    b, t, hkv, g, d = q.shape
-    s_len = prob.suffix_k.shape[1]
-    if s_len == 0:
-        return _empty(q.shape, q)
-    # A full-length decode batch sees every suffix key: no mask to build.
-    hidden = None if prob.full and t == 1 else _hidden(prob)
-    if not _use_fused(q):
-        return gemm_attention.suffix_gemm(q, prob.suffix_k, prob.suffix_v, prob.scale, hidden)
-    qs = q.transpose(1, 2).reshape(b, hkv, t * g, d)  # rows (t, g) of each request's KV head
-    if hidden is not None:  # [B, T, S] -> [B, 1, T*G, S]: the same mask for each group member
-        hidden = hidden[:, None, :, None].expand(b, 1, t, g, s_len).reshape(b, 1, t * g, s_len)
-    sk, sv = prob.suffix_k.transpose(1, 2), prob.suffix_v.transpose(1, 2)
-    o, lse = _fused(qs, sk, sv, prob.scale, hidden)
-    return o.view(b, hkv, t, g, d).transpose(1, 2), lse.view(b, hkv, t, g).transpose(1, 2)
+# Both paths below are straight-line code on purpose: on CPU every op call, even a view, costs
+# microseconds, and tens of them when the weights streaming between layers have evicted the
+# caches (as they have in an engine step), so steps that only reshape are kept to a minimum.
 
 
-def prefix_attention(
-    q: torch.Tensor, prefix_k: torch.Tensor, prefix_v: torch.Tensor, scale: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Attention of N query tokens over a prefix they all see in full.
-
-    q [N, Hq, D]; prefix_k/v [P, Hkv, D]. Returns (o [N, Hq, D] fp32, lse [N, Hq] fp32).
-    """
-    n, hq, d = q.shape
-    hkv = prefix_k.shape[1]
-    if hkv == 0 or hq % hkv:
-        raise ValueError(f"num_heads {hq} is not a multiple of num_kv_heads {hkv}")
-    o, lse = _prefix(q.view(n, hkv, hq // hkv, d), prefix_k, prefix_v, scale)
-    return o.reshape(n, hq, d), lse.reshape(n, hq)
-
-
-def suffix_attention(prob: Problem) -> tuple[torch.Tensor, torch.Tensor]:
-    """Causal attention of each request's queries over its own suffix.
-
-    Returns (o [B, T, Hq, D] fp32, lse [B, T, Hq] fp32); lse = -inf for queries seeing nothing.
-    """
+def _attend_fused(prob: Problem) -> torch.Tensor:
+    """The CPU path: each part is one call of the fused op. -> [B, T, Hkv, G, D] (a view)."""
     b, t, hq, d = prob.q.shape
-    o, lse = _suffix(prob.q.view(b, t, -1, prob.group, d), prob)
-    return o.reshape(b, t, hq, d), lse.reshape(b, t, hq)
+    hkv, g, s_len = prob.prefix_k.shape[1], prob.group, prob.suffix_k.shape[1]
+    # Rows (t, g) of each request's KV head; a view for decode.
+    qs = _f32(prob.q).view(b, t, hkv, g, d).transpose(1, 2).reshape(b, hkv, t * g, d)
+    if s_len:
+        hidden = _hidden(prob)
+        if hidden is not None:  # [B, T, S] -> [B, 1, T*G, S]: the same for each group member
+            hidden = hidden[:, None, :, None].expand(b, 1, t, g, s_len).reshape(b, 1, -1, s_len)
+        sk, sv = _f32(prob.suffix_k).transpose(1, 2), _f32(prob.suffix_v).transpose(1, 2)
+        o, lse = _fused(qs, sk, sv, prob.scale, hidden)
+    else:
+        o, lse = _empty(qs.shape, qs)
+    if prob.prefix_k.shape[0]:
+        # All queries of a KV head are the rows of one problem over that head's keys, [1, Hkv,
+        # B*T*G, D] against [1, Hkv, P, D] (a view of the pool layout): the prefix is read once
+        # for the whole batch.
+        qg = qs.transpose(0, 1).reshape(1, hkv, b * t * g, d)
+        pk, pv = (
+            _f32(prob.prefix_k).transpose(0, 1)[None],
+            _f32(prob.prefix_v).transpose(0, 1)[None],
+        )
+        o_pre, lse_pre = _fused(qg, pk, pv, prob.scale)
+        # Every query sees the whole non-empty prefix, so no row has both parts empty. The
+        # suffix output goes first: the result takes its layout.
+        o = mix_outputs(
+            o,
+            lse,
+            o_pre.view(hkv, b, t * g, d).transpose(0, 1),
+            lse_pre.view(hkv, b, t * g).transpose(0, 1),
+            never_both_empty=True,
+        )
+    return o.view(b, hkv, t, g, d).transpose(1, 2)
+
+
+def _attend_plain(prob: Problem) -> torch.Tensor:
+    """Other devices, or no fused op: GEMMs and elementwise passes. -> [B, T, Hkv, G, D]."""
+    b, t, hq, d = prob.q.shape
+    hkv, g = prob.prefix_k.shape[1], prob.group
+    q = _f32(prob.q).view(b, t, hkv, g, d)
+    if prob.suffix_k.shape[1]:
+        sk, sv = _f32(prob.suffix_k), _f32(prob.suffix_v)
+        o, lse = gemm_attention.suffix_gemm(q, sk, sv, prob.scale, _hidden(prob))
+    else:
+        o, lse = _empty(q.shape, q)
+    if prob.prefix_k.shape[0]:
+        pk, pv = _f32(prob.prefix_k), _f32(prob.prefix_v)
+        o_pre, lse_pre = gemm_attention.prefix_gemm(q.view(b * t, hkv, g, d), pk, pv, prob.scale)
+        o = mix_outputs(
+            o, lse, o_pre.view(b, t, hkv, g, d), lse_pre.view(b, t, hkv, g), never_both_empty=True
+        )
+    return o
 
 
 def _attend(prob: Problem) -> torch.Tensor:
-    b, t, hq, d = prob.q.shape
-    hkv = prob.prefix_k.shape[1]
-    q = prob.q.view(b, t, hkv, prob.group, d)
-    o_suf, lse_suf = _suffix(q, prob)
-    if prob.prefix_k.shape[0] == 0:  # nothing to merge
-        return o_suf.reshape(b, t, hq, d)
-    o_pre, lse_pre = _prefix(
-        q.view(b * t, hkv, prob.group, d), prob.prefix_k, prob.prefix_v, prob.scale
-    )
-    shape = (b, t, hkv, prob.group)
-    # Every query sees the whole non-empty prefix, so no row has both parts empty. The suffix
-    # output goes first: for decode it is laid out [B, 1, Hkv, G, D], so the result is too and
-    # the final reshape is a view.
-    return mix_outputs(
-        o_suf,
-        lse_suf,
-        o_pre.view(*shape, d),
-        lse_pre.view(shape),
-        never_both_empty=True,
-    ).reshape(b, t, hq, d)
+    return (_attend_fused if _use_fused(prob.q) else _attend_plain)(prob)
 
 
 def shared_prefix_decode(

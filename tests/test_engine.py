@@ -225,15 +225,23 @@ def test_bad_input_gets_typed_errors(make_engine):
     eng.run_until_idle()
 
 
-def test_shared_prefix_kernel_gives_identical_greedy_output(make_engine):
+# Questions of one token length: their decodes share the prefix with equal suffix lengths,
+# which the kernel takes without a mask.
+SAME_LENGTH = ["What is 1 + 1?", "What is 2 + 2?", "What is 3 + 5?"]
+
+
+@pytest.mark.parametrize("questions", [QUESTIONS, SAME_LENGTH], ids=["ragged", "same-length"])
+def test_shared_prefix_kernel_gives_identical_greedy_output(make_engine, questions):
     def run(min_tokens: int):
         eng = make_engine(shared_prefix_min_tokens=min_tokens, shared_prefix_prefill=True)
+        lengths = {len(eng.encode(f" Question {i}: {q}")) for i, q in enumerate(questions)}
+        assert (len(lengths) == 1) == (questions is SAME_LENGTH)
         eng.submit(long_prefix(eng, 300), context_id="doc", prefill_only=True)
         eng.run_until_idle()
         rounds, prefill_shared = [], []
         for _ in range(2):  # round 2 also matches each question's own cached continuation
             outs: dict[int, list[int]] = {}
-            for i, q in enumerate(QUESTIONS):
+            for i, q in enumerate(questions):
                 eng.submit(
                     eng.encode(f" Question {i}: {q}"),
                     SamplingParams(max_new_tokens=12, temperature=0),
@@ -246,7 +254,7 @@ def test_shared_prefix_kernel_gives_identical_greedy_output(make_engine):
             eng.step()  # the forks' question tokens, prefilled together in one step
             prefill_shared.append(eng.stats().shared_prefix_queries_total - before)
             eng.run_until_idle()
-            rounds.append([outs[i] for i in range(len(QUESTIONS))])
+            rounds.append([outs[i] for i in range(len(questions))])
         assert rounds[0] == rounds[1]
         return rounds[0], prefill_shared, eng.stats().shared_prefix_queries_total
 
@@ -254,7 +262,7 @@ def test_shared_prefix_kernel_gives_identical_greedy_output(make_engine):
     plain, _, unused = run(0)
     assert shared == plain
     # Round 1 prefills every question's tokens through the kernel (round 2 has one token each).
-    assert prefill_shared[0] >= len(QUESTIONS) * 5
+    assert prefill_shared[0] >= len(questions) * 5
     # Every decode step with >= 2 requests still running went through the kernel too.
     assert used >= prefill_shared[0] + 2 * 2 * (min(len(o) for o in shared) - 1)
     assert unused == 0

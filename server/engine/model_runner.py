@@ -106,7 +106,7 @@ class _SharedDecodes:
     prefix_slots: slice | torch.Tensor  # P slots, see _slot_source
     suffix_index: torch.Tensor  # flat padded slots after the prefix, the new token included
     suffix_shape: tuple[int, int]
-    suffix_lens: torch.Tensor  # [B]
+    suffix_lens: torch.Tensor | None  # [B]; None when all are suffix_shape[1] (no mask needed)
 
 
 @dataclass
@@ -164,7 +164,7 @@ class PagedAttention:
                         _slot_source(reqs[0].slots[: g.prefix_len], device),
                         index,
                         shape,
-                        torch.tensor(lens, device=device),
+                        None if min(lens) == shape[1] else torch.tensor(lens, device=device),
                     )
                 )
         self.decodes = None
