@@ -21,6 +21,7 @@ def mix_outputs(
     lse_b: torch.Tensor,
     *,
     never_both_empty: bool = False,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The output half of `merge_attention`, for fp32 inputs and callers that need no lse.
 
@@ -28,15 +29,15 @@ def mix_outputs(
     the inputs (accurate for huge lses), and this few-op form matters on CPU, where every
     elementwise pass over a cold tensor costs as much as the arithmetic. never_both_empty: the
     caller knows no row has both parts empty, so o = lerp(o_a, o_b, w_b) in three ops.
-    The output takes o_a's layout (pass the contiguous one first).
+    The output takes o_a's layout (pass the contiguous one first), or is written into out.
     """
     d = torch.sub(lse_b, lse_a).unsqueeze_(-1)
     if never_both_empty:
-        return torch.lerp(o_a, o_b, d.sigmoid_())
+        return torch.lerp(o_a, o_b, d.sigmoid_(), out=out)
     # nan only where both parts are empty (-inf - -inf): both weights 0, so o = 0 there.
     w_b = torch.sigmoid(d).nan_to_num_(0.0)
     w_a = d.neg_().sigmoid_().nan_to_num_(0.0)
-    return torch.addcmul(o_a * w_a, o_b, w_b)
+    return torch.addcmul(o_a * w_a, o_b, w_b, out=out)
 
 
 def merge_attention(

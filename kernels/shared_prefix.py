@@ -124,14 +124,18 @@ def _attend_fused(prob: Problem) -> torch.Tensor:
         )
         o_pre, lse_pre = _fused(qg, pk, pv, prob.scale)
         # Every query sees the whole non-empty prefix, so no row has both parts empty. The
-        # suffix output goes first: the result takes its layout.
-        o = mix_outputs(
-            o,
-            lse,
-            o_pre.view(hkv, b, t * g, d).transpose(0, 1),
-            lse_pre.view(hkv, b, t * g).transpose(0, 1),
+        # merge writes [B, T, Hkv, G, D] in order, so that [B, T, Hq, D] is a view of it (the
+        # op's outputs are laid out [.., L, H, D], which would cost a copy at the end).
+        out = qs.new_empty((b, t, hkv, g, d))
+        mix_outputs(
+            o.view(b, hkv, t, g, d),
+            lse.view(b, hkv, t, g),
+            o_pre.view(hkv, b, t, g, d).transpose(0, 1),
+            lse_pre.view(hkv, b, t, g).transpose(0, 1),
             never_both_empty=True,
+            out=out.transpose(1, 2),
         )
+        return out
     return o.view(b, hkv, t, g, d).transpose(1, 2)
 
 
