@@ -293,7 +293,9 @@ def run_grid(args, mode: str, device: torch.device, dtype: torch.dtype, triton_m
                     line += f" {moved['shared'] / 1e6 / tm.get('triton', nan):9.0f}"
                 print(line, flush=True)
                 row = dict(mode=mode, device=device.type, dtype=str(dtype)[6:], B=b, P=p, S=s)
-                rows.append({**row, **tm, "speedup": base / best, "bound": bound, **moved})
+                # Named apart from the timing columns ("shared" is one).
+                bytes_ = {f"bytes_{k}": v for k, v in moved.items()}
+                rows.append({**row, **tm, "speedup": base / best, "bound": bound, **bytes_})
                 if cuda:
                     torch.cuda.empty_cache()
     return rows
