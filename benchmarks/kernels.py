@@ -17,9 +17,11 @@ paths: only attention is.
   sdpa-req    one SDPA call per request over concat(prefix, suffix)
   shared      parrot_kernels.shared_prefix (torch: one GEMM per KV head for the prefix)
   triton      parrot_kernels.triton_shared_prefix (CUDA only)
-  pool-base   decode, engine-style: gather every request's K/V from a paged pool, one SDPA
-  pool-shared decode: gather the prefix once and the suffixes, then the shared path (triton on
-              CUDA, torch on CPU)
+  pool-base   decode, as the engine's plain path: gather every request's K/V from a paged pool
+              (index_select), one SDPA
+  pool-shared decode, as the engine's shared path: the prefix, held in one run of pool slots,
+              read as a view; the suffixes gathered; then the shared path (triton on CUDA,
+              torch on CPU)
 
 Timing. The variants run interleaved, round after round, so that drifts in machine load hit
 them alike; each figure is the median over the rounds, in ms per call. On CUDA every round
@@ -71,9 +73,10 @@ def make_inputs(args, device, dtype, b, p, s, t, seed) -> Inputs:
     if t == 1:  # engine-style paged pool: the prefix in slots [0, P), then each suffix
         x["k_pool"] = torch.cat([x["pk"], x["sk"].reshape(b * s, hkv, d)])
         x["v_pool"] = torch.cat([x["pv"], x["sv"].reshape(b * s, hkv, d)])
-        x["suffix_slots"] = p + torch.arange(b * s, device=device).view(b, s)
-        x["prefix_slots"] = torch.arange(p, device=device)
-        x["all_slots"] = torch.cat([x["prefix_slots"].expand(b, p), x["suffix_slots"]], dim=1)
+        suffix_slots = p + torch.arange(b * s, device=device).view(b, s)
+        prefix_slots = torch.arange(p, device=device).expand(b, p)
+        x["suffix_index"] = suffix_slots.flatten()  # flat: index_select, as the engine
+        x["all_index"] = torch.cat([prefix_slots, suffix_slots], dim=1).flatten()
     return x
 
 
@@ -91,15 +94,18 @@ def decode_variants(b: int, triton_mod) -> dict[str, Variant]:
         ]
 
     def pool_base(x):  # what the engine's plain decode path does: gather all, one SDPA
-        k = x["k_pool"][x["all_slots"]].transpose(1, 2)
-        v = x["v_pool"][x["all_slots"]].transpose(1, 2)
+        shape = (b, -1, *x["k_pool"].shape[1:])
+        k = x["k_pool"].index_select(0, x["all_index"]).view(shape).transpose(1, 2)
+        v = x["v_pool"].index_select(0, x["all_index"]).view(shape).transpose(1, 2)
         return F.scaled_dot_product_attention(x["q4"], k, v, enable_gqa=True)
 
     shared_fn = triton_mod.shared_prefix_decode if triton_mod else shared_prefix_decode
 
     def pool_shared(x):
-        kp, vp, pre, suf = x["k_pool"], x["v_pool"], x["prefix_slots"], x["suffix_slots"]
-        return shared_fn(x["q"][:, 0], kp[pre], vp[pre], kp[suf], vp[suf])
+        kp, vp, p, suf = x["k_pool"], x["v_pool"], x["pk"].shape[0], x["suffix_index"]
+        shape = (b, -1, *kp.shape[1:])
+        sk, sv = kp.index_select(0, suf).view(shape), vp.index_select(0, suf).view(shape)
+        return shared_fn(x["q"][:, 0], kp[:p], vp[:p], sk, sv)
 
     out = {
         "sdpa-batch": sdpa_batch,
