@@ -16,12 +16,14 @@ paths: only attention is.
               on CUDA this is flash attention, which splits long KV for decode)
   sdpa-req    one SDPA call per request over concat(prefix, suffix)
   shared      parrot_kernels.shared_prefix (torch: one GEMM per KV head for the prefix)
+  shared-ext  parrot_kernels.cpu_shared_prefix (CPU decode: the same two fused-attention calls
+              with the glue between them compiled; only where the extension builds)
   triton      parrot_kernels.triton_shared_prefix (CUDA only)
   pool-base   decode, as the engine's plain path: gather every request's K/V from a paged pool
               (index_select), one SDPA
   pool-shared decode, as the engine's shared path: the prefix, held in one run of pool slots,
               read as a view; the suffixes gathered; then the shared path (triton on CUDA,
-              torch on CPU)
+              the CPU extension where it built, else torch)
 
 Timing. The variants run interleaved, round after round, so that drifts in machine load hit
 them alike; each figure is the median over the rounds, in ms per call. On CUDA every round
@@ -30,7 +32,8 @@ calls rotate over copies of the inputs (up to 32, until they span 256 MB, 5x an 
 that large cases are read from HBM. The eager columns time the same calls launched from
 Python, as the engine launches them today.
 
-speedup = the faster baseline / the shared path (triton on CUDA, torch on CPU).
+speedup = the faster baseline / the device's shared path (triton on CUDA; on CPU shared-ext
+where it built, else shared).
 bound = B*(P+S) / (P+B*S): the ratio of K/V bytes read, i.e. the speedup of a purely
 memory-bound kernel (decode). GB/s = the K/V, q and output bytes each variant must move at
 least, over its time (HBM: ~3.35 TB/s on an H100 SXM).
@@ -50,7 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention.bias import causal_lower_right
 
-from parrot_kernels import shared_prefix_decode, shared_prefix_prefill
+from parrot_kernels import cpu_shared_prefix, shared_prefix_decode, shared_prefix_prefill
 
 Inputs = dict[str, torch.Tensor]
 Variant = Callable[[Inputs], object]
@@ -99,7 +102,11 @@ def decode_variants(b: int, triton_mod) -> dict[str, Variant]:
         v = x["v_pool"].index_select(0, x["all_index"]).view(shape).transpose(1, 2)
         return F.scaled_dot_product_attention(x["q4"], k, v, enable_gqa=True)
 
-    shared_fn = triton_mod.shared_prefix_decode if triton_mod else shared_prefix_decode
+    ext = cpu_shared_prefix.loaded() and not triton_mod
+    if triton_mod:
+        shared_fn = triton_mod.shared_prefix_decode
+    else:
+        shared_fn = cpu_shared_prefix.shared_prefix_decode if ext else shared_prefix_decode
 
     def pool_shared(x):
         kp, vp, p, suf = x["k_pool"], x["v_pool"], x["pk"].shape[0], x["suffix_index"]
@@ -114,6 +121,10 @@ def decode_variants(b: int, triton_mod) -> dict[str, Variant]:
         "pool-base": pool_base,
         "pool-shared": pool_shared,
     }
+    if ext:
+        out["shared-ext"] = lambda x: cpu_shared_prefix.shared_prefix_decode(
+            x["q"][:, 0], x["pk"], x["pv"], x["sk"], x["sv"]
+        )
     if triton_mod:
         out["triton"] = lambda x: triton_mod.shared_prefix_decode(
             x["q"][:, 0], x["pk"], x["pv"], x["sk"], x["sv"]
@@ -245,7 +256,7 @@ def bytes_moved(args, b: int, p: int, s: int, t: int, elt: int) -> dict[str, int
 
 def run_grid(args, mode: str, device: torch.device, dtype: torch.dtype, triton_mod) -> list:
     rows = []
-    names = ["sdpa-batch", "sdpa-req", "shared", "triton"]
+    names = ["sdpa-batch", "sdpa-req", "shared", "shared-ext", "triton"]
     if mode == "decode":
         names += ["pool-base", "pool-shared"]
     lengths = args.suffix if mode == "decode" else args.query
@@ -280,7 +291,8 @@ def run_grid(args, mode: str, device: torch.device, dtype: torch.dtype, triton_m
                 del x0
                 nan = math.nan
                 base = min(tm.get("sdpa-batch", nan), tm.get("sdpa-req", nan))
-                best = tm.get("triton", tm.get("shared", nan))  # the device's own shared path
+                # The device's own shared path.
+                best = tm.get("triton", tm.get("shared-ext", tm.get("shared", nan)))
                 bound = b * (p + s) / (p + b * s) if mode == "decode" else nan
                 line = f"{b:3d} {p:5d} {s:4d} " + " ".join(
                     f"{tm[n]:11.4f}" if n in tm else f"{'-':>11}" for n in names
@@ -301,7 +313,8 @@ def run_grid(args, mode: str, device: torch.device, dtype: torch.dtype, triton_m
                 row = dict(mode=mode, device=device.type, dtype=str(dtype)[6:], B=b, P=p, S=s)
                 # Named apart from the timing columns ("shared" is one).
                 bytes_ = {f"bytes_{k}": v for k, v in moved.items()}
-                rows.append({**row, **tm, "speedup": base / best, "bound": bound, **bytes_})
+                speedups = {"speedup": base / best, "speedup_torch": base / tm.get("shared", nan)}
+                rows.append({**row, **tm, **speedups, "bound": bound, **bytes_})
                 if cuda:
                     torch.cuda.empty_cache()
     return rows
@@ -338,6 +351,10 @@ def main() -> None:
             name = "cuda" if torch.cuda.is_available() else "cpu"
         devices.append(torch.device(name))
 
+    if "cpu" in [d.type for d in devices]:
+        built = cpu_shared_prefix.load()
+        why = "" if built else f" ({cpu_shared_prefix.unavailable_reason()})"
+        print(f"CPU extension (shared-ext): {'loaded' if built else 'not available'}{why}")
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
         f"{platform.processor() or platform.machine()}; heads {args.heads}/{args.kv_heads}, "
@@ -368,6 +385,8 @@ def main() -> None:
     if headline is not None:  # the first device's decode figure, S=16
         pool = headline["pool-base"] / headline["pool-shared"]
         print(f"\nwith the gather from the paged pool, B=16 P=2048: {pool:.2f}x")
+        if "shared-ext" in headline:
+            print(f"torch path alone (shared), B=16 P=2048: {headline['speedup_torch']:.2f}x")
         print(f"speedup B=16 P=2048: {headline['speedup']:.2f}x")
 
 
