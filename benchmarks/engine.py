@@ -14,6 +14,7 @@ import time
 
 import torch
 
+from parrot_kernels import cpu_shared_prefix
 from parrot_server.engine.config import EngineConfig
 from parrot_server.engine.engine import Engine
 from parrot_server.engine.model import load_model
@@ -226,6 +227,8 @@ def main() -> None:
     prefill_len = 512 if args.quick else 1024
 
     loaded = load_model(args.model)
+    # The engine builds the CPU extension in the background; have it ready before timing.
+    print(f"CPU shared-prefix extension: {'loaded' if cpu_shared_prefix.load() else 'no'}")
     if args.shared_prefill:
         on, off = bench_shared_prefill(loaded, 16, 2048, 48, reps)
         print(

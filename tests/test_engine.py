@@ -3,9 +3,13 @@ sampling, contexts and bad input. Small sizes, one model load per session."""
 
 from __future__ import annotations
 
+from types import ModuleType
+
 import pytest
 import torch
 
+from parrot_kernels import cpu_shared_prefix
+from parrot_kernels import shared_prefix as torch_shared_prefix
 from parrot_server.engine.config import EngineConfig
 from parrot_server.engine.engine import Engine
 from parrot_server.engine.errors import (
@@ -15,7 +19,7 @@ from parrot_server.engine.errors import (
     InvalidRequestError,
     PromptTooLongError,
 )
-from parrot_server.engine.model_runner import _read, _slot_source
+from parrot_server.engine.model_runner import KVPool, _read, _slot_source
 from parrot_server.engine.request import FinishKind
 from parrot_server.engine.sampling_params import SamplingParams
 
@@ -230,10 +234,24 @@ def test_bad_input_gets_typed_errors(make_engine):
 SAME_LENGTH = ["What is 1 + 1?", "What is 2 + 2?", "What is 3 + 5?"]
 
 
+@pytest.fixture(params=["extension", "torch"])
+def cpu_kernels(request) -> ModuleType:
+    """The CPU shared-prefix backends: the compiled decode (skipped where it cannot be built)
+    and the torch path."""
+    if request.param == "torch":
+        return torch_shared_prefix
+    if not cpu_shared_prefix.load():
+        pytest.skip(f"CPU extension unavailable: {cpu_shared_prefix.unavailable_reason()}")
+    return cpu_shared_prefix
+
+
 @pytest.mark.parametrize("questions", [QUESTIONS, SAME_LENGTH], ids=["ragged", "same-length"])
-def test_shared_prefix_kernel_gives_identical_greedy_output(make_engine, questions):
+def test_shared_prefix_kernel_gives_identical_greedy_output(make_engine, questions, cpu_kernels):
     def run(min_tokens: int):
         eng = make_engine(shared_prefix_min_tokens=min_tokens, shared_prefix_prefill=True)
+        if min_tokens:
+            assert eng.runner.kernels is cpu_shared_prefix  # what the engine picks on CPU
+            eng.runner.kernels = cpu_kernels
         lengths = {len(eng.encode(f" Question {i}: {q}")) for i, q in enumerate(questions)}
         assert (len(lengths) == 1) == (questions is SAME_LENGTH)
         eng.submit(long_prefix(eng, 300), context_id="doc", prefill_only=True)
@@ -278,3 +296,20 @@ def test_pool_reads_are_views_for_a_run_of_slots_else_gathers():
         source = _slot_source(slots, torch.device("cpu"))
         assert torch.equal(_read(pool, source), pool[slots])
     assert _read(pool, _slot_source([], torch.device("cpu"))).shape == (0, 2, 2)
+
+
+def test_pool_gather_reuses_its_buffer_and_caps_it(monkeypatch):
+    pool = KVPool(2, 50, 2, 4, torch.float32, torch.device("cpu"))
+    pool.k.copy_(torch.randn(pool.k.shape))
+    pool.v.copy_(torch.randn(pool.v.shape))
+    idx = torch.tensor([7, 3, 3, 40])
+    k, v = pool.gather(1, idx)
+    assert torch.equal(k, pool.k[1][idx]) and torch.equal(v, pool.v[1][idx])
+    k2, _ = pool.gather(0, idx[:2])  # smaller: the same buffer, no new allocation
+    assert k2.data_ptr() == k.data_ptr() and torch.equal(k2, pool.k[0][idx[:2]])
+    k3, v3 = pool.gather(0, torch.arange(10))  # larger: the buffer grows
+    assert torch.equal(k3, pool.k[0][:10]) and torch.equal(v3, pool.v[0][:10])
+    # Past the cap every call gets its own tensors (nothing large is held between steps).
+    monkeypatch.setattr(KVPool, "SCRATCH_MAX_BYTES", 2 * 5 * 8 * 4)
+    k4, v4 = pool.gather(1, torch.arange(6))
+    assert torch.equal(k4, pool.k[1][:6]) and k4.data_ptr() != k3.data_ptr()

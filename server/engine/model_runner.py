@@ -14,7 +14,7 @@ from types import ModuleType
 import torch
 import torch.nn.functional as F
 
-from parrot_kernels import plan_shared_prefix
+from parrot_kernels import cpu_shared_prefix, plan_shared_prefix
 from parrot_kernels import shared_prefix as torch_shared_prefix
 
 from .model import LlamaModel
@@ -28,7 +28,10 @@ def shared_prefix_kernels(device: torch.device) -> ModuleType:
     """The shared-prefix attention backend for a device (both have the same API).
 
     CUDA: the Triton split-KV kernels, which read the prefix once per group straight from HBM.
-    Elsewhere the torch path (one GEMM per KV head), which is what runs fast on CPU.
+    Elsewhere the torch path (one GEMM per KV head), which is what runs fast on CPU, with decode
+    through the compiled CPU extension once it is built (in the background from here: the
+    first start on a machine builds it in about 35 s; until then, or without a compiler, decode
+    takes the torch path).
     """
     if device.type == "cuda":
         try:
@@ -37,11 +40,17 @@ def shared_prefix_kernels(device: torch.device) -> ModuleType:
             log.warning("triton is not installed: shared-prefix attention uses the torch path")
         else:
             return triton_shared_prefix
+    if device.type == "cpu":
+        cpu_shared_prefix.start_loading()
+        return cpu_shared_prefix
     return torch_shared_prefix
 
 
 class KVPool:
     """K and V for every slot of every layer: [layers, slots, kv_heads, head_dim] each."""
+
+    # Largest K+V gather kept in a reused buffer (see gather); larger ones are allocated per call.
+    SCRATCH_MAX_BYTES = 256 << 20
 
     def __init__(
         self,
@@ -55,6 +64,25 @@ class KVPool:
         shape = (num_layers, num_slots, num_kv_heads, head_dim)
         self.k = torch.zeros(shape, dtype=dtype, device=device)
         self.v = torch.zeros(shape, dtype=dtype, device=device)
+        self._scratch: torch.Tensor | None = None  # [2, rows, kv_heads, head_dim]
+
+    def gather(self, layer: int, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """K and V of one layer at the slots in index, [len(index), kv_heads, head_dim] each.
+
+        Written into one buffer reused across layers and steps, so the result is only valid
+        until the next call. A decode batch's gather is tens of MB per layer: allocated afresh
+        each time, it page-faults its way in (on CPU that cost more than the attention).
+        """
+        n, row = index.numel(), self.k.shape[2:]
+        max_rows = self.SCRATCH_MAX_BYTES // (2 * row.numel() * self.k.element_size())
+        if n > max_rows:
+            return self.k[layer].index_select(0, index), self.v[layer].index_select(0, index)
+        cap = 0 if self._scratch is None else self._scratch.shape[1]
+        if cap < n:  # grow geometrically: histories lengthen by one token per step
+            self._scratch = self.k.new_empty((2, min(max(n, 2 * cap), max_rows), *row))
+        k = torch.index_select(self.k[layer], 0, index, out=self._scratch[0, :n])
+        v = torch.index_select(self.v[layer], 0, index, out=self._scratch[1, :n])
+        return k, v
 
     @property
     def bytes_per_token(self) -> int:
@@ -229,10 +257,9 @@ class PagedAttention:
         # index_select on a flat index is several times faster than advanced indexing.
         if self.decodes is not None:
             d = self.decodes
-            kd = (
-                k_pool.index_select(0, d.index).view(*d.shape, *heads).transpose(1, 2)
-            )  # [B, Hkv, L, D]
-            vd = v_pool.index_select(0, d.index).view(*d.shape, *heads).transpose(1, 2)
+            kd, vd = (  # [B, Hkv, L, D] each
+                x.view(*d.shape, *heads).transpose(1, 2) for x in self.pool.gather(layer, d.index)
+            )
             o = F.scaled_dot_product_attention(
                 q[d.rows].unsqueeze(2), kd, vd, attn_mask=d.mask, enable_gqa=True
             )
@@ -287,7 +314,9 @@ class ModelRunner:
         self.shared_prefix_queries = 0  # query tokens served by the shared-prefix kernel
         param = next(model.parameters())
         self.device, self.dtype = param.device, param.dtype
-        self.kernels = shared_prefix_kernels(self.device)
+        self.kernels = (
+            shared_prefix_kernels(self.device) if min_shared_prefix else torch_shared_prefix
+        )
         cfg = model.config
         self.pool = KVPool(
             cfg.num_layers, num_slots, cfg.num_kv_heads, cfg.head_dim, self.dtype, self.device
