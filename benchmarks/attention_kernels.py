@@ -1,8 +1,8 @@
 """Shared-prefix attention vs per-request attention, decode and prefill, on CPU and CUDA.
 
-    python benchmarks/kernels.py --quick                  # CPU, decode B=16 P=2048; < 1 minute
-    python benchmarks/kernels.py --device cpu             # CPU decode grid (fp32)
-    python benchmarks/kernels.py --device cuda --dtype bfloat16 float16 --mode decode prefill
+    python benchmarks/attention_kernels.py --quick                  # CPU, decode B=16 P=2048; < 1 minute
+    python benchmarks/attention_kernels.py --device cpu             # CPU decode grid (fp32)
+    python benchmarks/attention_kernels.py --device cuda --dtype bfloat16 float16 --mode decode prefill
 
 Decode: every request of a batch decodes one token against a shared prefix of P tokens plus its
 own suffix of S tokens (the suffix includes the token being decoded). Prefill: every request
