@@ -11,14 +11,22 @@ from pathlib import Path
 
 import httpx
 import pytest
+import torch
 
 from parrot_server.engine.model import LoadedModel, load_model
 
 
 @pytest.fixture(scope="session")
 def loaded_model() -> LoadedModel:
-    """The default model (SmolLM2-135M-Instruct GGUF, fp32 on CPU), from the user's cache."""
+    """The default model (SmolLM2-135M-Instruct GGUF) as the engine loads it by default: on CPU
+    its quantised weights kept as GGUF blocks, from the user's cache."""
     return load_model()
+
+
+@pytest.fixture(scope="session")
+def dense_model() -> LoadedModel:
+    """The default model with every weight expanded to fp32 (`--dtype float32`)."""
+    return load_model(dtype=torch.float32)
 
 
 def _free_port() -> int:

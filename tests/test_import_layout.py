@@ -96,7 +96,10 @@ def test_no_shadowed_module_and_every_module_imports(folder: str) -> None:
     cwd = ROOT / folder
     proc = subprocess.run(
         [sys.executable, "-c", PROBE, str(ROOT)],
-        cwd=cwd, capture_output=True, text=True, timeout=300,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     found = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from parrot_kernels import cpu_shared_prefix, pad_ragged, reference_attention
 from parrot_kernels import shared_prefix as torch_path
+from parrot_kernels.extension import DISABLE_ENV, CppExtension
 
 TOL = 1e-5
 
@@ -136,17 +137,22 @@ def test_shape_errors_match_the_torch_path(ext):
                 fn(*args)
 
 
+def _fresh(extension: CppExtension) -> CppExtension:
+    """The same extension as a new, not yet loaded object (as in a new process)."""
+    return CppExtension(extension.name, [s.name for s in extension.sources], extension.what)
+
+
 def test_turned_off_by_environment(monkeypatch):
-    monkeypatch.setenv(cpu_shared_prefix.DISABLE_ENV, "0")
-    ext = cpu_shared_prefix._Extension()
+    monkeypatch.setenv(DISABLE_ENV, "0")
+    ext = _fresh(cpu_shared_prefix._EXTENSION)
     assert ext.load() is None and "PARROT_CPU_EXTENSION=0" in ext.error
 
 
 @pytest.mark.timeout(300)
 def test_a_stale_build_lock_does_not_hang_the_load(ext):
     # A process killed mid-build leaves torch's lock file; torch alone would wait on it forever.
-    lock = cpu_shared_prefix._build_dir() / "lock"
+    fresh = _fresh(cpu_shared_prefix._EXTENSION)
+    lock = fresh._build_dir() / "lock"
     lock.touch()
-    fresh = cpu_shared_prefix._Extension()
     assert fresh.load() is not None, fresh.error
     assert not lock.exists()

@@ -13,6 +13,7 @@ import gguf
 import numpy as np
 import pytest
 import torch
+from model_helpers import PROMPTS, chat_ids, greedy, logits_of
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
@@ -23,8 +24,6 @@ from transformers import (
 
 from parrot_server.engine.model import (
     DenseCausalAttention,
-    LlamaModel,
-    LoadedModel,
     ModelConfig,
     ModelLoadError,
     ModelNotFoundError,
@@ -37,36 +36,6 @@ from parrot_server.engine.model.loader import gguf_cache_dir
 from parrot_server.engine.model.rope import base_inv_freq, inv_freq
 
 TOL = 1e-4
-PROMPTS = [
-    "What is the capital of France?",
-    "Write a haiku about the sea.",
-    "Explain in one sentence why the sky is blue.",
-]
-
-
-def logits_of(model: LlamaModel, ids: list[int]) -> torch.Tensor:
-    hidden = model(torch.tensor(ids), torch.arange(len(ids)), DenseCausalAttention())
-    return model.compute_logits(hidden)
-
-
-def greedy(model: LlamaModel, ids: list[int], n: int, eos: tuple[int, ...]) -> list[int]:
-    """Recomputes the whole sequence each step: slow but obviously right."""
-    seq = list(ids)
-    for _ in range(n):
-        hidden = model(torch.tensor(seq), torch.arange(len(seq)), DenseCausalAttention())
-        seq.append(int(model.compute_logits(hidden[-1:]).argmax()))
-        if seq[-1] in eos:
-            break
-    return seq[len(ids) :]
-
-
-def chat_ids(loaded: LoadedModel, question: str) -> list[int]:
-    return loaded.tokenizer.apply_chat_template(
-        [{"role": "user", "content": question}],
-        add_generation_prompt=True,
-        tokenize=True,
-        return_dict=False,
-    )
 
 
 # -- the default model ---------------------------------------------------------------------------
@@ -88,16 +57,16 @@ def test_default_model(loaded_model):
     assert loaded_model.tokenizer.decode(loaded_model.tokenizer.encode("Hi there")) == "Hi there"
 
 
-def test_converted_dir_matches_transformers(loaded_model):
+def test_converted_dir_matches_transformers(dense_model):
     """transformers loads our converted cache as a plain HF model (checks to_hf_config and the
-    tensor names) and computes the same logits as our forward."""
+    tensor names) and computes the same logits as our fp32 forward."""
     hf = AutoModelForCausalLM.from_pretrained(
-        gguf_cache_dir(loaded_model.path), dtype=torch.float32
+        gguf_cache_dir(dense_model.path), dtype=torch.float32
     ).eval()
-    ids = loaded_model.tokenizer.encode(" ".join(PROMPTS))
+    ids = dense_model.tokenizer.encode(" ".join(PROMPTS))
     with torch.inference_mode():
         ref = hf(torch.tensor([ids])).logits[0]
-    assert (logits_of(loaded_model.model, ids) - ref).abs().max().item() <= TOL
+    assert (logits_of(dense_model.model, ids) - ref).abs().max().item() <= TOL
 
 
 def test_flattened_requests_are_independent(loaded_model):
@@ -149,23 +118,23 @@ def test_tokenizer_matches_transformers_gguf(loaded_model):
 
 
 @pytest.mark.slow
-def test_logits_match_transformers_gguf(loaded_model, hf_gguf_model):
-    tok = loaded_model.tokenizer
-    prompts = [chat_ids(loaded_model, p) for p in PROMPTS]
+def test_logits_match_transformers_gguf(dense_model, hf_gguf_model):
+    tok = dense_model.tokenizer
+    prompts = [chat_ids(dense_model, p) for p in PROMPTS]
     prompts.append(tok.encode("The quick brown fox jumps over the lazy dog. " * 30))
     worst = 0.0
     for ids in prompts:
         with torch.inference_mode():
             ref = hf_gguf_model(torch.tensor([ids])).logits[0].float()
-        worst = max(worst, (logits_of(loaded_model.model, ids) - ref).abs().max().item())
+        worst = max(worst, (logits_of(dense_model.model, ids) - ref).abs().max().item())
     assert worst <= TOL
 
 
 @pytest.mark.slow
-def test_greedy_matches_transformers_generate(loaded_model, hf_gguf_model):
-    eos = loaded_model.config.eos_token_ids
+def test_greedy_matches_transformers_generate(dense_model, hf_gguf_model):
+    eos = dense_model.config.eos_token_ids
     for question in PROMPTS:
-        ids = chat_ids(loaded_model, question)
+        ids = chat_ids(dense_model, question)
         with torch.inference_mode():
             out = hf_gguf_model.generate(
                 torch.tensor([ids]),
@@ -176,7 +145,7 @@ def test_greedy_matches_transformers_generate(loaded_model, hf_gguf_model):
                 pad_token_id=eos[0],
             )
         expected = out[0, len(ids) :].tolist()
-        assert greedy(loaded_model.model, ids, 20, eos) == expected
+        assert greedy(dense_model.model, ids, 20, eos) == expected
         assert len(expected) >= 5
 
 

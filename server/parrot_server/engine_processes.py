@@ -122,6 +122,8 @@ def engine_argv(args, count: int) -> list[str]:
     out: list[str] = []
     for flag, value in (
         ("--model", args.model),
+        ("--dtype", args.dtype),
+        ("--device", args.device),
         ("--kv-pool-tokens", args.kv_pool_tokens),
         ("--max-context-len", args.max_context_len),
         ("--max-step-tokens", args.max_step_tokens),

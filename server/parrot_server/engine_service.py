@@ -122,6 +122,10 @@ class EngineService:
             "max_req_input_len": core.max_context_len - 1,
             "max_running_requests": cfg.max_running_requests,
             "chunked_prefill_size": cfg.max_step_tokens,
+            "dtype": cfg.dtype,
+            "device": cfg.device,
+            # Ours: how the weights are held ("GGUF blocks Q4_1, Q8_0 (...)" or "float32").
+            "weights": core.loaded.weights,
             "max_queued_requests": cfg.max_queued_requests,
             # Our scheduler always orders by priority, higher first; streams carry cumulative
             # text and ids (the names and defaults of SGLang's flags for the same things).

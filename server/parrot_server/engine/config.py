@@ -5,12 +5,17 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
 
 @dataclass(frozen=True)
 class EngineConfig:
     model: str | None = None  # GGUF file or HF dir; None = the bundled SmolLM2-135M-Instruct
-    device: str = "cpu"
-    dtype: str = "float32"  # fp32 on CPU: bf16 matmul is ~50x slower on AVX2 machines
+    device: str = "cpu"  # a torch device: "cpu", "cuda", "cuda:1", ...
+    # "auto": on CPU a GGUF's quantised weights stay as blocks (the rest fp32), else float32;
+    # "float32" / "bfloat16" / "float16" expand every weight to that type. bf16 matmul is
+    # much slower than fp32 on CPUs without AMX.
+    dtype: str = "auto"
     kv_pool_tokens: int = (
         32768  # KV slots preallocated (tokens, all layers); SmolLM2-135M: 46 KB each
     )
@@ -27,6 +32,10 @@ class EngineConfig:
     shared_prefix_prefill: bool = True
 
     def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise ValueError(
+                f"EngineConfig.dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}"
+            )
         for name in (
             "kv_pool_tokens",
             "max_step_tokens",

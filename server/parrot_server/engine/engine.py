@@ -58,7 +58,9 @@ class Engine:
         self.config = config = config or EngineConfig()
         torch.set_num_threads(config.threads)
         self.loaded = loaded or load_model(
-            config.model, dtype=getattr(torch, config.dtype), device=config.device
+            config.model,
+            dtype=None if config.dtype == "auto" else getattr(torch, config.dtype),
+            device=config.device,
         )
         self.tokenizer = self.loaded.tokenizer
         mcfg = self.loaded.config

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -143,24 +145,39 @@ def _unpermute(w: np.ndarray, heads: int) -> np.ndarray:
     return w.reshape(heads, -1, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def hf_state_dict(
+def _same(rows: np.ndarray) -> np.ndarray:
+    return rows
+
+
+def gguf_tensors(
     path: Path, reader: gguf.GGUFReader, config: ModelConfig
-) -> dict[str, torch.Tensor]:
-    """Dequantise every tensor (with a progress bar) into HF names and layout."""
+) -> Iterator[tuple[str, Any, Callable[[np.ndarray], np.ndarray]]]:
+    """Each weight tensor as (HF name, GGUF tensor, row order): `row order` maps the tensor's
+    rows (dequantised values or whole rows of blocks alike) to HF layout."""
     arch = _field(reader, "general.architecture")
-    out: dict[str, torch.Tensor] = {}
-    for t in tqdm(reader.tensors, desc=f"Dequantising {path.name}", unit="tensor"):
+    for t in reader.tensors:
         try:
             name = _hf_name(t.name)
         except KeyError:
             raise UnsupportedModelError(path, arch, f"unknown tensor {t.name!r}") from None
         if name is None:
             continue
-        w = gguf.quants.dequantize(t.data, t.tensor_type)
+        rows = _same
         if arch in _PERMUTED_QK and ".attn_q." in t.name:
-            w = _unpermute(w, config.num_heads)
+            rows = partial(_unpermute, heads=config.num_heads)
         elif arch in _PERMUTED_QK and ".attn_k." in t.name:
-            w = _unpermute(w, config.num_kv_heads)
+            rows = partial(_unpermute, heads=config.num_kv_heads)
+        yield name, t, rows
+
+
+def hf_state_dict(
+    path: Path, reader: gguf.GGUFReader, config: ModelConfig
+) -> dict[str, torch.Tensor]:
+    """Dequantise every tensor (with a progress bar) into HF names and layout."""
+    out: dict[str, torch.Tensor] = {}
+    tensors = list(gguf_tensors(path, reader, config))
+    for name, t, rows in tqdm(tensors, desc=f"Dequantising {path.name}", unit="tensor"):
+        w = rows(gguf.quants.dequantize(t.data, t.tensor_type))
         tensor = torch.from_numpy(w.copy() if not w.flags.writeable else np.ascontiguousarray(w))
         out[name] = tensor.to(_KEEP_DTYPE.get(t.tensor_type, torch.float32))
     return out

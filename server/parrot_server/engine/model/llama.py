@@ -75,6 +75,13 @@ class Block(nn.Module):
         return x + self.down(F.silu(gate) * up)
 
 
+class Embedding(nn.Embedding):
+    """The token embedding; `project` is the tied LM head (hidden -> vocab logits)."""
+
+    def project(self, hidden: Tensor) -> Tensor:
+        return F.linear(hidden, self.weight)
+
+
 class LlamaModel(nn.Module):
     """Parameter names are ours (fused qkv / gate_up); `weights.py` maps HF checkpoints. Made
     to be filled by `load_model` (built on the meta device, weights assigned), so the
@@ -84,7 +91,7 @@ class LlamaModel(nn.Module):
         super().__init__()
         self.config = config
         # No random init: on the meta device it would import torch._refs, a second per process.
-        self.embed_tokens = nn.Embedding(
+        self.embed_tokens: nn.Module = Embedding(
             config.vocab_size,
             config.hidden_size,
             _weight=torch.empty(config.vocab_size, config.hidden_size),
@@ -112,5 +119,5 @@ class LlamaModel(nn.Module):
     def compute_logits(self, hidden: Tensor) -> Tensor:
         """[M, hidden] -> fp32 [M, vocab]. Call it on the rows that need logits only: the LM
         head is the largest GEMM of the model."""
-        weight = self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
-        return F.linear(hidden, weight).float()
+        head = self.embed_tokens.project if self.lm_head is None else self.lm_head
+        return head(hidden).float()

@@ -22,7 +22,10 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
+from parrot_kernels import quant_matmul
+
 from ..tokenizer import TokenizerNotFoundError, load_hf_tokenizer
+from .compact import QuantEmbedding, QuantLinear, compact_state, concat_rows, install_compact
 from .config import HF_ARCHITECTURES, ModelConfig
 from .errors import ModelLoadError, ModelNotFoundError, UnsupportedModelError
 from .gguf import convert_gguf
@@ -51,6 +54,7 @@ class LoadedModel:
     path: Path  # what the user gave (GGUF file or HF dir)
     config: ModelConfig
     model: LlamaModel  # eval mode, no grad, on the requested device and dtype
+    weights: str  # how the weights are held, for people: "float32", "GGUF blocks Q4_1, Q8_0"
     tokenizer: Any  # a transformers fast tokenizer
     chat_template: str | None
 
@@ -71,11 +75,17 @@ def default_model_path() -> Path:
 def load_model(
     path: str | Path | None = None,
     *,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | None = None,
     device: str | torch.device = "cpu",
     cache_dir: str | Path | None = None,
 ) -> LoadedModel:
-    """Load a GGUF file or an HF safetensors directory; None means the default model."""
+    """Load a GGUF file or an HF safetensors directory; None means the default model.
+
+    dtype None ("auto"): on CPU a GGUF's Q4_0/Q4_1/Q8_0 tensors stay as blocks, multiplied by
+    the compiled kernel (`parrot_kernels.quant_matmul`, built on first use), everything else is
+    fp32; where that kernel cannot be built, and for HF directories and other devices, fp32.
+    A dtype dequantises every weight to it.
+    """
     given = default_model_path() if path is None else Path(path)
     src = given.expanduser()
     if not src.exists():
@@ -85,12 +95,37 @@ def load_model(
     else:
         hf_dir, name = gguf_cache_dir(src, cache_dir), _gguf_model_name(src)
     config = _read_config(hf_dir, given)
-    model = _build_model(config, _read_safetensors(hf_dir, given), given, dtype, device)
+    if dtype is None and src.is_file() and torch.device(device).type == "cpu" and _kernel_ready():
+        model = _build_compact_model(config, src, given)
+    else:
+        dtype = dtype or torch.float32
+        model = _build_model(config, _read_safetensors(hf_dir, given), given, dtype, device)
     tokenizer = _load_tokenizer(hf_dir, given)
     template = tokenizer.chat_template
     if isinstance(template, dict):  # several named templates
         template = template.get("default")
-    return LoadedModel(name, given, config, model, tokenizer, template)
+    return LoadedModel(name, given, config, model, _describe_weights(model), tokenizer, template)
+
+
+QUANTISED = (QuantLinear, QuantEmbedding)
+
+
+def _kernel_ready() -> bool:
+    if quant_matmul.load():
+        return True
+    log.warning(
+        "block-quantised matmul unavailable (%s): weights are expanded to float32",
+        (quant_matmul.unavailable_reason() or "").splitlines()[0][:300],
+    )
+    return False
+
+
+def _describe_weights(model: LlamaModel) -> str:
+    kinds = sorted({m.kind.name for m in model.modules() if isinstance(m, QUANTISED)})
+    dtypes = sorted({str(p.dtype).removeprefix("torch.") for p in model.parameters()})
+    if kinds:
+        return f"GGUF blocks {', '.join(kinds)} (other tensors {', '.join(dtypes)})"
+    return ", ".join(dtypes)
 
 
 # -- GGUF conversion cache ---------------------------------------------------------------------
@@ -192,6 +227,20 @@ def _build_model(
     except RuntimeError as exc:  # shape mismatch between config and checkpoint
         raise ModelLoadError(given, f"weights do not match config.json: {exc}") from exc
     return model.to(device).eval().requires_grad_(False)
+
+
+def _build_compact_model(config: ModelConfig, src: Path, given: Path) -> LlamaModel:
+    try:
+        state = from_hf_state_dict(config, compact_state(src, config), cat=concat_rows)
+    except KeyError as exc:
+        raise ModelLoadError(given, f"GGUF lacks tensor {exc}") from None
+    with torch.device("meta"):
+        model = LlamaModel(config)
+    try:
+        model.load_state_dict(install_compact(model, state), assign=True)
+    except RuntimeError as exc:
+        raise ModelLoadError(given, f"weights do not match the GGUF's metadata: {exc}") from exc
+    return model.eval().requires_grad_(False)
 
 
 def _load_tokenizer(hf_dir: Path, given: Path) -> Any:

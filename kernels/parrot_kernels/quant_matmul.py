@@ -1,0 +1,141 @@
+"""Matmul over GGML block-quantised weights kept as the GGUF file's bytes (Q4_0, Q4_1, Q8_0).
+
+A weight of M rows and K inputs is a uint8 tensor [M, K / 32 * block bytes]. On CPU the
+compiled extension (`csrc/quant_matmul.cpp`) multiplies without expanding the weight: a few rows
+of activations per pass over the weight, which is what decode needs. Elsewhere, or before the
+extension is loaded, the weight is dequantised in torch and multiplied densely; results are the
+same up to float rounding. For many rows (prefill) dequantising the weight once and running a
+dense GEMM is faster than the block kernel, so `linear` switches at `DENSE_ROWS`.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import torch
+import torch.nn.functional as F
+
+from .extension import CppExtension
+
+__all__ = [
+    "DENSE_ROWS",
+    "BlockType",
+    "dequantize",
+    "dequantize_reference",
+    "linear",
+    "load",
+    "loaded",
+    "unavailable_reason",
+]
+
+_EXTENSION = CppExtension(
+    "parrot_quant_matmul",
+    ["quant_matmul.cpp"],
+    "block-quantised matmul",
+    extra_cflags=["-fopenmp"],
+    extra_ldflags=["-fopenmp"],
+)
+
+BLOCK = 32  # values per block, all types here
+
+# From this many activation rows on, dequantise and run torch's GEMM instead of the block kernel.
+DENSE_ROWS = 48
+
+
+class BlockType(enum.IntEnum):
+    """GGML block types with a kernel here; the values are GGML's type ids."""
+
+    Q4_0 = 2
+    Q4_1 = 3
+    Q8_0 = 8
+
+    @property
+    def block_bytes(self) -> int:
+        return _BLOCK_BYTES[self]
+
+    def row_bytes(self, in_features: int) -> int:
+        return in_features // BLOCK * self.block_bytes
+
+
+_BLOCK_BYTES = {BlockType.Q4_0: 18, BlockType.Q4_1: 20, BlockType.Q8_0: 34}
+
+
+def load() -> bool:
+    """Build (first time, about a minute on 2 cores) or load the extension now; True if the
+    CPU path uses it."""
+    return _EXTENSION.load() is not None
+
+
+def loaded() -> bool:
+    return _EXTENSION.module is not None
+
+
+def unavailable_reason() -> str | None:
+    return _EXTENSION.error
+
+
+def instruction_set() -> str | None:
+    """The vector path the extension runs ("avx512", "avx2", "scalar"); None if not loaded."""
+    module = _EXTENSION.module
+    return None if module is None else module.isa()
+
+
+def _check(weight: torch.Tensor, kind: BlockType, in_features: int) -> None:
+    if in_features <= 0 or in_features % BLOCK:
+        raise ValueError(f"in_features must be a positive multiple of {BLOCK}, got {in_features}")
+    if weight.dtype != torch.uint8 or weight.dim() != 2:
+        raise ValueError(f"weight must be a 2-D uint8 tensor, got {weight.dtype} {weight.dim()}-D")
+    if weight.shape[1] != kind.row_bytes(in_features):
+        raise ValueError(
+            f"weight rows hold {weight.shape[1]} bytes; {in_features} {kind.name} values "
+            f"take {kind.row_bytes(in_features)}"
+        )
+
+
+def dequantize_reference(weight: torch.Tensor, kind: BlockType, in_features: int) -> torch.Tensor:
+    """[M, row bytes] uint8 -> [M, in_features] fp32 in plain torch ops (any device)."""
+    _check(weight, kind, in_features)
+    blocks = weight.reshape(weight.shape[0], -1, kind.block_bytes)
+    d = blocks[..., 0:2].contiguous().view(torch.float16).float()  # [M, nb, 1]
+    if kind is BlockType.Q8_0:
+        q = blocks[..., 2:].contiguous().view(torch.int8).float()
+        values = d * q
+    else:
+        start = 4 if kind is BlockType.Q4_1 else 2
+        packed = blocks[..., start:]
+        q = torch.cat([packed & 0x0F, packed >> 4], dim=-1).float()  # element j, then j + 16
+        if kind is BlockType.Q4_1:
+            values = d * q + blocks[..., 2:4].contiguous().view(torch.float16).float()
+        else:
+            values = d * (q - 8)
+    return values.reshape(weight.shape[0], in_features)
+
+
+def dequantize(weight: torch.Tensor, kind: BlockType, in_features: int) -> torch.Tensor:
+    """[M, row bytes] uint8 -> [M, in_features] fp32, compiled on CPU once loaded."""
+    module = _EXTENSION.module
+    if module is not None and weight.device.type == "cpu":
+        return module.dequantize(weight.contiguous(), int(kind), in_features)
+    return dequantize_reference(weight, kind, in_features)
+
+
+def linear(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    kind: BlockType,
+    in_features: int,
+    bias: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """`F.linear(x, dequantize(weight))` for x [..., in_features]; fp32 out for fp32 in."""
+    module = _EXTENSION.module
+    rows = x.numel() // max(in_features, 1)
+    if (
+        module is not None
+        and x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and rows < DENSE_ROWS
+    ):
+        out = module.matmul(x.reshape(rows, in_features), weight, int(kind), in_features)
+        out = out.view(*x.shape[:-1], weight.shape[0])
+        return out if bias is None else out + bias
+    return F.linear(x, dequantize(weight, kind, in_features).to(x.dtype), bias)

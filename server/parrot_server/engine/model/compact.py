@@ -1,0 +1,135 @@
+"""Weights kept as GGUF blocks in memory: the modules that multiply them, and the loading step
+that puts them in place of the dense layers of a `LlamaModel`.
+
+A quantised GGUF (Q4_0 / Q4_1 / Q8_0 tensors) is read straight from the file: each such tensor
+stays as its bytes (`BlockWeight`), rows reordered where llama.cpp permuted Q and K, fused along
+rows like the dense weights. Tensors of other types are dequantised to fp32 as before. Results
+equal the dequantised model's up to float rounding; memory is the file's size, not 5x it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import gguf
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from parrot_kernels import quant_matmul
+from parrot_kernels.quant_matmul import BlockType
+
+from .config import ModelConfig
+from .gguf import gguf_tensors, read_gguf
+from .llama import LlamaModel
+
+__all__ = ["BlockWeight", "QuantEmbedding", "QuantLinear", "compact_state", "install_compact"]
+
+
+@dataclass(frozen=True)
+class BlockWeight:
+    """A [rows, in_features] weight as GGML blocks: `data` is uint8 [rows, row bytes]."""
+
+    data: Tensor
+    kind: BlockType
+    in_features: int
+
+    @property
+    def rows(self) -> int:
+        return self.data.shape[0]
+
+    def dense(self) -> Tensor:
+        return quant_matmul.dequantize(self.data, self.kind, self.in_features)
+
+
+class QuantLinear(nn.Module):
+    """`nn.Linear` over a `BlockWeight` (the bias, if any, stays fp32)."""
+
+    def __init__(self, weight: BlockWeight, bias: Tensor | None = None) -> None:
+        super().__init__()
+        self.kind, self.in_features, self.out_features = (
+            weight.kind,
+            weight.in_features,
+            weight.rows,
+        )
+        self.register_buffer("qweight", weight.data)
+        self.bias = None if bias is None else nn.Parameter(bias, requires_grad=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return quant_matmul.linear(x, self.qweight, self.kind, self.in_features, self.bias)
+
+    def extra_repr(self) -> str:
+        return f"{self.in_features}, {self.out_features}, {self.kind.name}"
+
+
+class QuantEmbedding(nn.Module):
+    """Token embedding over a `BlockWeight`; `project` is the tied LM head."""
+
+    def __init__(self, weight: BlockWeight) -> None:
+        super().__init__()
+        self.kind, self.embedding_dim = weight.kind, weight.in_features
+        self.register_buffer("qweight", weight.data)
+
+    def forward(self, ids: Tensor) -> Tensor:
+        rows = self.qweight.index_select(0, ids.reshape(-1))
+        out = quant_matmul.dequantize(rows, self.kind, self.embedding_dim)
+        return out.view(*ids.shape, self.embedding_dim)
+
+    def project(self, hidden: Tensor) -> Tensor:
+        return quant_matmul.linear(hidden, self.qweight, self.kind, self.embedding_dim)
+
+    def extra_repr(self) -> str:
+        return f"{self.qweight.shape[0]}, {self.embedding_dim}, {self.kind.name}"
+
+
+def concat_rows(parts: Sequence[Tensor | BlockWeight]) -> Tensor | BlockWeight:
+    """Fuse weights along rows: blocks stay blocks when all parts are of one kind."""
+    first = parts[0]
+    if all(isinstance(p, BlockWeight) and p.kind is getattr(first, "kind", None) for p in parts):
+        return BlockWeight(torch.cat([p.data for p in parts]), first.kind, first.in_features)
+    return torch.cat([p.dense() if isinstance(p, BlockWeight) else p for p in parts])
+
+
+def compact_state(path: Path, config: ModelConfig) -> dict[str, Tensor | BlockWeight]:
+    """The GGUF's tensors under HF names: supported quantised ones as blocks, the rest fp32."""
+    reader = read_gguf(path)
+    out: dict[str, Tensor | BlockWeight] = {}
+    for name, t, rows in gguf_tensors(path, reader, config):
+        try:
+            kind = BlockType(int(t.tensor_type))
+        except ValueError:
+            kind = None
+        if kind is None or t.data.ndim != 2:  # 1-D tensors are norms and biases: fp32
+            dense = gguf.quants.dequantize(t.data, t.tensor_type)
+            out[name] = torch.from_numpy(np.array(rows(dense), dtype=np.float32))
+        else:
+            data = torch.from_numpy(np.array(rows(t.data)))  # a copy, so the file is unmapped
+            out[name] = BlockWeight(data, kind, int(t.shape[0]))
+    return out
+
+
+def install_compact(model: LlamaModel, state: dict[str, Tensor | BlockWeight]) -> dict[str, Tensor]:
+    """Put a quantised module in place of each dense layer whose weight is blocks; returns the
+    state dict (dense tensors and the blocks' buffers) for `load_state_dict(assign=True)`."""
+    dense: dict[str, Tensor] = {}
+    for key, value in state.items():
+        if not isinstance(value, BlockWeight):
+            dense[key] = value
+            continue
+        owner, _, leaf = key.rpartition(".")
+        if leaf != "weight":
+            raise ValueError(f"{key}: only weights can be quantised")
+        module = model.get_submodule(owner)
+        parent_name, _, child = owner.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        if isinstance(module, nn.Embedding):
+            setattr(parent, child, QuantEmbedding(value))
+        elif isinstance(module, nn.Linear):
+            bias = state.get(f"{owner}.bias")
+            setattr(parent, child, QuantLinear(value, None if bias is None else bias))
+        else:
+            raise ValueError(f"{key}: no quantised form of {type(module).__name__}")
+        dense[f"{owner}.qweight"] = value.data
+    return dense

@@ -1,0 +1,39 @@
+"""Helpers for tests that run the model directly (no engine): prompts, greedy decoding and
+logits by whole-sequence recomputation."""
+
+from __future__ import annotations
+
+import torch
+
+from parrot_server.engine.model import DenseCausalAttention, LlamaModel, LoadedModel
+
+PROMPTS = [
+    "What is the capital of France?",
+    "Write a haiku about the sea.",
+    "Explain in one sentence why the sky is blue.",
+]
+
+
+def logits_of(model: LlamaModel, ids: list[int]) -> torch.Tensor:
+    hidden = model(torch.tensor(ids), torch.arange(len(ids)), DenseCausalAttention())
+    return model.compute_logits(hidden)
+
+
+def greedy(model: LlamaModel, ids: list[int], n: int, eos: tuple[int, ...]) -> list[int]:
+    """Recomputes the whole sequence each step: slow but obviously right."""
+    seq = list(ids)
+    for _ in range(n):
+        hidden = model(torch.tensor(seq), torch.arange(len(seq)), DenseCausalAttention())
+        seq.append(int(model.compute_logits(hidden[-1:]).argmax()))
+        if seq[-1] in eos:
+            break
+    return seq[len(ids) :]
+
+
+def chat_ids(loaded: LoadedModel, question: str) -> list[int]:
+    return loaded.tokenizer.apply_chat_template(
+        [{"role": "user", "content": question}],
+        add_generation_prompt=True,
+        tokenize=True,
+        return_dict=False,
+    )

@@ -1,0 +1,99 @@
+"""The default model with its GGUF blocks kept in memory (the engine's default on CPU) against
+the same model expanded to fp32: memory, logits, greedy tokens, perplexity, and the fallback
+when the kernel cannot be built."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from model_helpers import PROMPTS, chat_ids, greedy, logits_of
+
+from parrot_kernels import quant_matmul
+from parrot_server.engine.model import LoadedModel
+from parrot_server.engine.model.compact import QuantEmbedding, QuantLinear
+
+# The largest logit difference seen is about 5e-5 (float rounding in another summation order).
+LOGIT_TOL = 1e-3
+HELD_TEXT = Path(__file__).resolve().parents[1] / "cookbook" / "data"
+
+
+@pytest.fixture(scope="module")
+def compact(loaded_model: LoadedModel) -> LoadedModel:
+    if not quant_matmul.loaded():
+        pytest.skip(f"block kernel unavailable: {quant_matmul.unavailable_reason()}")
+    return loaded_model
+
+
+def _model_bytes(loaded: LoadedModel) -> int:
+    tensors = [*loaded.model.parameters(), *loaded.model.buffers()]
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def test_weights_stay_blocks_and_fit_in_1_5x_the_file(compact, dense_model):
+    model = compact.model
+    assert isinstance(model.embed_tokens, QuantEmbedding)  # Q8_0, also the tied LM head
+    linears = [m for m in model.modules() if isinstance(m, QuantLinear)]
+    assert len(linears) == 4 * compact.config.num_layers
+    assert {m.kind.name for m in linears} == {"Q4_1"}
+    assert compact.weights.startswith("GGUF blocks Q4_1, Q8_0")
+    assert dense_model.weights == "float32"
+    file_size = compact.path.stat().st_size
+    assert _model_bytes(compact) <= 1.5 * file_size
+    assert _model_bytes(dense_model) > 4 * file_size  # what expansion costs
+
+
+def test_logits_match_the_dequantised_model(compact, dense_model):
+    tok = compact.tokenizer
+    prompts = [chat_ids(compact, p) for p in PROMPTS]
+    prompts.append(tok.encode("The quick brown fox jumps over the lazy dog. " * 30))
+    for ids in prompts:
+        got, want = logits_of(compact.model, ids), logits_of(dense_model.model, ids)
+        assert (got - want).abs().max().item() <= LOGIT_TOL
+
+
+@pytest.mark.slow
+def test_greedy_tokens_equal_the_dequantised_model(compact, dense_model):
+    eos = compact.config.eos_token_ids
+    for question in PROMPTS:
+        ids = chat_ids(compact, question)
+        want = greedy(dense_model.model, ids, 20, eos)
+        assert len(want) >= 5
+        assert greedy(compact.model, ids, 20, eos) == want
+
+
+def _perplexity(loaded: LoadedModel, ids: list[int]) -> float:
+    logits = logits_of(loaded.model, ids)[:-1]
+    nll = torch.nn.functional.cross_entropy(logits, torch.tensor(ids[1:]))
+    return math.exp(nll.item())
+
+
+def test_perplexity_of_a_held_text_within_half_a_percent(compact, dense_model):
+    text = "\n".join(p.read_text() for p in sorted(HELD_TEXT.glob("*.md")))
+    ids = compact.tokenizer.encode(text)[:512]
+    assert len(ids) == 512
+    got, want = _perplexity(compact, ids), _perplexity(dense_model, ids)
+    assert 1 < want < 100  # a real text, scored by a real model
+    assert abs(got / want - 1) <= 0.005, (got, want)
+
+
+@pytest.mark.slow
+def test_without_the_kernel_the_model_is_loaded_in_fp32(tmp_path):
+    """PARROT_CPU_EXTENSION=0 (as where no compiler exists): float32 weights and a warning."""
+    code = (
+        "import logging; logging.basicConfig(level=logging.WARNING)\n"
+        "from parrot_server.engine.model import load_model\n"
+        "print('weights:', load_model().weights)\n"
+    )
+    env = {**os.environ, "PARROT_CPU_EXTENSION": "0"}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "weights: float32" in proc.stdout
+    assert "expanded to float32" in proc.stderr
