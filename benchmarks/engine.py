@@ -1,16 +1,20 @@
 """Embedded-engine benchmark: prefill and decode throughput, TTFT with a cached prefix, against
-the machine's own fp32 GEMM rate and `transformers` generate (and llama.cpp when installed),
-all in one run.
+the machine's own fp32 GEMM rate, `transformers` generate and llama.cpp on the same GGUF (when
+`llama-cpp-python` is installed; see docs/benchmarks.md for the build), all in one run. The
+engine's goals are printed as same-run ratios before the headline.
 
-    python benchmarks/engine.py --quick     # < 1 min; headline figures on the last line
+    python benchmarks/engine.py --quick     # about a minute; headline figures on the last line
     python benchmarks/engine.py             # more repetitions, longer prompts
+    python benchmarks/engine.py --dtype float32   # the expanded-weights path
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import time
+from collections.abc import Iterator
 
 import torch
 
@@ -73,28 +77,56 @@ def bench_prefill(engine: Engine, n: int, reps: int) -> float:
     return n / median_time(run, reps)
 
 
-def decode_rate(engine: Engine, reqs: list) -> float:
-    """Aggregate steady-state decode tok/s: batch size / median step time once all have started."""
+@contextlib.contextmanager
+def model_timer(model) -> Iterator[list[float]]:
+    """Seconds spent in the model (forward and logits) per call, collected while inside."""
+    spent: list[float] = []
+
+    def timed(fn):
+        def run(*args, **kwargs):
+            t0 = time.perf_counter()
+            out = fn(*args, **kwargs)
+            spent.append(time.perf_counter() - t0)
+            return out
+
+        return run
+
+    model.forward, model.compute_logits = timed(model.forward), timed(model.compute_logits)
+    try:
+        yield spent
+    finally:
+        del model.forward, model.compute_logits  # back to the class's methods
+
+
+def decode_steps(engine: Engine, reqs: list) -> tuple[float, float]:
+    """(median step seconds, median seconds of it in the model) once all requests have started."""
     while any(not r.output_ids for r in reqs):
         engine.step()
-    times = []
-    while engine.has_work():
-        running = len(engine.scheduler.running)
-        t0 = time.perf_counter()
-        engine.step()
-        times.append((time.perf_counter() - t0) / running)
-    return 1 / statistics.median(times)
+    steps, in_model = [], []
+    with model_timer(engine.loaded.model) as spent:
+        while engine.has_work():
+            spent.clear()
+            t0 = time.perf_counter()
+            engine.step()
+            steps.append(time.perf_counter() - t0)
+            in_model.append(sum(spent))
+    return statistics.median(steps), statistics.median(in_model)
 
 
-def bench_decode(engine: Engine, batch: int, new_tokens: int, reps: int) -> float:
-    def run() -> float:
+def bench_decode(engine: Engine, batch: int, new_tokens: int, reps: int) -> tuple[float, float]:
+    """(aggregate decode tok/s, share of the step spent outside the model)."""
+
+    def run() -> tuple[float, float]:
         engine.flush_cache()
         sp = SamplingParams(max_new_tokens=new_tokens, temperature=0, ignore_eos=True)
-        return decode_rate(
+        return decode_steps(
             engine, [engine.submit(prompt_ids(engine, 32, i), sp) for i in range(batch)]
         )
 
-    return statistics.median(run() for _ in range(reps))
+    runs = [run() for _ in range(reps)]
+    step = statistics.median(s for s, _ in runs)
+    model = statistics.median(m for _, m in runs)
+    return batch / step, max(0.0, step - model) / step
 
 
 def bench_shared_prefix(
@@ -118,7 +150,8 @@ def bench_shared_prefix(
                 engine.submit(prompt_ids(engine, 16, 100 + i), sp, parent_context_id="doc")
                 for i in range(batch)
             ]
-            runs.append(decode_rate(engine, reqs))
+            step, _ = decode_steps(engine, reqs)
+            runs.append(batch / step)
         rates[min_tokens] = statistics.median(runs)
     return rates[64], rates[0]
 
@@ -193,28 +226,56 @@ def bench_transformers(loaded, batch: int, new_tokens: int, reps: int) -> float 
     return batch * new_tokens / median_time(run, reps)
 
 
-def bench_llama_cpp(path: str, new_tokens: int, reps: int) -> float | None:
-    """llama.cpp's single-stream decode on the same GGUF, when llama-cpp-python is installed."""
+def bench_llama_cpp(
+    path: str, new_tokens: int, prefill_len: int, reps: int
+) -> tuple[float, float] | None:
+    """llama.cpp on the same GGUF with as many threads as torch (llama-cpp-python, when
+    installed): (single-stream decode tok/s, streamed, from the first token on; prefill tok/s of
+    a `prefill_len`-token prompt)."""
     try:
         from llama_cpp import Llama
     except ImportError:
         return None
-    llm = Llama(model_path=path, n_ctx=512, n_threads=torch.get_num_threads(), verbose=False)
+    threads = torch.get_num_threads()
+    llm = Llama(
+        model_path=path, n_ctx=2048, n_threads=threads, n_threads_batch=threads, verbose=False
+    )
     llm("warm up", max_tokens=4)
-    rates = []
+    decode, prefill = [], []
     for i in range(reps):
+        stream = llm(
+            f"Once upon a time, story {i}:", max_tokens=new_tokens, temperature=0, stream=True
+        )
+        next(stream)
+        t0, n = time.perf_counter(), 0
+        for _ in stream:
+            n += 1
+        decode.append(n / (time.perf_counter() - t0))
+        # A fresh prompt each time (no cache reuse); one token out: prompt processing only.
+        prompt = [llm.token_bos()] + [100 + (i * 7 + j) % 5000 for j in range(prefill_len - 1)]
+        llm.reset()
         t0 = time.perf_counter()
-        out = llm(f"Once upon a time, story {i}:", max_tokens=new_tokens, temperature=0)
-        rates.append(out["usage"]["completion_tokens"] / (time.perf_counter() - t0))
-    return statistics.median(rates)
+        llm.eval(prompt)
+        prefill.append(prefill_len / (time.perf_counter() - t0))
+    return statistics.median(decode), statistics.median(prefill)
+
+
+def model_bytes(model) -> int:
+    return sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--quick", action="store_true", help="under a minute")
+    ap.add_argument("--quick", action="store_true", help="about a minute")
     ap.add_argument("--model", default=None, help="GGUF or HF dir (default: bundled SmolLM2-135M)")
+    ap.add_argument(
+        "--dtype",
+        default="auto",
+        choices=["auto", "float32", "bfloat16"],
+        help="weights as the engine's --dtype (auto: GGUF blocks kept on CPU)",
+    )
     ap.add_argument("--no-transformers", action="store_true")
     ap.add_argument(
         "--shared-prefill",
@@ -226,7 +287,9 @@ def main() -> None:
     new_tokens = 12 if args.quick else 64
     prefill_len = 512 if args.quick else 1024
 
-    loaded = load_model(args.model)
+    loaded = load_model(
+        args.model, dtype=None if args.dtype == "auto" else getattr(torch, args.dtype)
+    )
     # The engine builds the CPU extension in the background; have it ready before timing.
     print(f"CPU shared-prefix extension: {'loaded' if cpu_shared_prefix.load() else 'no'}")
     if args.shared_prefill:
@@ -242,8 +305,10 @@ def main() -> None:
     cfg = loaded.config
     gflops = gemm_gflops(reps)
     prefill = bench_prefill(engine, prefill_len, reps)
-    prefill_share = prefill * flops_per_token(cfg, prefill_len // 2) / 1e9 / gflops
-    decode = {b: bench_decode(engine, b, new_tokens, reps) for b in (1, 8, 32)}
+    gemm_tok = gflops * 1e9 / flops_per_token(cfg, prefill_len // 2)  # prefill at the GEMM rate
+    decode, overhead = {}, {}
+    for b in (1, 8, 32):
+        decode[b], overhead[b] = bench_decode(engine, b, new_tokens, reps)
     cold, warm = bench_ttft(engine, 1024, reps)
     shared_on, shared_off = bench_shared_prefix(
         loaded, 16, 2048, 6 if args.quick else 32, 1 if args.quick else 3
@@ -255,20 +320,34 @@ def main() -> None:
             b: bench_transformers(loaded, b, new_tokens, 1 if b > 1 else reps) for b in (1, 8, 32)
         }
     )
-    lcpp = bench_llama_cpp(str(loaded.path), 64, 3) if str(loaded.path).endswith(".gguf") else None
+    gguf = str(loaded.path).endswith(".gguf")
+    lcpp = bench_llama_cpp(str(loaded.path), 64, prefill_len, 3) if gguf else None
+    weights_mb = model_bytes(loaded.model) / 1e6
+    file_mb = loaded.path.stat().st_size / 1e6 if gguf else None
 
-    print(f"model {loaded.name}; torch threads {torch.get_num_threads()}; reps {reps} (medians)")
+    print(
+        f"model {loaded.name} ({loaded.weights}); torch threads {torch.get_num_threads()}; "
+        f"reps {reps} (medians)"
+    )
     print(f"fp32 GEMM: {gflops:.1f} GFLOP/s")
     print(
-        f"prefill ({prefill_len} tokens): {prefill:.0f} tok/s = {100 * prefill_share:.0f}% of GEMM rate"
+        f"prefill ({prefill_len} tokens): {prefill:.0f} tok/s = {100 * prefill / gemm_tok:.0f}% "
+        "of GEMM rate"
     )
     for b, v in decode.items():
         hf_v = hf.get(b)
         print(
             f"decode batch {b:>2}: parrot {v:7.1f} tok/s | transformers "
             + (f"{hf_v:7.1f} tok/s ({v / hf_v:.2f}x)" if hf_v else "n/a")
+            + f" | outside the model {100 * overhead[b]:.0f}% of the step"
         )
-    print("llama.cpp single stream: " + (f"{lcpp:.1f} tok/s" if lcpp else "not installed"))
+    if lcpp:
+        print(
+            f"llama.cpp: single stream {lcpp[0]:.1f} tok/s, prefill ({prefill_len}) "
+            f"{lcpp[1]:.0f} tok/s"
+        )
+    else:
+        print("llama.cpp: not installed (pip install llama-cpp-python; see docs/benchmarks.md)")
     print(
         f"TTFT with a 1K-token prefix: cold {1000 * cold:.0f} ms, cached {1000 * warm:.0f} ms ({cold / warm:.1f}x)"
     )
@@ -276,13 +355,34 @@ def main() -> None:
         f"decode, 16 requests on a shared 2K prefix: shared-prefix kernel {shared_on:.1f} tok/s, "
         f"plain paged attention {shared_off:.1f} tok/s ({shared_on / shared_off:.2f}x)"
     )
+    print("goals (same run):")
+    if lcpp:
+        print(f"  batch-1 decode / llama.cpp single stream: {decode[1] / lcpp[0]:.2f} (goal >= 1)")
+        print(
+            f"  batch-32 aggregate / llama.cpp single stream: {decode[32] / lcpp[0]:.2f} "
+            "(goal >= 3)"
+        )
+    best_prefill = max(gemm_tok, lcpp[1] if lcpp else 0.0)
+    print(
+        f"  prefill / max(GEMM-rate prefill {gemm_tok:.0f}, llama.cpp prefill "
+        + (f"{lcpp[1]:.0f}" if lcpp else "n/a")
+        + f" tok/s): {prefill / best_prefill:.2f} "
+        "(goal >= 0.8)"
+    )
+    print(f"  batch-1 step outside the model: {overhead[1]:.2f} (goal <= 0.10)")
+    if file_mb:
+        print(
+            f"  model memory {weights_mb:.0f} MB / GGUF file {file_mb:.0f} MB: "
+            f"{weights_mb / file_mb:.2f} (goal <= 1.5)"
+        )
     hf_txt = "/".join(f"{hf[b]:.0f}" if hf.get(b) else "n/a" for b in (1, 8, 32))
     print(
-        f"headline: prefill {prefill:.0f} tok/s ({100 * prefill_share:.0f}% of {gflops:.0f} GFLOP/s GEMM); "
+        f"headline: prefill {prefill:.0f} tok/s ({100 * prefill / gemm_tok:.0f}% of {gflops:.0f} GFLOP/s GEMM); "
         f"decode b1/b8/b32 {decode[1]:.0f}/{decode[8]:.0f}/{decode[32]:.0f} tok/s; "
         f"transformers b1/b8/b32 {hf_txt} tok/s; "
         + (
-            f"llama.cpp b1 {lcpp:.0f} tok/s (parrot b32 = {decode[32] / lcpp:.2f}x); "
+            f"llama.cpp b1 {lcpp[0]:.0f} tok/s (parrot b1 = {decode[1] / lcpp[0]:.2f}x, "
+            f"b32 = {decode[32] / lcpp[0]:.2f}x); "
             if lcpp
             else ""
         )

@@ -13,15 +13,15 @@ from gguf.quants import quantize as gguf_quantize
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from parrot_kernels import quant_matmul
+from parrot_kernels import cpu_ops, quant_matmul
 from parrot_kernels.quant_matmul import BlockType
 
 
 @pytest.fixture(scope="module")
 def ext():
-    if not quant_matmul.load():
-        pytest.skip(f"extension unavailable: {quant_matmul.unavailable_reason()}")
-    return quant_matmul._EXTENSION.module
+    if not cpu_ops.load():
+        pytest.skip(f"extension unavailable: {cpu_ops.unavailable_reason()}")
+    return cpu_ops.module()
 
 
 def _paths(module) -> list[str]:
@@ -65,8 +65,9 @@ def test_block_kernel_matches_dense_product_on_every_path(ext, kind, rows, nbloc
     k = 32 * nblocks
     blocks, exact = _blocks(kind, rows, k, seed)
     x = torch.randn(n, k, generator=torch.Generator().manual_seed(seed))
+    x[:, 0] *= 50  # an outlier, as real activations have
     want = x.double() @ exact.double().T
-    scale = x.abs().double() @ exact.abs().double().T  # bound of the rounding error's size
+    scale = x.abs().double() @ exact.abs().double().T  # the size fp32 rounding errs relative to
     try:
         for path in _paths(ext):
             assert ext.set_isa(path) == path
@@ -91,9 +92,9 @@ def test_without_the_extension_the_torch_path_gives_the_same(monkeypatch, ext):
     blocks, exact = _blocks(BlockType.Q8_0, 16, 64, 5)
     x = torch.randn(2, 64)
     compiled = quant_matmul.linear(x, blocks, BlockType.Q8_0, 64)
-    monkeypatch.setattr(quant_matmul._EXTENSION, "module", None)
-    assert not quant_matmul.loaded()
-    assert torch.allclose(quant_matmul.linear(x, blocks, BlockType.Q8_0, 64), compiled, atol=1e-5)
+    monkeypatch.setattr(cpu_ops.EXTENSION, "module", None)
+    assert not cpu_ops.loaded()
+    assert torch.allclose(quant_matmul.linear(x, blocks, BlockType.Q8_0, 64), compiled, atol=1e-4)
     assert torch.equal(quant_matmul.dequantize(blocks, BlockType.Q8_0, 64), exact)
 
 

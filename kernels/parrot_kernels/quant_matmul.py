@@ -1,10 +1,11 @@
 """Matmul over GGML block-quantised weights kept as the GGUF file's bytes (Q4_0, Q4_1, Q8_0).
 
 A weight of M rows and K inputs is a uint8 tensor [M, K / 32 * block bytes]. On CPU the
-compiled extension (`csrc/quant_matmul.cpp`) multiplies without expanding the weight: a few rows
-of activations per pass over the weight, which is what decode needs. Elsewhere, or before the
-extension is loaded, the weight is dequantised in torch and multiplied densely; results are the
-same up to float rounding. For many rows (prefill) dequantising the weight once and running a
+compiled extension (`cpu_ops`, `csrc/quant_matmul.cpp`) multiplies without expanding the
+weight: each block is dequantised in registers and multiplied with a few rows of activations at
+once, the weights streamed from memory once per call (what decode needs). Elsewhere, or before
+the extension is loaded, the weight is dequantised in torch and multiplied densely. Both equal
+`F.linear(x, dequantize(weight))` up to float rounding. For many rows (prefill) dequantising the weight once and running a
 dense GEMM is faster than the block kernel, so `linear` switches at `DENSE_ROWS`.
 """
 
@@ -15,26 +16,9 @@ import enum
 import torch
 import torch.nn.functional as F
 
-from .extension import CppExtension
+from . import cpu_ops
 
-__all__ = [
-    "DENSE_ROWS",
-    "BlockType",
-    "dequantize",
-    "dequantize_reference",
-    "linear",
-    "load",
-    "loaded",
-    "unavailable_reason",
-]
-
-_EXTENSION = CppExtension(
-    "parrot_quant_matmul",
-    ["quant_matmul.cpp"],
-    "block-quantised matmul",
-    extra_cflags=["-fopenmp"],
-    extra_ldflags=["-fopenmp"],
-)
+__all__ = ["DENSE_ROWS", "BlockType", "dequantize", "dequantize_reference", "linear"]
 
 BLOCK = 32  # values per block, all types here
 
@@ -60,23 +44,9 @@ class BlockType(enum.IntEnum):
 _BLOCK_BYTES = {BlockType.Q4_0: 18, BlockType.Q4_1: 20, BlockType.Q8_0: 34}
 
 
-def load() -> bool:
-    """Build (first time, about a minute on 2 cores) or load the extension now; True if the
-    CPU path uses it."""
-    return _EXTENSION.load() is not None
-
-
-def loaded() -> bool:
-    return _EXTENSION.module is not None
-
-
-def unavailable_reason() -> str | None:
-    return _EXTENSION.error
-
-
 def instruction_set() -> str | None:
     """The vector path the extension runs ("avx512", "avx2", "scalar"); None if not loaded."""
-    module = _EXTENSION.module
+    module = cpu_ops.module()
     return None if module is None else module.isa()
 
 
@@ -113,7 +83,7 @@ def dequantize_reference(weight: torch.Tensor, kind: BlockType, in_features: int
 
 def dequantize(weight: torch.Tensor, kind: BlockType, in_features: int) -> torch.Tensor:
     """[M, row bytes] uint8 -> [M, in_features] fp32, compiled on CPU once loaded."""
-    module = _EXTENSION.module
+    module = cpu_ops.module()
     if module is not None and weight.device.type == "cpu":
         return module.dequantize(weight.contiguous(), int(kind), in_features)
     return dequantize_reference(weight, kind, in_features)
@@ -127,7 +97,7 @@ def linear(
     bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """`F.linear(x, dequantize(weight))` for x [..., in_features]; fp32 out for fp32 in."""
-    module = _EXTENSION.module
+    module = cpu_ops.module()
     rows = x.numel() // max(in_features, 1)
     if (
         module is not None

@@ -7,11 +7,15 @@
 // Nibble byte j holds element j (low) and element j + 16 (high).
 //
 // matmul(x [N, K] fp32, w) -> [N, M] fp32 dequantises each block in registers and multiplies
-// it with up to four rows of x at once, so the weights stream from memory once per four rows.
-// The vector paths (AVX-512, AVX2 + FMA + F16C) are picked at run time from the CPU's features;
-// other CPUs take the scalar path, with the same results up to float rounding.
+// it with up to four rows of x at once; a weight row stays in L1 while all rows of x pass over
+// it, so the weights stream from memory once per call. Results equal the dequantised fp32
+// product up to float rounding. (Rounding x to integers per block, as llama.cpp does, was
+// measured too: 8 bits moved this model's perplexity by 2.6%, its activations have outliers;
+// 16 bits ran no faster than this.) The vector paths (AVX-512, AVX2 + FMA + F16C) are picked
+// at run time from the CPU's features; other CPUs take the scalar path.
 
-#include <torch/extension.h>
+#include "cpu_ops.h"
+
 #include <ATen/Parallel.h>
 #include <c10/util/Half.h>
 #include <immintrin.h>
@@ -19,9 +23,15 @@
 #include <cstdint>
 #include <cstring>
 
+namespace parrot {
+
 namespace {
 
 constexpr int64_t kBlock = 32;
+// How far ahead of the block being read the weights are prefetched: rows are contiguous, so
+// this reaches across row ends too (the hardware prefetcher alone leaves the loop waiting on
+// memory, at a third of the bandwidth).
+constexpr int64_t kPrefetchBytes = 1024;
 enum QType : int64_t { Q4_0 = 2, Q4_1 = 3, Q8_0 = 8 };  // GGML's type ids
 
 int64_t block_bytes(int64_t qtype) {
@@ -128,6 +138,7 @@ AVX2 void dot_rows_avx2(int64_t qtype, const float* x, const uint8_t* wrow, floa
   for (int i = 0; i < NR; ++i) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
   __m256 v[4];
   for (int64_t b = 0; b < nb; ++b) {
+    _mm_prefetch(reinterpret_cast<const char*>(wrow + b * bb + kPrefetchBytes), _MM_HINT_T0);
     load_block_avx2(qtype, wrow + b * bb, v);
     for (int i = 0; i < NR; ++i) {
       const float* xb = x + i * k + b * kBlock;
@@ -211,6 +222,7 @@ AVX512 void dot_rows_avx512(int64_t qtype, const float* x, const uint8_t* wrow, 
   for (int i = 0; i < NR; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
   __m512 v[2];
   for (int64_t b = 0; b < nb; ++b) {
+    _mm_prefetch(reinterpret_cast<const char*>(wrow + b * bb + kPrefetchBytes), _MM_HINT_T0);
     load_block_avx512(qtype, wrow + b * bb, v);
     for (int i = 0; i < NR; ++i) {
       const float* xb = x + i * k + b * kBlock;
@@ -273,6 +285,8 @@ void check_weight(const torch::Tensor& w, int64_t qtype, int64_t k) {
                     " bytes; ", k, " values of this type take ", k / kBlock * block_bytes(qtype));
 }
 
+}  // namespace
+
 // Rows per task: a handful of rows is already tens of microseconds of work.
 constexpr int64_t kGrain = 16;
 
@@ -330,11 +344,4 @@ std::string set_isa(const std::string& name) {
 
 std::string isa() { return isa_name(active_isa()); }
 
-}  // namespace
-
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, mod) {
-  mod.def("matmul", &matmul, "x [N, K] fp32 @ dequantised(w [M, K]).T -> [N, M] fp32");
-  mod.def("dequantize", &dequantize, "w [M, K] blocks -> [M, K] fp32");
-  mod.def("set_isa", &set_isa, "pick the vector path (best available if the CPU lacks it)");
-  mod.def("isa", &isa, "the vector path in use");
-}
+}  // namespace parrot

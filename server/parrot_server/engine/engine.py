@@ -238,7 +238,7 @@ class Engine:
         req.output_ids.append(token)
         self._totals["generated"] += 1
         sp = req.sampling
-        text, stop_str = req.state["detok"].step(req.output_ids)
+        text, stop_str = req.state["detok"].step(token)
         reason = None
         if stop_str is not None:
             reason = FinishReason(FinishKind.STOP, stop_str)

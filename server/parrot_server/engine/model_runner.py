@@ -120,10 +120,18 @@ def _padded_index(
 class _Decodes:
     """Single-token chunks attended as one padded batch (each request reads its whole KV)."""
 
-    rows: torch.Tensor  # rows of these queries in the flat batch
+    rows: slice | torch.Tensor  # rows of these queries in the flat batch (a slice: in order)
     index: torch.Tensor  # flat padded slot index
     shape: tuple[int, int]  # (B, L)
     mask: torch.Tensor  # [B, 1, 1, L] bool, True = visible
+
+
+@dataclass
+class _Decode:
+    """One single-token chunk with nothing to pad: its KV read as a view where it can be."""
+
+    row: int
+    slots: slice | torch.Tensor  # see _slot_source
 
 
 @dataclass
@@ -195,13 +203,17 @@ class PagedAttention:
                         None if min(lens) == shape[1] else torch.tensor(lens, device=device),
                     )
                 )
-        self.decodes = None
-        if singles:
-            histories = [decodes[i].request.slots[: decodes[i].start + 1] for i in singles]
+        self.decodes: _Decodes | None = None
+        self.decode: _Decode | None = None
+        histories = [decodes[i].request.slots[: decodes[i].start + 1] for i in singles]
+        if len(singles) == 1:
+            self.decode = _Decode(singles[0], _slot_source(histories[0], device))
+        elif singles:
             index, shape, lens = _padded_index(histories, device)
             mask = torch.arange(shape[1])[None, :] < torch.tensor(lens)[:, None]
+            in_order = singles == list(range(len(singles)))
             self.decodes = _Decodes(
-                torch.tensor(singles, device=device),
+                slice(0, len(singles)) if in_order else torch.tensor(singles, device=device),
                 index,
                 shape,
                 mask.to(device)[:, None, None, :],
@@ -252,8 +264,20 @@ class PagedAttention:
         k_pool, v_pool = self.pool.k[layer], self.pool.v[layer]
         k_pool.index_copy_(0, self.write_slots, k)
         v_pool.index_copy_(0, self.write_slots, v)
-        out = torch.empty_like(q)
         heads = k_pool.shape[1:]
+        if self.decode is not None:
+            d1 = self.decode
+            o = F.scaled_dot_product_attention(  # [1, Hq, 1, D]: nothing to mask
+                q[d1.row : d1.row + 1].transpose(0, 1).unsqueeze(0),
+                _read(k_pool, d1.slots).transpose(0, 1).unsqueeze(0),
+                _read(v_pool, d1.slots).transpose(0, 1).unsqueeze(0),
+                enable_gqa=True,
+            )[0, :, 0]
+            if len(q) == 1:  # the whole batch (batch-1 decode): no output buffer to fill
+                return o.unsqueeze(0)
+        out = torch.empty_like(q)
+        if self.decode is not None:
+            out[self.decode.row] = o
         # index_select on a flat index is several times faster than advanced indexing.
         if self.decodes is not None:
             d = self.decodes
@@ -262,8 +286,13 @@ class PagedAttention:
             )
             o = F.scaled_dot_product_attention(
                 q[d.rows].unsqueeze(2), kd, vd, attn_mask=d.mask, enable_gqa=True
-            )
-            out.index_copy_(0, d.rows, o.squeeze(2))
+            ).squeeze(2)
+            if isinstance(d.rows, slice):
+                if d.rows.stop == len(q):  # every query of the step: o is the whole output
+                    return o
+                out[d.rows] = o
+            else:
+                out.index_copy_(0, d.rows, o)
         for g in self.shared:
             o = self.kernels.shared_prefix_decode(
                 q[g.rows],

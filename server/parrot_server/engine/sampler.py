@@ -17,26 +17,41 @@ def make_generator(params: SamplingParams) -> torch.Generator:
     return gen
 
 
-def filter_top_k_top_p(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
-    """Mask (to -inf) the logits of one row outside top-k and the top-p nucleus."""
-    if 0 < top_k < logits.shape[-1]:
-        kth = torch.topk(logits, top_k).values[-1]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, descending=True)
-        probs = torch.softmax(sorted_logits, dim=-1)
-        # Drop a token once the mass before it already reaches top_p (the first always stays).
-        drop = (torch.cumsum(probs, dim=-1) - probs) >= top_p
-        logits = logits.masked_fill(torch.zeros_like(drop).scatter(0, order, drop), float("-inf"))
-    return logits
+# Without top-k, top-p first tries this many of the most likely tokens (a partial sort); only
+# when they hold less than top_p of the mass is the whole vocabulary sorted.
+TOP_P_CANDIDATES = 256
+
+
+def candidates(logits: torch.Tensor, top_k: int, top_p: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The tokens one row may be sampled from: (logits, token ids), most likely first. top-k
+    keeps the k best; top-p then keeps the smallest prefix whose probability (within the top-k,
+    if any) reaches top_p. With neither, every token, in id order (nothing to sort)."""
+    vocab = logits.shape[-1]
+    k = top_k if 0 < top_k < vocab else vocab
+    if k == vocab and top_p >= 1.0:
+        return logits, torch.arange(vocab)
+    values, ids = torch.topk(logits, min(k, TOP_P_CANDIDATES) if k == vocab else k)
+    if top_p >= 1.0:
+        return values, ids
+    # Probabilities over the whole top-k set (the whole vocabulary without top-k).
+    log_total = torch.logsumexp(logits if k == vocab else values, dim=-1)
+    probs = torch.exp(values - log_total)
+    before = torch.cumsum(probs, dim=-1) - probs  # mass of the better tokens
+    if k == vocab and before[-1] + probs[-1] < top_p:  # the nucleus is wider: sort everything
+        values, ids = torch.sort(logits, descending=True)
+        probs = torch.exp(values - log_total)
+        before = torch.cumsum(probs, dim=-1) - probs
+    # Drop a token once the mass before it already reaches top_p (the first always stays).
+    keep = max(1, int((before < top_p).sum()))
+    return values[:keep], ids[:keep]
 
 
 def sample_row(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator) -> int:
     if params.greedy:
         return int(torch.argmax(logits))
-    logits = filter_top_k_top_p(logits.float() / params.temperature, params.top_k, params.top_p)
-    probs = torch.softmax(logits, dim=-1)
-    return int(torch.multinomial(probs, 1, generator=generator))
+    values, ids = candidates(logits.float() / params.temperature, params.top_k, params.top_p)
+    probs = torch.softmax(values, dim=-1)
+    return int(ids[torch.multinomial(probs, 1, generator=generator)])
 
 
 def sample(

@@ -14,8 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from parrot_kernels.layer_ops import add_rms_norm, rms_norm, rope_, silu_mul
+
 from .config import ModelConfig
-from .rope import apply_rope, rope_tables
+from .rope import rope_tables
 
 
 class AttentionFn(Protocol):
@@ -34,13 +36,6 @@ class DenseCausalAttention:
         return out.squeeze(0).transpose(0, 1)
 
 
-def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
-    # Statistics in fp32 whatever the model dtype, as the reference implementation does.
-    xf = x.float()
-    xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
-    return weight * xf.to(x.dtype)
-
-
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float) -> None:
         super().__init__()
@@ -57,6 +52,7 @@ class Block(nn.Module):
         c = config
         self.layer, self.head_dim = layer, c.head_dim
         self.q_dim, self.kv_dim = c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim
+        self.rotated_heads = c.num_heads + c.num_kv_heads
         self.attn_norm = RMSNorm(c.hidden_size, c.rms_norm_eps)
         self.qkv = nn.Linear(c.hidden_size, self.q_dim + 2 * self.kv_dim, bias=c.attention_bias)
         self.o_proj = nn.Linear(self.q_dim, c.hidden_size, bias=c.output_bias)
@@ -64,15 +60,16 @@ class Block(nn.Module):
         self.gate_up = nn.Linear(c.hidden_size, 2 * c.intermediate_size, bias=False)
         self.down = nn.Linear(c.intermediate_size, c.hidden_size, bias=False)
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, attention: AttentionFn) -> Tensor:
+    def forward(self, x: Tensor, rope: Tensor, attention: AttentionFn) -> Tensor:
+        """x [N, hidden]; rope [N, 2, head_dim / 2]: each token's cos and sin."""
         n, hd = x.shape[0], self.head_dim
-        q, k, v = self.qkv(self.attn_norm(x)).split([self.q_dim, self.kv_dim, self.kv_dim], -1)
-        q = apply_rope(q.view(n, -1, hd), cos, sin)
-        k = apply_rope(k.view(n, -1, hd), cos, sin)
-        out = attention(self.layer, q, k, v.view(n, -1, hd))
-        x = x + self.o_proj(out.reshape(n, self.q_dim))
-        gate, up = self.gate_up(self.mlp_norm(x)).chunk(2, dim=-1)
-        return x + self.down(F.silu(gate) * up)
+        qkv = self.qkv(self.attn_norm(x))
+        rope_(qkv, rope, self.rotated_heads, hd)  # q's and k's heads lead each row
+        q, k, v = qkv.split([self.q_dim, self.kv_dim, self.kv_dim], -1)
+        out = attention(self.layer, q.view(n, -1, hd), k.view(n, -1, hd), v.view(n, -1, hd))
+        norm = self.mlp_norm
+        x, h = add_rms_norm(x, self.o_proj(out.reshape(n, self.q_dim)), norm.weight, norm.eps)
+        return x + self.down(silu_mul(self.gate_up(h)))
 
 
 class Embedding(nn.Embedding):
@@ -110,9 +107,9 @@ class LlamaModel(nn.Module):
     def forward(self, input_ids: Tensor, positions: Tensor, attention: AttentionFn) -> Tensor:
         """input_ids, positions: [N]. Returns the final-normed hidden states [N, hidden]."""
         x = self.embed_tokens(input_ids)
-        cos, sin = self.rope[positions].to(x.dtype).unsqueeze(2).unbind(1)  # [N, 1, D/2] each
+        rope = self.rope[positions].to(x.dtype)  # [N, 2, D/2]: cos, sin
         for layer in self.layers:
-            x = layer(x, cos, sin, attention)
+            x = layer(x, rope, attention)
         return self.norm(x)
 
     @torch.inference_mode()

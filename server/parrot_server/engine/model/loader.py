@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
-from parrot_kernels import quant_matmul
+from parrot_kernels import cpu_ops
 
 from ..tokenizer import TokenizerNotFoundError, load_hf_tokenizer
 from .compact import QuantEmbedding, QuantLinear, compact_state, concat_rows, install_compact
@@ -82,7 +82,7 @@ def load_model(
     """Load a GGUF file or an HF safetensors directory; None means the default model.
 
     dtype None ("auto"): on CPU a GGUF's Q4_0/Q4_1/Q8_0 tensors stay as blocks, multiplied by
-    the compiled kernel (`parrot_kernels.quant_matmul`, built on first use), everything else is
+    the compiled kernel (`parrot_kernels.cpu_ops`, built on first use), everything else is
     fp32; where that kernel cannot be built, and for HF directories and other devices, fp32.
     A dtype dequantises every weight to it.
     """
@@ -111,11 +111,11 @@ QUANTISED = (QuantLinear, QuantEmbedding)
 
 
 def _kernel_ready() -> bool:
-    if quant_matmul.load():
+    if cpu_ops.load():
         return True
     log.warning(
         "block-quantised matmul unavailable (%s): weights are expanded to float32",
-        (quant_matmul.unavailable_reason() or "").splitlines()[0][:300],
+        (cpu_ops.unavailable_reason() or "").splitlines()[0][:300],
     )
     return False
 

@@ -45,9 +45,3 @@ def rope_tables(config: ModelConfig, device: torch.device | str = "cpu") -> torc
         positions = torch.arange(config.max_position_embeddings, dtype=torch.float32)
         angles = torch.outer(positions, inv_freq(config))
         return torch.stack([angles.cos(), angles.sin()], dim=1).to(device)
-
-
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x: [N, heads, head_dim]; cos, sin: [N, 1, head_dim / 2]."""
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)

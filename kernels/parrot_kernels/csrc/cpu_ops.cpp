@@ -1,0 +1,13 @@
+// Python bindings of the CPU operators (parrot_kernels.cpu_ops loads this extension).
+#include "cpu_ops.h"
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, mod) {
+  mod.def("matmul", &parrot::matmul, "x [N, K] fp32 @ dequantised(w [M, K]).T -> [N, M] fp32");
+  mod.def("dequantize", &parrot::dequantize, "w [M, K] blocks -> [M, K] fp32");
+  mod.def("set_isa", &parrot::set_isa, "pick the vector path (best available if the CPU lacks it)");
+  mod.def("isa", &parrot::isa, "the vector path in use");
+  mod.def("rms_norm", &parrot::rms_norm, "x [N, D] / rms * w");
+  mod.def("add_rms_norm", &parrot::add_rms_norm, "(x + delta, rms_norm(x + delta))");
+  mod.def("rope_", &parrot::rope_, "rotate the first heads of qkv [N, *] in place");
+  mod.def("silu_mul", &parrot::silu_mul, "silu(gate) * up for gate_up [N, 2I] -> [N, I]");
+}

@@ -1,0 +1,26 @@
+// The CPU operators of the `parrot_cpu_ops` extension (bound in cpu_ops.cpp).
+#pragma once
+
+#include <torch/extension.h>
+
+#include <string>
+#include <tuple>
+
+namespace parrot {
+
+// quant_matmul.cpp: GGML block-quantised weights (Q4_0, Q4_1, Q8_0 by GGML type id).
+torch::Tensor matmul(const torch::Tensor& x, const torch::Tensor& w, int64_t qtype, int64_t k);
+torch::Tensor dequantize(const torch::Tensor& w, int64_t qtype, int64_t k);
+std::string set_isa(const std::string& name);
+std::string isa();
+
+// layer_ops.cpp: a decoder layer's elementwise work.
+torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& w, double eps);
+std::tuple<torch::Tensor, torch::Tensor> add_rms_norm(const torch::Tensor& x,
+                                                      const torch::Tensor& delta,
+                                                      const torch::Tensor& w, double eps);
+void rope_(torch::Tensor& qkv, const torch::Tensor& table, int64_t rotated_heads,
+           int64_t head_dim);
+torch::Tensor silu_mul(const torch::Tensor& gate_up);
+
+}  // namespace parrot
