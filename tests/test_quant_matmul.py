@@ -81,11 +81,16 @@ def test_block_kernel_matches_dense_product_on_every_path(ext, kind, rows, nbloc
 
 def test_many_rows_take_the_dense_gemm_with_the_same_result(ext):
     blocks, exact = _blocks(BlockType.Q4_1, 64, 128, 3)
+    small, small_exact = _blocks(BlockType.Q8_0, 16, 64, 4)
     x = torch.randn(3, quant_matmul.DENSE_ROWS, 128)  # leading dims are flattened
     got = quant_matmul.linear(x, blocks, BlockType.Q4_1, 128, bias=torch.ones(64))
-    want = x @ exact.T + 1
+    # The dense path reuses one scratch buffer per thread: a second weight must not show
+    # through the first result, nor the first's values through the second.
+    x2 = torch.randn(quant_matmul.DENSE_ROWS, 64)
+    got2 = quant_matmul.linear(x2, small, BlockType.Q8_0, 64)
     assert got.shape == (3, quant_matmul.DENSE_ROWS, 64)
-    assert torch.allclose(got, want, atol=1e-4)
+    assert torch.allclose(got, x @ exact.T + 1, atol=1e-4)
+    assert torch.allclose(got2, x2 @ small_exact.T, atol=1e-4)
 
 
 def test_without_the_extension_the_torch_path_gives_the_same(monkeypatch, ext):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import httpx
 import pytest
@@ -95,6 +96,10 @@ def test_cli_rejects_an_unknown_dtype_cleanly():
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2
     assert "--dtype" in r.stderr and "float32" in r.stderr and "Traceback" not in r.stderr
+    env = {**os.environ, "PARROT_DTYPE": "int3"}  # the same from the environment
+    r = subprocess.run(cmd[:-2], capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 2
+    assert "PARROT_DTYPE" in r.stderr and "float32" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_cli_rejects_a_missing_model_cleanly(tmp_path):

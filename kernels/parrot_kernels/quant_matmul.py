@@ -12,6 +12,7 @@ dense GEMM is faster than the block kernel, so `linear` switches at `DENSE_ROWS`
 from __future__ import annotations
 
 import enum
+import threading
 
 import torch
 import torch.nn.functional as F
@@ -82,11 +83,27 @@ def dequantize_reference(weight: torch.Tensor, kind: BlockType, in_features: int
 
 
 def dequantize(weight: torch.Tensor, kind: BlockType, in_features: int) -> torch.Tensor:
-    """[M, row bytes] uint8 -> [M, in_features] fp32, compiled on CPU once loaded."""
+    """[M, row bytes] uint8 -> [M, in_features] fp32 (a new tensor), compiled on CPU once
+    loaded."""
     module = cpu_ops.module()
     if module is not None and weight.device.type == "cpu":
         return module.dequantize(weight.contiguous(), int(kind), in_features)
     return dequantize_reference(weight, kind, in_features)
+
+
+class _Scratch(threading.local):
+    """Per thread, one fp32 buffer the dense path dequantises each weight into: a fresh
+    tensor of several MB per matmul would page-fault its way in every time."""
+
+    buffer: torch.Tensor | None = None
+
+    def take(self, values: int) -> torch.Tensor:
+        if self.buffer is None or self.buffer.numel() < values:
+            self.buffer = torch.empty(values)
+        return self.buffer
+
+
+_SCRATCH = _Scratch()
 
 
 def linear(
@@ -97,15 +114,19 @@ def linear(
     bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """`F.linear(x, dequantize(weight))` for x [..., in_features]; fp32 out for fp32 in."""
-    module = cpu_ops.module()
-    rows = x.numel() // max(in_features, 1)
-    if (
-        module is not None
-        and x.device.type == "cpu"
-        and x.dtype == torch.float32
-        and rows < DENSE_ROWS
-    ):
-        out = module.matmul(x.reshape(rows, in_features), weight, int(kind), in_features)
-        out = out.view(*x.shape[:-1], weight.shape[0])
-        return out if bias is None else out + bias
+    module = cpu_ops.EXTENSION.module
+    # The decode case first, in as few Python operations as possible: it runs hundreds of
+    # times per step, and each call's own work is tens of microseconds.
+    if module is not None and x.dtype is torch.float32 and x.device.type == "cpu":
+        rows = x.numel() // in_features
+        if rows < DENSE_ROWS:
+            flat = x if x.dim() == 2 else x.reshape(rows, in_features)
+            out = module.matmul(flat, weight, kind, in_features)
+            if x.dim() != 2:
+                out = out.view(*x.shape[:-1], weight.shape[0])
+            return out if bias is None else out + bias
+        dense = module.dequantize(
+            weight, kind, in_features, _SCRATCH.take(weight.shape[0] * in_features)
+        )
+        return F.linear(x, dense, bias)
     return F.linear(x, dequantize(weight, kind, in_features).to(x.dtype), bias)

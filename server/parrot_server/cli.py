@@ -56,6 +56,13 @@ class _Options:
             self.parser.error(
                 f"{flag}: {raw or self.file_values.get(key)!r} is not a valid {typ.__name__}"
             )
+        choices = kwargs.get("choices")
+        if choices is not None and value is not None and value not in choices:
+            # argparse checks choices on the command line only, not on defaults.
+            self.parser.error(
+                f"{flag}: {value!r} (from {env} or the config file) is not one of "
+                f"{', '.join(map(str, choices))}"
+            )
         shown = "%(default)s" if default is not None else "see above"
         self.parser.add_argument(
             flag, type=typ, default=value, help=f"{help} [env {env}; default: {shown}]", **kwargs

@@ -3,7 +3,8 @@
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, mod) {
   mod.def("matmul", &parrot::matmul, "x [N, K] fp32 @ dequantised(w [M, K]).T -> [N, M] fp32");
-  mod.def("dequantize", &parrot::dequantize, "w [M, K] blocks -> [M, K] fp32");
+  mod.def("dequantize", &parrot::dequantize, "w [M, K] blocks -> [M, K] fp32", py::arg("w"),
+          py::arg("qtype"), py::arg("k"), py::arg("out") = py::none());
   mod.def("set_isa", &parrot::set_isa, "pick the vector path (best available if the CPU lacks it)");
   mod.def("isa", &parrot::isa, "the vector path in use");
   mod.def("rms_norm", &parrot::rms_norm, "x [N, D] / rms * w");

@@ -3,6 +3,7 @@
 
 #include <torch/extension.h>
 
+#include <optional>
 #include <string>
 #include <tuple>
 
@@ -10,7 +11,9 @@ namespace parrot {
 
 // quant_matmul.cpp: GGML block-quantised weights (Q4_0, Q4_1, Q8_0 by GGML type id).
 torch::Tensor matmul(const torch::Tensor& x, const torch::Tensor& w, int64_t qtype, int64_t k);
-torch::Tensor dequantize(const torch::Tensor& w, int64_t qtype, int64_t k);
+// out: a buffer to write into (its first M * K values), else a new tensor.
+torch::Tensor dequantize(const torch::Tensor& w, int64_t qtype, int64_t k,
+                         const std::optional<torch::Tensor>& out);
 std::string set_isa(const std::string& name);
 std::string isa();
 

@@ -312,10 +312,19 @@ torch::Tensor matmul(const torch::Tensor& x_in, const torch::Tensor& w, int64_t 
   return out;
 }
 
-torch::Tensor dequantize(const torch::Tensor& w, int64_t qtype, int64_t k) {
+torch::Tensor dequantize(const torch::Tensor& w, int64_t qtype, int64_t k,
+                         const std::optional<torch::Tensor>& out_buffer) {
   check_weight(w, qtype, k);
   const int64_t m = w.size(0), nb = k / kBlock, bb = block_bytes(qtype);
-  torch::Tensor out = torch::empty({m, k}, torch::TensorOptions().dtype(torch::kFloat32));
+  torch::Tensor out;
+  if (out_buffer) {
+    TORCH_CHECK_VALUE(out_buffer->device().is_cpu() && out_buffer->scalar_type() == torch::kFloat32 &&
+                          out_buffer->is_contiguous() && out_buffer->numel() >= m * k,
+                      "out must be a contiguous float32 CPU tensor of at least ", m * k, " values");
+    out = out_buffer->view(-1).narrow(0, 0, m * k).view({m, k});
+  } else {
+    out = torch::empty({m, k}, torch::TensorOptions().dtype(torch::kFloat32));
+  }
   const uint8_t* wp = w.data_ptr<uint8_t>();
   float* op = out.data_ptr<float>();
   const Isa isa = active_isa();
