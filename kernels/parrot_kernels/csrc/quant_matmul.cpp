@@ -233,18 +233,26 @@ AVX512 void dot_rows_avx512(int64_t qtype, const float* x, const uint8_t* wrow, 
   for (int i = 0; i < NR; ++i) out[i * m] = _mm512_reduce_add_ps(_mm512_add_ps(acc[i][0], acc[i][1]));
 }
 
+// Eight rows of x per pass (sixteen accumulators fit in AVX-512's 32 registers), so a batch
+// dequantises each block a quarter as often as four rows would.
 AVX512 void matmul_rows_avx512(int64_t qtype, const float* x, const uint8_t* w, float* out,
                                int64_t n, int64_t k, int64_t m, int64_t r0, int64_t r1) {
   const int64_t nb = k / kBlock, bb = block_bytes(qtype);
   for (int64_t r = r0; r < r1; ++r) {
     const uint8_t* wrow = w + r * nb * bb;
     int64_t i = 0;
-    for (; i + 4 <= n; i += 4)
-      dot_rows_avx512<4>(qtype, x + i * k, wrow, out + i * m + r, k, m, nb, bb);
+    for (; i + 8 <= n; i += 8)
+      dot_rows_avx512<8>(qtype, x + i * k, wrow, out + i * m + r, k, m, nb, bb);
+    const float* xi = x + i * k;
+    float* oi = out + i * m + r;
     switch (n - i) {
-      case 3: dot_rows_avx512<3>(qtype, x + i * k, wrow, out + i * m + r, k, m, nb, bb); break;
-      case 2: dot_rows_avx512<2>(qtype, x + i * k, wrow, out + i * m + r, k, m, nb, bb); break;
-      case 1: dot_rows_avx512<1>(qtype, x + i * k, wrow, out + i * m + r, k, m, nb, bb); break;
+      case 7: dot_rows_avx512<7>(qtype, xi, wrow, oi, k, m, nb, bb); break;
+      case 6: dot_rows_avx512<6>(qtype, xi, wrow, oi, k, m, nb, bb); break;
+      case 5: dot_rows_avx512<5>(qtype, xi, wrow, oi, k, m, nb, bb); break;
+      case 4: dot_rows_avx512<4>(qtype, xi, wrow, oi, k, m, nb, bb); break;
+      case 3: dot_rows_avx512<3>(qtype, xi, wrow, oi, k, m, nb, bb); break;
+      case 2: dot_rows_avx512<2>(qtype, xi, wrow, oi, k, m, nb, bb); break;
+      case 1: dot_rows_avx512<1>(qtype, xi, wrow, oi, k, m, nb, bb); break;
       default: break;
     }
   }
