@@ -1,5 +1,6 @@
-"""The `parrot_cpu_ops` extension: block-quantised matmul (`quant_matmul`) and a decoder
-layer's elementwise work (`layer_ops`), compiled from `csrc/` on first `load()`."""
+"""The `parrot_cpu_ops` extension: block-quantised matmul (`quant_matmul`), a decoder layer's
+elementwise work (`layer_ops`) and decode attention over a paged KV pool (`paged_attention`),
+compiled from `csrc/` on first `load()`."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ __all__ = ["EXTENSION", "load", "loaded", "module", "unavailable_reason"]
 
 EXTENSION = CppExtension(
     "parrot_cpu_ops",
-    ["quant_matmul.cpp", "layer_ops.cpp", "cpu_ops.cpp"],
+    ["quant_matmul.cpp", "layer_ops.cpp", "paged_attention.cpp", "cpu_ops.cpp"],
     "CPU operators",
     extra_cflags=["-fopenmp"],
     extra_ldflags=["-fopenmp"],

@@ -11,4 +11,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, mod) {
   mod.def("add_rms_norm", &parrot::add_rms_norm, "(x + delta, rms_norm(x + delta))");
   mod.def("rope_", &parrot::rope_, "rotate the first heads of qkv [N, *] in place");
   mod.def("silu_mul", &parrot::silu_mul, "silu(gate) * up for gate_up [N, 2I] -> [N, I]");
+  mod.def("paged_decode_attention", &parrot::paged_decode_attention,
+          "q [B, Hq, D] against pool rows slots[b, :lengths[b]] -> [B, Hq, D]");
 }

@@ -26,4 +26,9 @@ void rope_(torch::Tensor& qkv, const torch::Tensor& table, int64_t rotated_heads
            int64_t head_dim);
 torch::Tensor silu_mul(const torch::Tensor& gate_up);
 
+// paged_attention.cpp: one query per request against its slots of a [slots, Hkv, D] pool.
+torch::Tensor paged_decode_attention(const torch::Tensor& q, const torch::Tensor& k_pool,
+                                     const torch::Tensor& v_pool, const torch::Tensor& slots,
+                                     const torch::Tensor& lengths, double scale);
+
 }  // namespace parrot

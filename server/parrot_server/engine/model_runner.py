@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from parrot_kernels import cpu_shared_prefix, plan_shared_prefix
 from parrot_kernels import shared_prefix as torch_shared_prefix
+from parrot_kernels.paged_attention import paged_decode_attention
 
 from .model import LlamaModel
 from .sampler import make_generator, sample
@@ -123,6 +124,7 @@ class _Decodes:
     rows: slice | torch.Tensor  # rows of these queries in the flat batch (a slice: in order)
     index: torch.Tensor  # flat padded slot index
     shape: tuple[int, int]  # (B, L)
+    lengths: torch.Tensor  # [B]: slots of each row of index.view(shape)
     mask: torch.Tensor  # [B, 1, 1, L] bool, True = visible
 
 
@@ -132,6 +134,8 @@ class _Decode:
 
     row: int
     slots: slice | torch.Tensor  # see _slot_source
+    index: torch.Tensor  # [1, L] the same slots, for the compiled decode attention
+    lengths: torch.Tensor  # [1]: L
 
 
 @dataclass
@@ -207,15 +211,23 @@ class PagedAttention:
         self.decode: _Decode | None = None
         histories = [decodes[i].request.slots[: decodes[i].start + 1] for i in singles]
         if len(singles) == 1:
-            self.decode = _Decode(singles[0], _slot_source(histories[0], device))
+            slots = histories[0]
+            self.decode = _Decode(
+                singles[0],
+                _slot_source(slots, device),
+                torch.tensor(slots, dtype=torch.long, device=device).view(1, -1),
+                torch.tensor([len(slots)], device=device),
+            )
         elif singles:
             index, shape, lens = _padded_index(histories, device)
-            mask = torch.arange(shape[1])[None, :] < torch.tensor(lens)[:, None]
+            lengths = torch.tensor(lens)
+            mask = torch.arange(shape[1])[None, :] < lengths[:, None]
             in_order = singles == list(range(len(singles)))
             self.decodes = _Decodes(
                 slice(0, len(singles)) if in_order else torch.tensor(singles, device=device),
                 index,
                 shape,
+                lengths.to(device),
                 mask.to(device)[:, None, None, :],
             )
 
@@ -267,26 +279,32 @@ class PagedAttention:
         heads = k_pool.shape[1:]
         if self.decode is not None:
             d1 = self.decode
-            o = F.scaled_dot_product_attention(  # [1, Hq, 1, D]: nothing to mask
-                q[d1.row : d1.row + 1].transpose(0, 1).unsqueeze(0),
-                _read(k_pool, d1.slots).transpose(0, 1).unsqueeze(0),
-                _read(v_pool, d1.slots).transpose(0, 1).unsqueeze(0),
-                enable_gqa=True,
-            )[0, :, 0]
+            q1 = q[d1.row : d1.row + 1]
+            o = paged_decode_attention(q1, k_pool, v_pool, d1.index, d1.lengths)
+            if o is None:
+                o = F.scaled_dot_product_attention(  # [1, Hq, 1, D]: nothing to mask
+                    q1.transpose(0, 1).unsqueeze(0),
+                    _read(k_pool, d1.slots).transpose(0, 1).unsqueeze(0),
+                    _read(v_pool, d1.slots).transpose(0, 1).unsqueeze(0),
+                    enable_gqa=True,
+                )[0, :, 0].unsqueeze(0)
             if len(q) == 1:  # the whole batch (batch-1 decode): no output buffer to fill
-                return o.unsqueeze(0)
+                return o
         out = torch.empty_like(q)
         if self.decode is not None:
-            out[self.decode.row] = o
+            out[self.decode.row] = o[0]
         # index_select on a flat index is several times faster than advanced indexing.
         if self.decodes is not None:
             d = self.decodes
-            kd, vd = (  # [B, Hkv, L, D] each
-                x.view(*d.shape, *heads).transpose(1, 2) for x in self.pool.gather(layer, d.index)
-            )
-            o = F.scaled_dot_product_attention(
-                q[d.rows].unsqueeze(2), kd, vd, attn_mask=d.mask, enable_gqa=True
-            ).squeeze(2)
+            o = paged_decode_attention(q[d.rows], k_pool, v_pool, d.index.view(d.shape), d.lengths)
+            if o is None:
+                kd, vd = (  # [B, Hkv, L, D] each
+                    x.view(*d.shape, *heads).transpose(1, 2)
+                    for x in self.pool.gather(layer, d.index)
+                )
+                o = F.scaled_dot_product_attention(
+                    q[d.rows].unsqueeze(2), kd, vd, attn_mask=d.mask, enable_gqa=True
+                ).squeeze(2)
             if isinstance(d.rows, slice):
                 if d.rows.stop == len(q):  # every query of the step: o is the whole output
                     return o

@@ -1,0 +1,145 @@
+// Decode attention straight from a paged KV pool: each query (one new token of a request)
+// attends to its request's slots, read in place, with GQA, online softmax in one pass. In a
+// decode step it replaces the dozen torch ops of a gather (or view) plus a fused attention
+// call, each of which runs with cold caches. fp32 on CPU; AVX2 or scalar, picked at run time.
+
+#include "cpu_ops.h"
+
+#include <ATen/Parallel.h>
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+namespace parrot {
+
+namespace {
+
+#define AVX2 __attribute__((target("avx2,fma")))
+
+float dot_scalar(const float* a, const float* b, int64_t d) {
+  float r = 0.0f;
+  for (int64_t e = 0; e < d; ++e) r += a[e] * b[e];
+  return r;
+}
+
+// y = y * c + a * x
+void scale_add_scalar(float* y, float c, float a, const float* x, int64_t d) {
+  for (int64_t e = 0; e < d; ++e) y[e] = y[e] * c + a * x[e];
+}
+
+AVX2 float dot_avx2(const float* a, const float* b, int64_t d) {
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  int64_t e = 0;
+  for (; e + 16 <= d; e += 16) {
+    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + e), _mm256_loadu_ps(b + e), acc0);
+    acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + e + 8), _mm256_loadu_ps(b + e + 8), acc1);
+  }
+  const __m256 acc = _mm256_add_ps(acc0, acc1);
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  float r = _mm_cvtss_f32(s);
+  for (; e < d; ++e) r += a[e] * b[e];
+  return r;
+}
+
+AVX2 void scale_add_avx2(float* y, float c, float a, const float* x, int64_t d) {
+  const __m256 va = _mm256_set1_ps(a), vc = _mm256_set1_ps(c);
+  int64_t e = 0;
+  for (; e + 8 <= d; e += 8) {
+    const __m256 scaled = _mm256_mul_ps(vc, _mm256_loadu_ps(y + e));
+    _mm256_storeu_ps(y + e, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + e), scaled));
+  }
+  for (; e < d; ++e) y[e] = y[e] * c + a * x[e];
+}
+
+struct Attend {
+  float (*dot)(const float*, const float*, int64_t);
+  void (*scale_add)(float*, float, float, const float*, int64_t);
+};
+
+Attend pick() {
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+    return {dot_avx2, scale_add_avx2};
+  return {dot_scalar, scale_add_scalar};
+}
+
+}  // namespace
+
+torch::Tensor paged_decode_attention(const torch::Tensor& q, const torch::Tensor& k_pool,
+                                     const torch::Tensor& v_pool, const torch::Tensor& slots,
+                                     const torch::Tensor& lengths, double scale) {
+  TORCH_CHECK_VALUE(q.device().is_cpu() && q.scalar_type() == torch::kFloat32 && q.dim() == 3 &&
+                        q.is_contiguous(),
+                    "q must be a contiguous float32 CPU tensor [B, Hq, D]");
+  TORCH_CHECK_VALUE(k_pool.device().is_cpu() && k_pool.scalar_type() == torch::kFloat32 &&
+                        k_pool.dim() == 3 && k_pool.is_contiguous() &&
+                        v_pool.sizes() == k_pool.sizes() && v_pool.device().is_cpu() &&
+                        v_pool.scalar_type() == torch::kFloat32 && v_pool.is_contiguous(),
+                    "k_pool and v_pool must be contiguous float32 CPU [slots, Hkv, D], one shape");
+  const int64_t b = q.size(0), hq = q.size(1), d = q.size(2);
+  const int64_t num_slots = k_pool.size(0), hkv = k_pool.size(1);
+  TORCH_CHECK_VALUE(k_pool.size(2) == d && hkv > 0 && hq % hkv == 0,
+                    "the pool's head size must match q's, and its heads divide q's");
+  TORCH_CHECK_VALUE(slots.device().is_cpu() && slots.scalar_type() == torch::kLong &&
+                        slots.dim() == 2 && slots.size(0) == b && slots.is_contiguous(),
+                    "slots must be a contiguous int64 CPU tensor [B, L]");
+  TORCH_CHECK_VALUE(lengths.device().is_cpu() && lengths.scalar_type() == torch::kLong &&
+                        lengths.dim() == 1 && lengths.size(0) == b && lengths.is_contiguous(),
+                    "lengths must be a contiguous int64 CPU tensor [B]");
+  const int64_t width = slots.size(1), group = hq / hkv;
+  const int64_t* sp = slots.data_ptr<int64_t>();
+  const int64_t* lp = lengths.data_ptr<int64_t>();
+  for (int64_t i = 0; i < b; ++i) {
+    TORCH_CHECK_VALUE(lp[i] >= 1 && lp[i] <= width, "lengths must be in [1, ", width, "]");
+    for (int64_t j = 0; j < lp[i]; ++j)
+      TORCH_CHECK_VALUE(sp[i * width + j] >= 0 && sp[i * width + j] < num_slots, "slot ",
+                        sp[i * width + j], " is outside the pool");
+  }
+  static const Attend attend = pick();
+  torch::Tensor out = torch::empty_like(q);
+  const float* qp = q.data_ptr<float>();
+  const float* kp = k_pool.data_ptr<float>();
+  const float* vp = v_pool.data_ptr<float>();
+  float* op = out.data_ptr<float>();
+  const float s = static_cast<float>(scale);
+  // One task per (request, KV head): the group's query heads share each K and V row read.
+  at::parallel_for(0, b * hkv, 4, [&](int64_t t0, int64_t t1) {
+    std::vector<float> m(group), l(group);
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t i = t / hkv, h = t % hkv;
+      const float* qi = qp + (i * hq + h * group) * d;
+      float* oi = op + (i * hq + h * group) * d;
+      std::fill(oi, oi + group * d, 0.0f);
+      std::fill(m.begin(), m.end(), -std::numeric_limits<float>::infinity());
+      std::fill(l.begin(), l.end(), 0.0f);
+      for (int64_t j = 0; j < lp[i]; ++j) {
+        const int64_t slot = sp[i * width + j];
+        const float* kr = kp + (slot * hkv + h) * d;
+        const float* vr = vp + (slot * hkv + h) * d;
+        for (int64_t g = 0; g < group; ++g) {
+          const float score = attend.dot(qi + g * d, kr, d) * s;
+          float c = 1.0f;  // rescales what was summed under a smaller maximum
+          if (score > m[g]) {
+            c = std::exp(m[g] - score);
+            m[g] = score;
+          }
+          const float p = std::exp(score - m[g]);
+          l[g] = l[g] * c + p;
+          attend.scale_add(oi + g * d, c, p, vr, d);
+        }
+      }
+      for (int64_t g = 0; g < group; ++g) {
+        const float inv = 1.0f / l[g];
+        for (int64_t e = 0; e < d; ++e) oi[g * d + e] *= inv;
+      }
+    }
+  });
+  return out;
+}
+
+}  // namespace parrot
