@@ -1,11 +1,13 @@
-"""Helpers for tests that run the model directly (no engine): prompts, greedy decoding and
-logits by whole-sequence recomputation."""
+"""Helpers for tests that run the model: parity prompts, chat-template ids, and greedy decoding
+and logits by whole-sequence recomputation (no engine)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
-from parrot_server.engine.model import DenseCausalAttention, LlamaModel, LoadedModel
+from parrot_server.engine.model import DenseCausalAttention, LlamaModel
 
 PROMPTS = [
     "What is the capital of France?",
@@ -30,8 +32,9 @@ def greedy(model: LlamaModel, ids: list[int], n: int, eos: tuple[int, ...]) -> l
     return seq[len(ids) :]
 
 
-def chat_ids(loaded: LoadedModel, question: str) -> list[int]:
-    return loaded.tokenizer.apply_chat_template(
+def chat_ids(tokenizer: Any, question: str) -> list[int]:
+    """One user turn through the model's chat template, ready for the assistant's answer."""
+    return tokenizer.apply_chat_template(
         [{"role": "user", "content": question}],
         add_generation_prompt=True,
         tokenize=True,

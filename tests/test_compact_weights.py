@@ -57,7 +57,7 @@ def block_kernel_only(monkeypatch):
 
 def test_logits_match_the_dequantised_model(compact, dense_model, block_kernel_only):
     tok = compact.tokenizer
-    prompts = [chat_ids(compact, p) for p in PROMPTS]
+    prompts = [chat_ids(compact.tokenizer, p) for p in PROMPTS]
     prompts.append(tok.encode("The quick brown fox jumps over the lazy dog. " * 30))
     for ids in prompts:
         got, want = logits_of(compact.model, ids), logits_of(dense_model.model, ids)
@@ -68,7 +68,7 @@ def test_logits_match_the_dequantised_model(compact, dense_model, block_kernel_o
 def test_greedy_tokens_equal_the_dequantised_model(compact, dense_model, block_kernel_only):
     eos = compact.config.eos_token_ids
     for question in PROMPTS:
-        ids = chat_ids(compact, question)
+        ids = chat_ids(compact.tokenizer, question)
         want = greedy(dense_model.model, ids, 20, eos)
         assert len(want) >= 5
         assert greedy(compact.model, ids, 20, eos) == want

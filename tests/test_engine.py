@@ -7,6 +7,7 @@ from types import ModuleType
 
 import pytest
 import torch
+from model_helpers import chat_ids
 
 from parrot_kernels import cpu_shared_prefix
 from parrot_kernels import shared_prefix as torch_shared_prefix
@@ -48,12 +49,7 @@ def engine(make_engine) -> Engine:
 
 
 def chat(engine: Engine, question: str) -> list[int]:
-    return engine.tokenizer.apply_chat_template(
-        [{"role": "user", "content": question}],
-        add_generation_prompt=True,
-        tokenize=True,
-        return_dict=False,
-    )
+    return chat_ids(engine.tokenizer, question)
 
 
 def long_prefix(engine: Engine, n: int) -> list[int]:

@@ -72,7 +72,7 @@ def test_converted_dir_matches_transformers(dense_model):
 def test_flattened_requests_are_independent(loaded_model):
     """Two sequences in one forward (as the engine batches them), each attending only to
     itself, give the logits each gives alone."""
-    a = chat_ids(loaded_model, PROMPTS[0])
+    a = chat_ids(loaded_model.tokenizer, PROMPTS[0])
     b = loaded_model.tokenizer.encode(PROMPTS[1])
 
     def per_request(layer, q, k, v):
@@ -109,7 +109,7 @@ def test_tokenizer_matches_transformers_gguf(loaded_model):
     assert ours.encode(text) == ref.encode(text)
     assert ours.encode(text)[0] != ours.bos_token_id  # this GGUF says add_bos_token = false
     messages = [{"role": "user", "content": PROMPTS[0]}]
-    assert chat_ids(loaded_model, PROMPTS[0]) == ref.apply_chat_template(
+    assert chat_ids(loaded_model.tokenizer, PROMPTS[0]) == ref.apply_chat_template(
         messages, add_generation_prompt=True, tokenize=True, return_dict=False
     )
     assert loaded_model.chat_template == ref.chat_template
@@ -120,7 +120,7 @@ def test_tokenizer_matches_transformers_gguf(loaded_model):
 @pytest.mark.slow
 def test_logits_match_transformers_gguf(dense_model, hf_gguf_model):
     tok = dense_model.tokenizer
-    prompts = [chat_ids(dense_model, p) for p in PROMPTS]
+    prompts = [chat_ids(dense_model.tokenizer, p) for p in PROMPTS]
     prompts.append(tok.encode("The quick brown fox jumps over the lazy dog. " * 30))
     worst = 0.0
     for ids in prompts:
@@ -134,7 +134,7 @@ def test_logits_match_transformers_gguf(dense_model, hf_gguf_model):
 def test_greedy_matches_transformers_generate(dense_model, hf_gguf_model):
     eos = dense_model.config.eos_token_ids
     for question in PROMPTS:
-        ids = chat_ids(dense_model, question)
+        ids = chat_ids(dense_model.tokenizer, question)
         with torch.inference_mode():
             out = hf_gguf_model.generate(
                 torch.tensor([ids]),
@@ -170,7 +170,7 @@ def test_gguf_conversion_is_cached(loaded_model, tmp_path, monkeypatch):
     assert {p.name: p.stat().st_mtime_ns for p in cache.iterdir()} == stamps
     assert warm_s < cold_s / 2, (cold_s, warm_s)
     assert warm.config == cold.config == loaded_model.config
-    ids = chat_ids(loaded_model, PROMPTS[0])
+    ids = chat_ids(loaded_model.tokenizer, PROMPTS[0])
     assert torch.equal(logits_of(warm.model, ids), logits_of(loaded_model.model, ids))
     assert warm.chat_template == loaded_model.chat_template
 
