@@ -9,6 +9,12 @@
 
 namespace parrot {
 
+// The vector path the operators run: the best this CPU has, unless set_isa picked a lower one
+// (tests run every path the CPU can). quant_matmul.cpp owns it.
+enum class Isa { Scalar, Avx2, Avx512 };
+Isa detect_isa();
+Isa& active_isa();
+
 // quant_matmul.cpp: GGML block-quantised weights (Q4_0, Q4_1, Q8_0 by GGML type id).
 torch::Tensor matmul(const torch::Tensor& x, const torch::Tensor& w, int64_t qtype, int64_t k);
 // out: a buffer to write into (its first M * K values), else a new tensor.

@@ -1,7 +1,7 @@
 // Decode attention straight from a paged KV pool: each query (one new token of a request)
 // attends to its request's slots, read in place, with GQA, online softmax in one pass. In a
 // decode step it replaces the dozen torch ops of a gather (or view) plus a fused attention
-// call, each of which runs with cold caches. fp32 on CPU; AVX2 or scalar, picked at run time.
+// call, each of which runs with cold caches. fp32 on CPU; AVX2 or scalar, as `active_isa`.
 
 #include "cpu_ops.h"
 
@@ -62,10 +62,8 @@ struct Attend {
 };
 
 Attend pick() {
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-    return {dot_avx2, scale_add_avx2};
-  return {dot_scalar, scale_add_scalar};
+  if (active_isa() == Isa::Scalar) return {dot_scalar, scale_add_scalar};
+  return {dot_avx2, scale_add_avx2};  // the AVX-512 path's CPUs have AVX2 too
 }
 
 }  // namespace
@@ -100,7 +98,7 @@ torch::Tensor paged_decode_attention(const torch::Tensor& q, const torch::Tensor
       TORCH_CHECK_VALUE(sp[i * width + j] >= 0 && sp[i * width + j] < num_slots, "slot ",
                         sp[i * width + j], " is outside the pool");
   }
-  static const Attend attend = pick();
+  const Attend attend = pick();
   torch::Tensor out = torch::empty_like(q);
   const float* qp = q.data_ptr<float>();
   const float* kp = k_pool.data_ptr<float>();

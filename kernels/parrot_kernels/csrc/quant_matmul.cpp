@@ -260,22 +260,6 @@ AVX512 void matmul_rows_avx512(int64_t qtype, const float* x, const uint8_t* w, 
 
 // -- dispatch ----------------------------------------------------------------------------------
 
-enum class Isa { Scalar, Avx2, Avx512 };
-
-Isa detect_isa() {
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("fma"))
-    return Isa::Avx512;
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::Avx2;
-  return Isa::Scalar;
-}
-
-Isa& active_isa() {
-  static Isa isa = detect_isa();
-  return isa;
-}
-
 const char* isa_name(Isa isa) {
   switch (isa) {
     case Isa::Avx512: return "avx512";
@@ -294,6 +278,20 @@ void check_weight(const torch::Tensor& w, int64_t qtype, int64_t k) {
 }
 
 }  // namespace
+
+Isa detect_isa() {
+  __builtin_cpu_init();
+  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  if (avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512vl"))
+    return Isa::Avx512;
+  return avx2 ? Isa::Avx2 : Isa::Scalar;
+}
+
+Isa& active_isa() {
+  static Isa isa = detect_isa();
+  return isa;
+}
 
 // Rows per task: a handful of rows is already tens of microseconds of work.
 constexpr int64_t kGrain = 16;
