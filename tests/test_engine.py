@@ -11,6 +11,8 @@ from model_helpers import chat_ids
 
 from parrot_kernels import cpu_shared_prefix
 from parrot_kernels import shared_prefix as torch_shared_prefix
+from parrot_kernels.paged_attention import paged_decode_attention
+from parrot_server.engine import model_runner
 from parrot_server.engine.config import EngineConfig
 from parrot_server.engine.engine import Engine
 from parrot_server.engine.errors import (
@@ -280,6 +282,29 @@ def test_shared_prefix_kernel_gives_identical_greedy_output(make_engine, questio
     # Every decode step with >= 2 requests still running went through the kernel too.
     assert used >= prefill_shared[0] + 2 * 2 * (min(len(o) for o in shared) - 1)
     assert unused == 0
+
+
+def test_plain_decode_attention_paths_give_identical_greedy_output(make_engine, monkeypatch):
+    """The compiled paged decode attention and the torch path (a view for one request, a padded
+    gather for a batch) decode the same tokens, alone and batched."""
+    calls = []
+
+    def compiled(*args):
+        out = paged_decode_attention(*args)
+        calls.append(out is not None)
+        return out
+
+    def run(attention) -> tuple[list[list[int]], list[int]]:
+        monkeypatch.setattr(model_runner, "paged_decode_attention", attention)
+        eng = make_engine(shared_prefix_min_tokens=0)  # fresh: a lone request's slots are a run
+        prompts = [chat(eng, q) for q in QUESTIONS]
+        alone = eng.generate([prompts[0]], GREEDY)[0].new_token_ids
+        eng.flush_cache()
+        return [o.new_token_ids for o in eng.generate(prompts, GREEDY)], alone
+
+    with_kernel = run(compiled)
+    assert calls and all(calls)  # the kernel ran (the model is fp32 on CPU)
+    assert run(lambda *args: None) == with_kernel
 
 
 def test_pool_reads_are_views_for_a_run_of_slots_else_gathers():

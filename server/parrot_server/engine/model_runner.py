@@ -126,16 +126,9 @@ class _Decodes:
     shape: tuple[int, int]  # (B, L)
     lengths: torch.Tensor  # [B]: slots of each row of index.view(shape)
     mask: torch.Tensor  # [B, 1, 1, L] bool, True = visible
-
-
-@dataclass
-class _Decode:
-    """One single-token chunk with nothing to pad: its KV read as a view where it can be."""
-
-    row: int
-    slots: slice | torch.Tensor  # see _slot_source
-    index: torch.Tensor  # [1, L] the same slots, for the compiled decode attention
-    lengths: torch.Tensor  # [1]: L
+    # One request whose slots are one run: the torch path reads them as a view (no gather, no
+    # mask). None otherwise.
+    run: slice | None
 
 
 @dataclass
@@ -208,17 +201,9 @@ class PagedAttention:
                     )
                 )
         self.decodes: _Decodes | None = None
-        self.decode: _Decode | None = None
-        histories = [decodes[i].request.slots[: decodes[i].start + 1] for i in singles]
-        if len(singles) == 1:
-            slots = histories[0]
-            self.decode = _Decode(
-                singles[0],
-                _slot_source(slots, device),
-                torch.tensor(slots, dtype=torch.long, device=device).view(1, -1),
-                torch.tensor([len(slots)], device=device),
-            )
-        elif singles:
+        if singles:
+            histories = [decodes[i].request.slots[: decodes[i].start + 1] for i in singles]
+            source = _slot_source(histories[0], device) if len(singles) == 1 else None
             index, shape, lens = _padded_index(histories, device)
             lengths = torch.tensor(lens)
             mask = torch.arange(shape[1])[None, :] < lengths[:, None]
@@ -229,6 +214,7 @@ class PagedAttention:
                 shape,
                 lengths.to(device),
                 mask.to(device)[:, None, None, :],
+                source if isinstance(source, slice) else None,
             )
 
         prefills = chunks[num_decode:]
@@ -270,6 +256,25 @@ class PagedAttention:
             r.stop - r.start for g in self.shared_prefills for r in g.rows
         )
 
+    def _torch_decodes(self, layer: int, q: torch.Tensor, d: _Decodes) -> torch.Tensor:
+        """Plain decodes without the compiled kernel: q [B, Hq, D] -> [B, Hq, D]."""
+        if d.run is not None:  # one request, one run of slots: a view, nothing to mask
+            k, v = (
+                _read(pool[layer], d.run).transpose(0, 1).unsqueeze(0)
+                for pool in (self.pool.k, self.pool.v)
+            )
+            return F.scaled_dot_product_attention(
+                q.transpose(0, 1).unsqueeze(0), k, v, enable_gqa=True
+            )[0].transpose(0, 1)
+        # index_select on a flat index is several times faster than advanced indexing.
+        heads = self.pool.k.shape[2:]
+        kd, vd = (  # [B, Hkv, L, D] each
+            x.view(*d.shape, *heads).transpose(1, 2) for x in self.pool.gather(layer, d.index)
+        )
+        return F.scaled_dot_product_attention(
+            q.unsqueeze(2), kd, vd, attn_mask=d.mask, enable_gqa=True
+        ).squeeze(2)
+
     def __call__(
         self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
     ) -> torch.Tensor:
@@ -277,37 +282,17 @@ class PagedAttention:
         k_pool.index_copy_(0, self.write_slots, k)
         v_pool.index_copy_(0, self.write_slots, v)
         heads = k_pool.shape[1:]
-        if self.decode is not None:
-            d1 = self.decode
-            q1 = q[d1.row : d1.row + 1]
-            o = paged_decode_attention(q1, k_pool, v_pool, d1.index, d1.lengths)
+        d = self.decodes
+        if d is not None:
+            qd = q[d.rows]
+            o = paged_decode_attention(qd, k_pool, v_pool, d.index.view(d.shape), d.lengths)
             if o is None:
-                o = F.scaled_dot_product_attention(  # [1, Hq, 1, D]: nothing to mask
-                    q1.transpose(0, 1).unsqueeze(0),
-                    _read(k_pool, d1.slots).transpose(0, 1).unsqueeze(0),
-                    _read(v_pool, d1.slots).transpose(0, 1).unsqueeze(0),
-                    enable_gqa=True,
-                )[0, :, 0].unsqueeze(0)
-            if len(q) == 1:  # the whole batch (batch-1 decode): no output buffer to fill
-                return o
+                o = self._torch_decodes(layer, qd, d)
+            if isinstance(d.rows, slice) and d.rows.stop == len(q):
+                return o  # every query of the step (rows from 0): o is the whole output
         out = torch.empty_like(q)
-        if self.decode is not None:
-            out[self.decode.row] = o[0]
-        # index_select on a flat index is several times faster than advanced indexing.
-        if self.decodes is not None:
-            d = self.decodes
-            o = paged_decode_attention(q[d.rows], k_pool, v_pool, d.index.view(d.shape), d.lengths)
-            if o is None:
-                kd, vd = (  # [B, Hkv, L, D] each
-                    x.view(*d.shape, *heads).transpose(1, 2)
-                    for x in self.pool.gather(layer, d.index)
-                )
-                o = F.scaled_dot_product_attention(
-                    q[d.rows].unsqueeze(2), kd, vd, attn_mask=d.mask, enable_gqa=True
-                ).squeeze(2)
+        if d is not None:
             if isinstance(d.rows, slice):
-                if d.rows.stop == len(q):  # every query of the step: o is the whole output
-                    return o
                 out[d.rows] = o
             else:
                 out.index_copy_(0, d.rows, o)
