@@ -19,10 +19,10 @@ from collections.abc import Iterator
 import torch
 
 from parrot_kernels import cpu_shared_prefix
-from parrot_server.engine.config import EngineConfig
+from parrot_server.engine.config import DTYPES, EngineConfig
 from parrot_server.engine.engine import Engine
 from parrot_server.engine.model import load_model
-from parrot_server.engine.model.loader import gguf_cache_dir
+from parrot_server.engine.model.loader import gguf_cache_dir, weight_dtype
 from parrot_server.engine.sampling_params import SamplingParams
 
 
@@ -275,7 +275,7 @@ def main() -> None:
     ap.add_argument(
         "--dtype",
         default="auto",
-        choices=["auto", "float32", "bfloat16"],
+        choices=DTYPES,
         help="weights as the engine's --dtype (auto: GGUF blocks kept on CPU)",
     )
     ap.add_argument("--no-transformers", action="store_true")
@@ -289,9 +289,7 @@ def main() -> None:
     new_tokens = 12 if args.quick else 64
     prefill_len = 512 if args.quick else 1024
 
-    loaded = load_model(
-        args.model, dtype=None if args.dtype == "auto" else getattr(torch, args.dtype)
-    )
+    loaded = load_model(args.model, dtype=weight_dtype(args.dtype))
     # The engine builds the CPU extension in the background; have it ready before timing.
     print(f"CPU shared-prefix extension: {'loaded' if cpu_shared_prefix.load() else 'no'}")
     if args.shared_prefill:

@@ -20,6 +20,7 @@ from .detokenizer import Detokenizer
 from .errors import ContextBusyError, ContextNotFoundError, InvalidRequestError, PromptTooLongError
 from .kv_allocator import KVSlotAllocator
 from .model import LoadedModel, load_model
+from .model.loader import weight_dtype
 from .model_runner import ModelRunner
 from .radix_cache import RadixCache
 from .request import FinishKind, FinishReason, Request, RequestOutput, RequestStatus
@@ -59,7 +60,7 @@ class Engine:
         torch.set_num_threads(config.threads)
         self.loaded = loaded or load_model(
             config.model,
-            dtype=None if config.dtype == "auto" else getattr(torch, config.dtype),
+            dtype=weight_dtype(config.dtype),
             device=config.device,
         )
         self.tokenizer = self.loaded.tokenizer

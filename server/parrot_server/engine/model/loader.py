@@ -2,7 +2,8 @@
 
 A GGUF is converted on first load into an HF-format directory in the cache, keyed by the file's
 resolved path, size and mtime, and written to a temp dir renamed into place so a crash never
-leaves half a cache. Every load then reads an HF directory: config.json, safetensors, tokenizer.
+leaves half a cache. Every load then reads config.json and the tokenizer from an HF directory;
+the weights come from its safetensors, or, kept as blocks (the CPU default), from the GGUF.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ __all__ = [
     "default_model_path",
     "gguf_cache_dir",
     "load_model",
+    "weight_dtype",
 ]
 
 log = logging.getLogger(__name__)
@@ -107,7 +109,12 @@ def load_model(
     return LoadedModel(name, given, config, model, _describe_weights(model), tokenizer, template)
 
 
-QUANTISED = (QuantLinear, QuantEmbedding)
+_QUANTISED = (QuantLinear, QuantEmbedding)
+
+
+def weight_dtype(name: str) -> torch.dtype | None:
+    """`load_model`'s dtype for a `--dtype` choice (`config.DTYPES`): "auto" is None."""
+    return None if name == "auto" else getattr(torch, name)
 
 
 def _kernel_ready() -> bool:
@@ -121,7 +128,7 @@ def _kernel_ready() -> bool:
 
 
 def _describe_weights(model: LlamaModel) -> str:
-    kinds = sorted({m.kind.name for m in model.modules() if isinstance(m, QUANTISED)})
+    kinds = sorted({m.kind.name for m in model.modules() if isinstance(m, _QUANTISED)})
     dtypes = sorted({str(p.dtype).removeprefix("torch.") for p in model.parameters()})
     if kinds:
         return f"GGUF blocks {', '.join(kinds)} (other tensors {', '.join(dtypes)})"
