@@ -32,13 +32,15 @@ def _paths(module) -> list[str]:
 
 
 def _blocks(kind: BlockType, rows: int, k: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random weights quantised by the gguf library: (blocks, gguf's own dequantisation)."""
+    """Random weights quantised by the gguf library: (blocks in the kernels' layout, gguf's own
+    dequantisation)."""
     rng = np.random.default_rng(seed)
     w = (rng.standard_normal((rows, k)) * rng.uniform(0.01, 3)).astype(np.float32)
     w += rng.uniform(-1, 1, (rows, 1)).astype(np.float32)  # offsets, which Q4_1 stores apart
     blocks = gguf_quantize(w, gguf.GGMLQuantizationType(int(kind)))
     exact = gguf_dequantize(blocks, gguf.GGMLQuantizationType(int(kind)))
-    return torch.from_numpy(blocks), torch.from_numpy(exact.astype(np.float32))
+    packed = quant_matmul.from_gguf(torch.from_numpy(blocks), kind, k)
+    return packed, torch.from_numpy(exact.astype(np.float32))
 
 
 @settings(max_examples=30, deadline=None)

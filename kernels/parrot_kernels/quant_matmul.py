@@ -1,6 +1,9 @@
 """Matmul over GGML block-quantised weights kept as the GGUF file's bytes (Q4_0, Q4_1, Q8_0).
 
-A weight of M rows and K inputs is a uint8 tensor [M, K / 32 * block bytes]. On CPU the
+A weight of M rows and K inputs is a uint8 tensor [M, K / 32 * block bytes]: each row holds its
+blocks' bytes grouped (every block's scale, then Q4_1's offsets, then the values; `from_gguf`
+regroups a GGUF tensor's rows) so the kernel converts a row's scales in a few vector
+instructions. On CPU the
 compiled extension (`cpu_ops`, `csrc/quant_matmul.cpp`) multiplies without expanding the
 weight: each block is dequantised in registers and multiplied with a few rows of activations at
 once, the weights streamed from memory once per call (what decode needs). Elsewhere, or before
@@ -19,7 +22,14 @@ import torch.nn.functional as F
 
 from . import cpu_ops
 
-__all__ = ["DENSE_ROWS", "BlockType", "dequantize", "dequantize_reference", "linear"]
+__all__ = [
+    "DENSE_ROWS",
+    "BlockType",
+    "dequantize",
+    "dequantize_reference",
+    "from_gguf",
+    "linear",
+]
 
 BLOCK = 32  # values per block, all types here
 
@@ -63,23 +73,40 @@ def _check(weight: torch.Tensor, kind: BlockType, in_features: int) -> None:
         )
 
 
+def _parts(kind: BlockType) -> tuple[int, int]:
+    """(bytes of scales, bytes of offsets) per block; the values take the rest."""
+    return 2, 2 if kind is BlockType.Q4_1 else 0
+
+
+def from_gguf(blocks: torch.Tensor, kind: BlockType, in_features: int) -> torch.Tensor:
+    """GGUF rows [M, row bytes] (each block's scale, offset and values together) -> the same
+    bytes grouped per row as the kernels read them: scales, offsets, values."""
+    _check(blocks, kind, in_features)
+    b = blocks.reshape(blocks.shape[0], -1, kind.block_bytes)
+    scale, offset = _parts(kind)
+    fields = [b[..., :scale], b[..., scale : scale + offset], b[..., scale + offset :]]
+    return torch.cat([f.reshape(blocks.shape[0], -1) for f in fields if f.shape[-1]], dim=1)
+
+
 def dequantize_reference(weight: torch.Tensor, kind: BlockType, in_features: int) -> torch.Tensor:
-    """[M, row bytes] uint8 -> [M, in_features] fp32 in plain torch ops (any device)."""
+    """[M, row bytes] uint8 (`from_gguf`'s layout) -> [M, in_features] fp32 in plain torch ops
+    (any device)."""
     _check(weight, kind, in_features)
-    blocks = weight.reshape(weight.shape[0], -1, kind.block_bytes)
-    d = blocks[..., 0:2].contiguous().view(torch.float16).float()  # [M, nb, 1]
+    rows, nb = weight.shape[0], in_features // BLOCK
+    scale, offset = _parts(kind)
+    d = weight[:, : nb * scale].contiguous().view(torch.float16).float().unsqueeze(-1)
+    start = nb * (scale + offset)
+    packed = weight[:, start:].reshape(rows, nb, -1)
     if kind is BlockType.Q8_0:
-        q = blocks[..., 2:].contiguous().view(torch.int8).float()
-        values = d * q
+        values = d * packed.contiguous().view(torch.int8).float()
     else:
-        start = 4 if kind is BlockType.Q4_1 else 2
-        packed = blocks[..., start:]
         q = torch.cat([packed & 0x0F, packed >> 4], dim=-1).float()  # element j, then j + 16
         if kind is BlockType.Q4_1:
-            values = d * q + blocks[..., 2:4].contiguous().view(torch.float16).float()
+            m = weight[:, nb * scale : start].contiguous().view(torch.float16).float()
+            values = d * q + m.unsqueeze(-1)
         else:
             values = d * (q - 8)
-    return values.reshape(weight.shape[0], in_features)
+    return values.reshape(rows, in_features)
 
 
 def dequantize(weight: torch.Tensor, kind: BlockType, in_features: int) -> torch.Tensor:

@@ -1,7 +1,12 @@
 // Decode attention straight from a paged KV pool: each query (one new token of a request)
-// attends to its request's slots, read in place, with GQA, online softmax in one pass. In a
-// decode step it replaces the dozen torch ops of a gather (or view) plus a fused attention
-// call, each of which runs with cold caches. fp32 on CPU; AVX2 or scalar, as `active_isa`.
+// attends to its request's slots, read in place, with GQA. In a decode step it replaces the
+// dozen torch ops of a gather (or view) plus a fused attention call, each of which runs with
+// cold caches. fp32 on CPU; AVX2 or scalar, as `active_isa`.
+//
+// Work is split by request, KV head and chunk of keys, so even one request keeps every thread
+// busy: a chunk scores its keys against the group of query heads sharing the KV head, takes
+// the softmax within the chunk and sums its values; the chunks' partial sums are then merged
+// under their common maximum.
 
 #include "cpu_ops.h"
 
@@ -25,9 +30,9 @@ float dot_scalar(const float* a, const float* b, int64_t d) {
   return r;
 }
 
-// y = y * c + a * x
-void scale_add_scalar(float* y, float c, float a, const float* x, int64_t d) {
-  for (int64_t e = 0; e < d; ++e) y[e] = y[e] * c + a * x[e];
+// y += a * x
+void axpy_scalar(float* y, float a, const float* x, int64_t d) {
+  for (int64_t e = 0; e < d; ++e) y[e] += a * x[e];
 }
 
 AVX2 float dot_avx2(const float* a, const float* b, int64_t d) {
@@ -46,25 +51,27 @@ AVX2 float dot_avx2(const float* a, const float* b, int64_t d) {
   return r;
 }
 
-AVX2 void scale_add_avx2(float* y, float c, float a, const float* x, int64_t d) {
-  const __m256 va = _mm256_set1_ps(a), vc = _mm256_set1_ps(c);
+AVX2 void axpy_avx2(float* y, float a, const float* x, int64_t d) {
+  const __m256 va = _mm256_set1_ps(a);
   int64_t e = 0;
-  for (; e + 8 <= d; e += 8) {
-    const __m256 scaled = _mm256_mul_ps(vc, _mm256_loadu_ps(y + e));
-    _mm256_storeu_ps(y + e, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + e), scaled));
-  }
-  for (; e < d; ++e) y[e] = y[e] * c + a * x[e];
+  for (; e + 8 <= d; e += 8)
+    _mm256_storeu_ps(y + e, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + e), _mm256_loadu_ps(y + e)));
+  for (; e < d; ++e) y[e] += a * x[e];
 }
 
 struct Attend {
   float (*dot)(const float*, const float*, int64_t);
-  void (*scale_add)(float*, float, float, const float*, int64_t);
+  void (*axpy)(float*, float, const float*, int64_t);
 };
 
 Attend pick() {
-  if (active_isa() == Isa::Scalar) return {dot_scalar, scale_add_scalar};
-  return {dot_avx2, scale_add_avx2};  // the AVX-512 path's CPUs have AVX2 too
+  if (active_isa() == Isa::Scalar) return {dot_scalar, axpy_scalar};
+  return {dot_avx2, axpy_avx2};  // the AVX-512 path's CPUs have AVX2 too
 }
+
+// Keys per task: enough to amortise a task, few enough that one request's heads split over
+// every thread.
+constexpr int64_t kChunk = 32;
 
 }  // namespace
 
@@ -105,36 +112,59 @@ torch::Tensor paged_decode_attention(const torch::Tensor& q, const torch::Tensor
   const float* vp = v_pool.data_ptr<float>();
   float* op = out.data_ptr<float>();
   const float s = static_cast<float>(scale);
-  // One task per (request, KV head): the group's query heads share each K and V row read.
-  at::parallel_for(0, b * hkv, 4, [&](int64_t t0, int64_t t1) {
-    std::vector<float> m(group), l(group);
+  const int64_t chunks = (width + kChunk - 1) / kChunk;
+  // Per (request, KV head, chunk, query head of the group): the chunk's max score, its sum of
+  // exp(score - max), and its values summed with those weights.
+  const int64_t part = d + 2;
+  std::vector<float> parts(b * hkv * chunks * group * part);
+  at::parallel_for(0, b * hkv * chunks, 1, [&](int64_t t0, int64_t t1) {
+    std::vector<float> score(kChunk * group);
     for (int64_t t = t0; t < t1; ++t) {
-      const int64_t i = t / hkv, h = t % hkv;
+      const int64_t c = t % chunks, h = (t / chunks) % hkv, i = t / (chunks * hkv);
+      const int64_t j0 = c * kChunk, j1 = std::min(lp[i], j0 + kChunk);
+      if (j0 >= j1) continue;
       const float* qi = qp + (i * hq + h * group) * d;
-      float* oi = op + (i * hq + h * group) * d;
-      std::fill(oi, oi + group * d, 0.0f);
-      std::fill(m.begin(), m.end(), -std::numeric_limits<float>::infinity());
-      std::fill(l.begin(), l.end(), 0.0f);
-      for (int64_t j = 0; j < lp[i]; ++j) {
-        const int64_t slot = sp[i * width + j];
-        const float* kr = kp + (slot * hkv + h) * d;
-        const float* vr = vp + (slot * hkv + h) * d;
-        for (int64_t g = 0; g < group; ++g) {
-          const float score = attend.dot(qi + g * d, kr, d) * s;
-          float c = 1.0f;  // rescales what was summed under a smaller maximum
-          if (score > m[g]) {
-            c = std::exp(m[g] - score);
-            m[g] = score;
-          }
-          const float p = std::exp(score - m[g]);
-          l[g] = l[g] * c + p;
-          attend.scale_add(oi + g * d, c, p, vr, d);
-        }
+      const int64_t* si = sp + i * width;
+      for (int64_t j = j0; j < j1; ++j) {
+        const float* kr = kp + (si[j] * hkv + h) * d;
+        for (int64_t g = 0; g < group; ++g) score[g * kChunk + j - j0] = attend.dot(qi + g * d, kr, d) * s;
       }
       for (int64_t g = 0; g < group; ++g) {
-        const float inv = 1.0f / l[g];
-        for (int64_t e = 0; e < d; ++e) oi[g * d + e] *= inv;
+        float* sg = score.data() + g * kChunk;
+        float* pg = parts.data() + (t * group + g) * part;
+        const float mx = *std::max_element(sg, sg + (j1 - j0));
+        float sum = 0.0f;
+        for (int64_t j = 0; j < j1 - j0; ++j) sum += sg[j] = std::exp(sg[j] - mx);
+        pg[0] = mx;
+        pg[1] = sum;
+        std::fill(pg + 2, pg + part, 0.0f);
       }
+      for (int64_t j = j0; j < j1; ++j) {
+        const float* vr = vp + (si[j] * hkv + h) * d;
+        for (int64_t g = 0; g < group; ++g)
+          attend.axpy(parts.data() + (t * group + g) * part + 2, score[g * kChunk + j - j0], vr, d);
+      }
+    }
+  });
+  // Merge each query head's chunks under their common maximum.
+  at::parallel_for(0, b * hq, 16, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t i = r / hq, h = (r % hq) / group, g = r % group;
+      const int64_t used = (lp[i] + kChunk - 1) / kChunk;
+      const float* first = parts.data() + ((i * hkv + h) * chunks * group + g) * part;
+      float mx = -std::numeric_limits<float>::infinity();
+      for (int64_t c = 0; c < used; ++c) mx = std::max(mx, first[c * group * part]);
+      float* o = op + r * d;
+      std::fill(o, o + d, 0.0f);
+      float total = 0.0f;
+      for (int64_t c = 0; c < used; ++c) {
+        const float* pc = first + c * group * part;
+        const float w = std::exp(pc[0] - mx);
+        total += w * pc[1];
+        attend.axpy(o, w, pc + 2, d);
+      }
+      const float inv = 1.0f / total;
+      for (int64_t e = 0; e < d; ++e) o[e] *= inv;
     }
   });
   return out;

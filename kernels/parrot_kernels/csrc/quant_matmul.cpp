@@ -1,18 +1,24 @@
-// Matmul and dequantisation over GGML block-quantised weights, kept as the GGUF file's bytes.
+// Matmul and dequantisation over GGML block-quantised weights (Q4_0, Q4_1, Q8_0), kept in memory
+// as the GGUF file's bytes regrouped by row.
 //
-// A weight [M, K] is M rows of K / 32 blocks. Supported blocks (GGML's layouts):
+// GGML stores a row of K values as K / 32 blocks, each its scale(s) then its values:
 //   Q4_0: fp16 d, 16 bytes of nibbles;          value = d * (q - 8)
 //   Q4_1: fp16 d, fp16 m, 16 bytes of nibbles;  value = d * q + m
 //   Q8_0: fp16 d, 32 int8;                      value = d * q
-// Nibble byte j holds element j (low) and element j + 16 (high).
+// (nibble byte j holds element j low and element j + 16 high). Here a row holds the same bytes
+// grouped: every block's d, then (Q4_1) every block's m, then every block's values, so that a
+// row's scales convert to fp32 in a few vector instructions instead of one by one per block
+// (`from_gguf` in quant_matmul.py regroups; row sizes are unchanged).
 //
-// matmul(x [N, K] fp32, w) -> [N, M] fp32 dequantises each block in registers and multiplies
-// it with up to four rows of x at once; a weight row stays in L1 while all rows of x pass over
-// it, so the weights stream from memory once per call. Results equal the dequantised fp32
-// product up to float rounding. (Rounding x to integers per block, as llama.cpp does, was
-// measured too: 8 bits moved this model's perplexity by 2.6%, its activations have outliers;
-// 16 bits ran no faster than this.) The vector paths (AVX-512, AVX2 + FMA + F16C) are picked
-// at run time from the CPU's features; other CPUs take the scalar path.
+// matmul(x [N, K] fp32, w) -> [N, M] fp32 multiplies each block in registers without expanding
+// the weight. For one or two rows of x (decode) it sums d * (q . x) + m * sum(x) per block,
+// which costs fewer vector operations per block than dequantising first; for more rows it
+// dequantises each block once and multiplies it with up to eight rows. A weight row stays in L1
+// while all rows of x pass over it, so the weights stream from memory once per call. Results
+// equal the dequantised fp32 product up to float rounding. (Rounding x to integers per block,
+// as llama.cpp does, moved this model's perplexity by about half a percent, at the limit we
+// hold to.) The vector paths (AVX-512, AVX2 + FMA + F16C) are picked at run time from the
+// CPU's features; other CPUs take the scalar path.
 
 #include "cpu_ops.h"
 
@@ -22,15 +28,16 @@
 
 #include <cstdint>
 #include <cstring>
+#include <utility>
+#include <vector>
 
 namespace parrot {
 
 namespace {
 
 constexpr int64_t kBlock = 32;
-// How far ahead of the block being read the weights are prefetched: rows are contiguous, so
-// this reaches across row ends too (the hardware prefetcher alone leaves the loop waiting on
-// memory, at a third of the bandwidth).
+// How far ahead of the block being read the values are prefetched: rows are contiguous, so this
+// reaches into the next rows too (the hardware prefetcher alone leaves the loop waiting).
 constexpr int64_t kPrefetchBytes = 1024;
 enum QType : int64_t { Q4_0 = 2, Q4_1 = 3, Q8_0 = 8 };  // GGML's type ids
 
@@ -43,45 +50,107 @@ int64_t block_bytes(int64_t qtype) {
   }
 }
 
+// Where a row's parts start.
+struct RowLayout {
+  int64_t nb;           // blocks per row
+  int64_t row_bytes;
+  int64_t value_bytes;  // per block: 16 (Q4) or 32 (Q8_0)
+  int64_t values_at;    // offset of the first block's values
+  bool offsets;         // Q4_1: m stored after the scales
+
+  RowLayout(int64_t qtype, int64_t k)
+      : nb(k / kBlock),
+        row_bytes(nb * block_bytes(qtype)),
+        value_bytes(qtype == Q8_0 ? 32 : 16),
+        values_at(nb * (qtype == Q4_1 ? 4 : 2)),
+        offsets(qtype == Q4_1) {}
+};
+
+// A row's scales and offsets as fp32 (offsets: Q4_1 its m, Q4_0 -8 d, Q8_0 zero).
+struct RowScales {
+  std::vector<float> d, m;
+  explicit RowScales(int64_t nb) : d(nb + 16), m(nb + 16) {}  // room for whole vectors
+};
+
 inline float half(const uint8_t* p) {
   uint16_t bits;
   std::memcpy(&bits, p, 2);
   return c10::detail::fp16_ieee_to_fp32_value(bits);
 }
 
+void scales_scalar(int64_t qtype, const RowLayout& L, const uint8_t* row, RowScales& s) {
+  for (int64_t b = 0; b < L.nb; ++b) {
+    s.d[b] = half(row + 2 * b);
+    s.m[b] = L.offsets ? half(row + 2 * (L.nb + b)) : qtype == Q4_0 ? -8.0f * s.d[b] : 0.0f;
+  }
+}
+
+// Sums of each 32-value block of each row of x [n, k] -> [n, nb]: the offsets' share of a dot.
+std::vector<float> block_sums(const float* x, int64_t n, int64_t k) {
+  const int64_t nb = k / kBlock;
+  std::vector<float> out(n * nb);
+  for (int64_t i = 0; i < n * nb; ++i) {
+    float s = 0.0f;
+    for (int j = 0; j < kBlock; ++j) s += x[i * kBlock + j];
+    out[i] = s;
+  }
+  return out;
+}
+
+// The arguments every row kernel takes.
+struct Job {
+  int64_t qtype;
+  RowLayout L;
+  const float* x;   // [n, k]
+  const float* sx;  // [n, nb] block sums of x
+  const uint8_t* w;
+  float* out;       // [n, m]
+  int64_t n, k, m;
+};
+
 // -- scalar ------------------------------------------------------------------------------------
 
-void dequant_block_scalar(int64_t qtype, const uint8_t* b, float* out) {
-  const float d = half(b);
+void dequant_block_scalar(int64_t qtype, const uint8_t* q, float d, float m, float* out) {
   if (qtype == Q8_0) {
-    const int8_t* q = reinterpret_cast<const int8_t*>(b + 2);
-    for (int j = 0; j < 32; ++j) out[j] = d * q[j];
+    const int8_t* v = reinterpret_cast<const int8_t*>(q);
+    for (int j = 0; j < 32; ++j) out[j] = d * v[j];
     return;
   }
-  const bool offset = qtype == Q4_1;
-  const float m = offset ? half(b + 2) : -8.0f * d;
-  const uint8_t* q = b + (offset ? 4 : 2);
   for (int j = 0; j < 16; ++j) {
     out[j] = d * (q[j] & 0x0F) + m;
     out[j + 16] = d * (q[j] >> 4) + m;
   }
 }
 
-void matmul_rows_scalar(int64_t qtype, const float* x, const uint8_t* w, float* out, int64_t n,
-                        int64_t k, int64_t m, int64_t r0, int64_t r1) {
-  const int64_t nb = k / kBlock, bb = block_bytes(qtype);
+void matmul_rows_scalar(const Job& J, int64_t r0, int64_t r1) {
+  const RowLayout& L = J.L;
+  RowScales s(L.nb);
   float wv[kBlock];
   for (int64_t r = r0; r < r1; ++r) {
-    for (int64_t i = 0; i < n; ++i) out[i * m + r] = 0.0f;
-    for (int64_t b = 0; b < nb; ++b) {
-      dequant_block_scalar(qtype, w + (r * nb + b) * bb, wv);
-      for (int64_t i = 0; i < n; ++i) {
-        const float* xb = x + i * k + b * kBlock;
-        float s = 0.0f;
-        for (int j = 0; j < kBlock; ++j) s += wv[j] * xb[j];
-        out[i * m + r] += s;
+    const uint8_t* row = J.w + r * L.row_bytes;
+    scales_scalar(J.qtype, L, row, s);
+    for (int64_t i = 0; i < J.n; ++i) J.out[i * J.m + r] = 0.0f;
+    for (int64_t b = 0; b < L.nb; ++b) {
+      dequant_block_scalar(J.qtype, row + L.values_at + b * L.value_bytes, s.d[b], s.m[b], wv);
+      for (int64_t i = 0; i < J.n; ++i) {
+        const float* xb = J.x + i * J.k + b * kBlock;
+        float acc = 0.0f;
+        for (int j = 0; j < kBlock; ++j) acc += wv[j] * xb[j];
+        J.out[i * J.m + r] += acc;
       }
     }
+  }
+}
+
+void dequant_rows_scalar(int64_t qtype, const RowLayout& L, const uint8_t* w, float* out,
+                         int64_t r0, int64_t r1) {
+  RowScales s(L.nb);
+  for (int64_t r = r0; r < r1; ++r) {
+    const uint8_t* row = w + r * L.row_bytes;
+    scales_scalar(qtype, L, row, s);
+    for (int64_t b = 0; b < L.nb; ++b)
+      dequant_block_scalar(qtype, row + L.values_at + b * L.value_bytes, s.d[b], s.m[b],
+                           out + (r * L.nb + b) * kBlock);
   }
 }
 
@@ -89,39 +158,41 @@ void matmul_rows_scalar(int64_t qtype, const float* x, const uint8_t* w, float* 
 
 #define AVX2 __attribute__((target("avx2,fma,f16c")))
 
-// One block as four vectors of eight values.
-AVX2 inline void load_block_avx2(int64_t qtype, const uint8_t* b, __m256 v[4]) {
-  uint16_t dbits;
-  std::memcpy(&dbits, b, 2);
-  const __m256 d = _mm256_set1_ps(_cvtsh_ss(dbits));
-  if (qtype == Q8_0) {
-    const __m128i lo = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 2));
-    const __m128i hi = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 18));
-    v[0] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo)));
-    v[1] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(lo, 8))));
-    v[2] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi)));
-    v[3] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8))));
-    return;
+// A row's scales eight at a time (both vector paths use it). Reading eight halves past the
+// last block stays inside the row, which is longer than its scales.
+AVX2 void scales_f16c(int64_t qtype, const RowLayout& L, const uint8_t* row, RowScales& s) {
+  for (int64_t b = 0; b < L.nb; b += 8) {
+    const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 2 * b)));
+    _mm256_storeu_ps(&s.d[b], d);
+    __m256 m = _mm256_setzero_ps();
+    if (L.offsets)
+      m = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 2 * (L.nb + b))));
+    else if (qtype == Q4_0)
+      m = _mm256_mul_ps(d, _mm256_set1_ps(-8.0f));
+    _mm256_storeu_ps(&s.m[b], m);
   }
-  __m256 m;
-  const uint8_t* qs;
-  if (qtype == Q4_1) {
-    uint16_t mbits;
-    std::memcpy(&mbits, b + 2, 2);
-    m = _mm256_set1_ps(_cvtsh_ss(mbits));
-    qs = b + 4;
+}
+
+// One block's quantised values (not yet scaled) as four vectors of eight.
+template <int64_t Q>
+AVX2 inline void values_avx2(const uint8_t* p, __m256 v[4]) {
+  if constexpr (Q == Q8_0) {
+    const __m128i lo = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+    const __m128i hi = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16));
+    v[0] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo));
+    v[1] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(lo, 8)));
+    v[2] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi));
+    v[3] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8)));
   } else {
-    m = _mm256_mul_ps(d, _mm256_set1_ps(-8.0f));
-    qs = b + 2;
-  }
-  const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
+  const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
   const __m128i mask = _mm_set1_epi8(0x0F);
   const __m128i lo = _mm_and_si128(q, mask);
   const __m128i hi = _mm_and_si128(_mm_srli_epi16(q, 4), mask);
-  v[0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo)), d, m);
-  v[1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8))), d, m);
-  v[2] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi)), d, m);
-  v[3] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8))), d, m);
+  v[0] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo));
+  v[1] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8)));
+  v[2] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi));
+  v[3] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8)));
+  }
 }
 
 AVX2 inline float hsum_avx2(__m256 v) {
@@ -130,131 +201,224 @@ AVX2 inline float hsum_avx2(__m256 v) {
   return _mm_cvtss_f32(_mm_add_ss(t, _mm_movehdup_ps(t)));
 }
 
-// Rows r of w against NR rows of x (two accumulators each, for independent FMA chains).
-template <int NR>
-AVX2 void dot_rows_avx2(int64_t qtype, const float* x, const uint8_t* wrow, float* out,
-                        int64_t k, int64_t m, int64_t nb, int64_t bb) {
+// sum over blocks of m[b] * sx[b] (the offsets' share of one dot).
+AVX2 float offsets_dot_avx2(const float* m, const float* sx, int64_t nb) {
+  __m256 acc = _mm256_setzero_ps();
+  int64_t b = 0;
+  for (; b + 8 <= nb; b += 8)
+    acc = _mm256_fmadd_ps(_mm256_loadu_ps(m + b), _mm256_loadu_ps(sx + b), acc);
+  float s = hsum_avx2(acc);
+  for (; b < nb; ++b) s += m[b] * sx[b];
+  return s;
+}
+
+// Row r of w against NR rows of x from row i0. Few rows: sum d * (q . x) per block, then add
+// the offsets' share; more rows: dequantise the block once and multiply it with each.
+template <int64_t Q, int NR>
+AVX2 void dot_rows_avx2(const Job& J, const RowScales& s, int64_t r, int64_t i0) {
+  constexpr int64_t kValueBytes = Q == Q8_0 ? 32 : 16;
+  const int64_t nb = J.L.nb, k = J.k;
+  const float* x = J.x + i0 * k;
+  const float* d_of = s.d.data();
+  const float* m_of = s.m.data();
+  const uint8_t* vals = J.w + r * J.L.row_bytes + J.L.values_at;
   __m256 acc[NR][2];
   for (int i = 0; i < NR; ++i) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
   __m256 v[4];
   for (int64_t b = 0; b < nb; ++b) {
-    _mm_prefetch(reinterpret_cast<const char*>(wrow + b * bb + kPrefetchBytes), _MM_HINT_T0);
-    load_block_avx2(qtype, wrow + b * bb, v);
-    for (int i = 0; i < NR; ++i) {
-      const float* xb = x + i * k + b * kBlock;
-      acc[i][0] = _mm256_fmadd_ps(v[0], _mm256_loadu_ps(xb), acc[i][0]);
-      acc[i][1] = _mm256_fmadd_ps(v[1], _mm256_loadu_ps(xb + 8), acc[i][1]);
-      acc[i][0] = _mm256_fmadd_ps(v[2], _mm256_loadu_ps(xb + 16), acc[i][0]);
-      acc[i][1] = _mm256_fmadd_ps(v[3], _mm256_loadu_ps(xb + 24), acc[i][1]);
+    _mm_prefetch(reinterpret_cast<const char*>(vals + b * kValueBytes + kPrefetchBytes), _MM_HINT_T0);
+    values_avx2<Q>(vals + b * kValueBytes, v);
+    const __m256 d = _mm256_broadcast_ss(d_of + b);
+    if constexpr (NR <= 2) {
+      for (int i = 0; i < NR; ++i) {
+        const float* xb = x + i * k + b * kBlock;
+        __m256 t = _mm256_mul_ps(v[0], _mm256_loadu_ps(xb));
+        t = _mm256_fmadd_ps(v[1], _mm256_loadu_ps(xb + 8), t);
+        t = _mm256_fmadd_ps(v[2], _mm256_loadu_ps(xb + 16), t);
+        t = _mm256_fmadd_ps(v[3], _mm256_loadu_ps(xb + 24), t);
+        // Alternate accumulators (swapping registers, not indexing by b, which would
+        // put them in memory) so consecutive blocks do not wait on one another.
+        acc[i][0] = _mm256_fmadd_ps(t, d, acc[i][0]);
+        std::swap(acc[i][0], acc[i][1]);
+      }
+    } else {
+      const __m256 m = _mm256_broadcast_ss(m_of + b);
+      for (int j = 0; j < 4; ++j) v[j] = _mm256_fmadd_ps(v[j], d, m);
+      for (int i = 0; i < NR; ++i) {
+        const float* xb = x + i * k + b * kBlock;
+        acc[i][0] = _mm256_fmadd_ps(v[0], _mm256_loadu_ps(xb), acc[i][0]);
+        acc[i][1] = _mm256_fmadd_ps(v[1], _mm256_loadu_ps(xb + 8), acc[i][1]);
+        acc[i][0] = _mm256_fmadd_ps(v[2], _mm256_loadu_ps(xb + 16), acc[i][0]);
+        acc[i][1] = _mm256_fmadd_ps(v[3], _mm256_loadu_ps(xb + 24), acc[i][1]);
+      }
     }
   }
-  for (int i = 0; i < NR; ++i) out[i * m] = hsum_avx2(_mm256_add_ps(acc[i][0], acc[i][1]));
+  for (int i = 0; i < NR; ++i) {
+    float sum = hsum_avx2(_mm256_add_ps(acc[i][0], acc[i][1]));
+    if (NR <= 2 && Q != Q8_0) sum += offsets_dot_avx2(m_of, J.sx + (i0 + i) * nb, nb);
+    J.out[(i0 + i) * J.m + r] = sum;
+  }
 }
 
-AVX2 void matmul_rows_avx2(int64_t qtype, const float* x, const uint8_t* w, float* out, int64_t n,
-                           int64_t k, int64_t m, int64_t r0, int64_t r1) {
-  const int64_t nb = k / kBlock, bb = block_bytes(qtype);
+template <int64_t Q>
+AVX2 void matmul_rows_avx2(const Job& J, int64_t r0, int64_t r1) {
+  RowScales s(J.L.nb);
   for (int64_t r = r0; r < r1; ++r) {
-    const uint8_t* wrow = w + r * nb * bb;
+    scales_f16c(Q, J.L, J.w + r * J.L.row_bytes, s);
     int64_t i = 0;
-    for (; i + 4 <= n; i += 4) dot_rows_avx2<4>(qtype, x + i * k, wrow, out + i * m + r, k, m, nb, bb);
-    switch (n - i) {
-      case 3: dot_rows_avx2<3>(qtype, x + i * k, wrow, out + i * m + r, k, m, nb, bb); break;
-      case 2: dot_rows_avx2<2>(qtype, x + i * k, wrow, out + i * m + r, k, m, nb, bb); break;
-      case 1: dot_rows_avx2<1>(qtype, x + i * k, wrow, out + i * m + r, k, m, nb, bb); break;
+    for (; i + 4 <= J.n; i += 4) dot_rows_avx2<Q, 4>(J, s, r, i);
+    switch (J.n - i) {
+      case 3: dot_rows_avx2<Q, 3>(J, s, r, i); break;
+      case 2: dot_rows_avx2<Q, 2>(J, s, r, i); break;
+      case 1: dot_rows_avx2<Q, 1>(J, s, r, i); break;
       default: break;
     }
   }
 }
 
-AVX2 void dequant_rows_avx2(int64_t qtype, const uint8_t* w, float* out, int64_t k, int64_t r0,
+template <int64_t Q>
+AVX2 void dequant_rows_avx2(const RowLayout& L, const uint8_t* w, float* out, int64_t r0,
                             int64_t r1) {
-  const int64_t nb = k / kBlock, bb = block_bytes(qtype);
+  RowScales s(L.nb);
   __m256 v[4];
   for (int64_t r = r0; r < r1; ++r) {
-    for (int64_t b = 0; b < nb; ++b) {
-      load_block_avx2(qtype, w + (r * nb + b) * bb, v);
-      float* o = out + r * k + b * kBlock;
-      for (int j = 0; j < 4; ++j) _mm256_storeu_ps(o + 8 * j, v[j]);
+    const uint8_t* row = w + r * L.row_bytes;
+    scales_f16c(Q, L, row, s);
+    for (int64_t b = 0; b < L.nb; ++b) {
+      values_avx2<Q>(row + L.values_at + b * L.value_bytes, v);
+      const __m256 d = _mm256_broadcast_ss(&s.d[b]), m = _mm256_broadcast_ss(&s.m[b]);
+      float* o = out + (r * L.nb + b) * kBlock;
+      for (int j = 0; j < 4; ++j) _mm256_storeu_ps(o + 8 * j, _mm256_fmadd_ps(v[j], d, m));
     }
   }
 }
 
 // -- AVX-512 -----------------------------------------------------------------------------------
 
-#define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,f16c,fma")))
+#define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,f16c,fma")))
 
-// One block as two vectors of sixteen values.
-AVX512 inline void load_block_avx512(int64_t qtype, const uint8_t* b, __m512 v[2]) {
-  uint16_t dbits;
-  std::memcpy(&dbits, b, 2);
-  const __m512 d = _mm512_set1_ps(_cvtsh_ss(dbits));
-  if (qtype == Q8_0) {
-    const __m128i lo = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 2));
-    const __m128i hi = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 18));
-    v[0] = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(lo)));
-    v[1] = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(hi)));
-    return;
-  }
-  __m512 m;
-  const uint8_t* qs;
-  if (qtype == Q4_1) {
-    uint16_t mbits;
-    std::memcpy(&mbits, b + 2, 2);
-    m = _mm512_set1_ps(_cvtsh_ss(mbits));
-    qs = b + 4;
+// One block's quantised values (not yet scaled) as two vectors of sixteen.
+template <int64_t Q>
+AVX512 inline void values_avx512(const uint8_t* p, __m512& lo, __m512& hi) {
+  if constexpr (Q == Q8_0) {
+    lo = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+    hi = _mm512_cvtepi32_ps(
+        _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16))));
   } else {
-    m = _mm512_mul_ps(d, _mm512_set1_ps(-8.0f));
-    qs = b + 2;
+    const __m512i q = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    lo = _mm512_cvtepi32_ps(_mm512_and_si512(q, _mm512_set1_epi32(0x0F)));
+    hi = _mm512_cvtepi32_ps(_mm512_srli_epi32(q, 4));
   }
-  const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
-  const __m128i mask = _mm_set1_epi8(0x0F);
-  const __m128i lo = _mm_and_si128(q, mask);
-  const __m128i hi = _mm_and_si128(_mm_srli_epi16(q, 4), mask);
-  v[0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(lo)), d, m);
-  v[1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(hi)), d, m);
 }
 
-template <int NR>
-AVX512 void dot_rows_avx512(int64_t qtype, const float* x, const uint8_t* wrow, float* out,
-                            int64_t k, int64_t m, int64_t nb, int64_t bb) {
+// A row's scales sixteen at a time.
+AVX512 void scales_avx512(int64_t qtype, const RowLayout& L, const uint8_t* row, RowScales& s) {
+  const uint16_t* d16 = reinterpret_cast<const uint16_t*>(row);
+  for (int64_t b = 0; b < L.nb; b += 16) {
+    const __mmask16 k = L.nb - b >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << (L.nb - b)) - 1);
+    const __m512 d = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, d16 + b));
+    _mm512_storeu_ps(&s.d[b], d);
+    __m512 m = _mm512_setzero_ps();
+    if (L.offsets)
+      m = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, d16 + L.nb + b));
+    else if (qtype == Q4_0)
+      m = _mm512_mul_ps(d, _mm512_set1_ps(-8.0f));
+    _mm512_storeu_ps(&s.m[b], m);
+  }
+}
+
+// The offsets' share of one dot, sum over blocks of m[b] * sx[b], as a vector to add.
+AVX512 __m512 offsets_dot_avx512(const float* m, const float* sx, int64_t nb) {
+  __m512 acc = _mm512_setzero_ps();
+  for (int64_t b = 0; b < nb; b += 16) {
+    const __mmask16 k = nb - b >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << (nb - b)) - 1);
+    acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(k, m + b), _mm512_maskz_loadu_ps(k, sx + b), acc);
+  }
+  return acc;
+}
+
+template <int64_t Q, int NR>
+AVX512 void dot_rows_avx512(const Job& J, const RowScales& s, int64_t r, int64_t i0) {
+  constexpr int64_t kValueBytes = Q == Q8_0 ? 32 : 16;
+  const int64_t nb = J.L.nb, k = J.k;
+  const float* x = J.x + i0 * k;
+  const float* d_of = s.d.data();
+  const float* m_of = s.m.data();
+  const uint8_t* vals = J.w + r * J.L.row_bytes + J.L.values_at;
   __m512 acc[NR][2];
   for (int i = 0; i < NR; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
-  __m512 v[2];
+  __m512 lo, hi;
   for (int64_t b = 0; b < nb; ++b) {
-    _mm_prefetch(reinterpret_cast<const char*>(wrow + b * bb + kPrefetchBytes), _MM_HINT_T0);
-    load_block_avx512(qtype, wrow + b * bb, v);
-    for (int i = 0; i < NR; ++i) {
-      const float* xb = x + i * k + b * kBlock;
-      acc[i][0] = _mm512_fmadd_ps(v[0], _mm512_loadu_ps(xb), acc[i][0]);
-      acc[i][1] = _mm512_fmadd_ps(v[1], _mm512_loadu_ps(xb + 16), acc[i][1]);
+    _mm_prefetch(reinterpret_cast<const char*>(vals + b * kValueBytes + kPrefetchBytes), _MM_HINT_T0);
+    values_avx512<Q>(vals + b * kValueBytes, lo, hi);
+    const __m512 d = _mm512_set1_ps(d_of[b]);
+    if constexpr (NR <= 2) {
+      for (int i = 0; i < NR; ++i) {
+        const float* xb = x + i * k + b * kBlock;
+        __m512 t = _mm512_mul_ps(lo, _mm512_loadu_ps(xb));
+        t = _mm512_fmadd_ps(hi, _mm512_loadu_ps(xb + 16), t);
+        // Alternate accumulators (swapping registers, not indexing by b, which would
+        // put them in memory) so consecutive blocks do not wait on one another.
+        acc[i][0] = _mm512_fmadd_ps(t, d, acc[i][0]);
+        std::swap(acc[i][0], acc[i][1]);
+      }
+    } else {
+      const __m512 m = _mm512_set1_ps(m_of[b]);
+      lo = _mm512_fmadd_ps(lo, d, m);
+      hi = _mm512_fmadd_ps(hi, d, m);
+      for (int i = 0; i < NR; ++i) {
+        const float* xb = x + i * k + b * kBlock;
+        acc[i][0] = _mm512_fmadd_ps(lo, _mm512_loadu_ps(xb), acc[i][0]);
+        acc[i][1] = _mm512_fmadd_ps(hi, _mm512_loadu_ps(xb + 16), acc[i][1]);
+      }
     }
   }
-  for (int i = 0; i < NR; ++i) out[i * m] = _mm512_reduce_add_ps(_mm512_add_ps(acc[i][0], acc[i][1]));
+  for (int i = 0; i < NR; ++i) {
+    __m512 sum = _mm512_add_ps(acc[i][0], acc[i][1]);
+    if (NR <= 2 && Q != Q8_0) sum = _mm512_add_ps(sum, offsets_dot_avx512(m_of, J.sx + (i0 + i) * nb, nb));
+    J.out[(i0 + i) * J.m + r] = _mm512_reduce_add_ps(sum);
+  }
 }
 
 // Eight rows of x per pass (sixteen accumulators fit in AVX-512's 32 registers), so a batch
 // dequantises each block a quarter as often as four rows would.
-AVX512 void matmul_rows_avx512(int64_t qtype, const float* x, const uint8_t* w, float* out,
-                               int64_t n, int64_t k, int64_t m, int64_t r0, int64_t r1) {
-  const int64_t nb = k / kBlock, bb = block_bytes(qtype);
+template <int64_t Q>
+AVX512 void matmul_rows_avx512(const Job& J, int64_t r0, int64_t r1) {
+  RowScales s(J.L.nb);
   for (int64_t r = r0; r < r1; ++r) {
-    const uint8_t* wrow = w + r * nb * bb;
+    scales_avx512(Q, J.L, J.w + r * J.L.row_bytes, s);
     int64_t i = 0;
-    for (; i + 8 <= n; i += 8)
-      dot_rows_avx512<8>(qtype, x + i * k, wrow, out + i * m + r, k, m, nb, bb);
-    const float* xi = x + i * k;
-    float* oi = out + i * m + r;
-    switch (n - i) {
-      case 7: dot_rows_avx512<7>(qtype, xi, wrow, oi, k, m, nb, bb); break;
-      case 6: dot_rows_avx512<6>(qtype, xi, wrow, oi, k, m, nb, bb); break;
-      case 5: dot_rows_avx512<5>(qtype, xi, wrow, oi, k, m, nb, bb); break;
-      case 4: dot_rows_avx512<4>(qtype, xi, wrow, oi, k, m, nb, bb); break;
-      case 3: dot_rows_avx512<3>(qtype, xi, wrow, oi, k, m, nb, bb); break;
-      case 2: dot_rows_avx512<2>(qtype, xi, wrow, oi, k, m, nb, bb); break;
-      case 1: dot_rows_avx512<1>(qtype, xi, wrow, oi, k, m, nb, bb); break;
+    for (; i + 8 <= J.n; i += 8) dot_rows_avx512<Q, 8>(J, s, r, i);
+    switch (J.n - i) {
+      case 7: dot_rows_avx512<Q, 7>(J, s, r, i); break;
+      case 6: dot_rows_avx512<Q, 6>(J, s, r, i); break;
+      case 5: dot_rows_avx512<Q, 5>(J, s, r, i); break;
+      case 4: dot_rows_avx512<Q, 4>(J, s, r, i); break;
+      case 3: dot_rows_avx512<Q, 3>(J, s, r, i); break;
+      case 2: dot_rows_avx512<Q, 2>(J, s, r, i); break;
+      case 1: dot_rows_avx512<Q, 1>(J, s, r, i); break;
       default: break;
     }
+  }
+}
+
+// The row kernels of one vector path for one block type.
+template <int64_t Q>
+void matmul_rows(Isa isa, const Job& J, int64_t r0, int64_t r1) {
+  switch (isa) {
+    case Isa::Avx512: matmul_rows_avx512<Q>(J, r0, r1); break;
+    case Isa::Avx2: matmul_rows_avx2<Q>(J, r0, r1); break;
+    default: matmul_rows_scalar(J, r0, r1); break;
+  }
+}
+
+void dequant_rows(Isa isa, int64_t qtype, const RowLayout& L, const uint8_t* w, float* out,
+                  int64_t r0, int64_t r1) {
+  if (isa == Isa::Scalar) return dequant_rows_scalar(qtype, L, w, out, r0, r1);
+  switch (qtype) {
+    case Q4_0: return dequant_rows_avx2<Q4_0>(L, w, out, r0, r1);
+    case Q4_1: return dequant_rows_avx2<Q4_1>(L, w, out, r0, r1);
+    default: return dequant_rows_avx2<Q8_0>(L, w, out, r0, r1);
   }
 }
 
@@ -281,7 +445,8 @@ void check_weight(const torch::Tensor& w, int64_t qtype, int64_t k) {
 
 Isa detect_isa() {
   __builtin_cpu_init();
-  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                    __builtin_cpu_supports("f16c");
   if (avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
       __builtin_cpu_supports("avx512vl"))
     return Isa::Avx512;
@@ -304,15 +469,15 @@ torch::Tensor matmul(const torch::Tensor& x_in, const torch::Tensor& w, int64_t 
   const torch::Tensor x = x_in.contiguous();
   const int64_t n = x.size(0), m = w.size(0);
   torch::Tensor out = torch::empty({n, m}, x.options());
-  const float* xp = x.data_ptr<float>();
-  const uint8_t* wp = w.data_ptr<uint8_t>();
-  float* op = out.data_ptr<float>();
+  const std::vector<float> sx = block_sums(x.data_ptr<float>(), n, k);
+  const Job job{qtype, RowLayout(qtype, k), x.data_ptr<float>(), sx.data(),
+                w.data_ptr<uint8_t>(), out.data_ptr<float>(), n, k, m};
   const Isa isa = active_isa();
   at::parallel_for(0, m, kGrain, [&](int64_t r0, int64_t r1) {
-    switch (isa) {
-      case Isa::Avx512: matmul_rows_avx512(qtype, xp, wp, op, n, k, m, r0, r1); break;
-      case Isa::Avx2: matmul_rows_avx2(qtype, xp, wp, op, n, k, m, r0, r1); break;
-      default: matmul_rows_scalar(qtype, xp, wp, op, n, k, m, r0, r1); break;
+    switch (qtype) {
+      case Q4_0: matmul_rows<Q4_0>(isa, job, r0, r1); break;
+      case Q4_1: matmul_rows<Q4_1>(isa, job, r0, r1); break;
+      default: matmul_rows<Q8_0>(isa, job, r0, r1); break;
     }
   });
   return out;
@@ -321,7 +486,7 @@ torch::Tensor matmul(const torch::Tensor& x_in, const torch::Tensor& w, int64_t 
 torch::Tensor dequantize(const torch::Tensor& w, int64_t qtype, int64_t k,
                          const std::optional<torch::Tensor>& out_buffer) {
   check_weight(w, qtype, k);
-  const int64_t m = w.size(0), nb = k / kBlock, bb = block_bytes(qtype);
+  const int64_t m = w.size(0);
   torch::Tensor out;
   if (out_buffer) {
     TORCH_CHECK_VALUE(out_buffer->device().is_cpu() && out_buffer->scalar_type() == torch::kFloat32 &&
@@ -331,18 +496,12 @@ torch::Tensor dequantize(const torch::Tensor& w, int64_t qtype, int64_t k,
   } else {
     out = torch::empty({m, k}, torch::TensorOptions().dtype(torch::kFloat32));
   }
+  const RowLayout layout(qtype, k);
   const uint8_t* wp = w.data_ptr<uint8_t>();
   float* op = out.data_ptr<float>();
   const Isa isa = active_isa();
-  at::parallel_for(0, m, kGrain, [&](int64_t r0, int64_t r1) {
-    if (isa != Isa::Scalar) {
-      dequant_rows_avx2(qtype, wp, op, k, r0, r1);
-      return;
-    }
-    for (int64_t r = r0; r < r1; ++r)
-      for (int64_t b = 0; b < nb; ++b)
-        dequant_block_scalar(qtype, wp + (r * nb + b) * bb, op + r * k + b * kBlock);
-  });
+  at::parallel_for(0, m, kGrain,
+                   [&](int64_t r0, int64_t r1) { dequant_rows(isa, qtype, layout, wp, op, r0, r1); });
   return out;
 }
 

@@ -30,7 +30,8 @@ __all__ = ["BlockWeight", "QuantEmbedding", "QuantLinear", "compact_state", "ins
 
 @dataclass(frozen=True)
 class BlockWeight:
-    """A [rows, in_features] weight as GGML blocks: `data` is uint8 [rows, row bytes]."""
+    """A [rows, in_features] weight as GGML blocks: `data` is uint8 [rows, row bytes], each row
+    grouped as `quant_matmul.from_gguf` makes it."""
 
     data: Tensor
     kind: BlockType
@@ -105,8 +106,10 @@ def compact_state(path: Path, config: ModelConfig) -> dict[str, Tensor | BlockWe
             dense = gguf.quants.dequantize(t.data, t.tensor_type)
             out[name] = torch.from_numpy(np.array(rows(dense), dtype=np.float32))
         else:
-            data = torch.from_numpy(np.array(rows(t.data)))  # a copy, so the file is unmapped
-            out[name] = BlockWeight(data, kind, int(t.shape[0]))
+            k = int(t.shape[0])
+            blocks = torch.from_numpy(np.array(rows(t.data)))  # a copy: the file is unmapped
+            data = quant_matmul.from_gguf(blocks, kind, k)
+            out[name] = BlockWeight(data, kind, k)
     return out
 
 
