@@ -294,6 +294,9 @@ def test_plain_decode_attention_paths_give_identical_greedy_output(make_engine, 
         calls.append(out is not None)
         return out
 
+    # Layers op by op, so that attention is called from Python (see the next test).
+    monkeypatch.setattr(model_runner.PagedAttention, "decode_kv", lambda self, layer: None)
+
     def run(attention) -> tuple[list[list[int]], list[int]]:
         monkeypatch.setattr(model_runner, "paged_decode_attention", attention)
         eng = make_engine(shared_prefix_min_tokens=0)  # fresh: a lone request's slots are a run
@@ -305,6 +308,35 @@ def test_plain_decode_attention_paths_give_identical_greedy_output(make_engine, 
     with_kernel = run(compiled)
     assert calls and all(calls)  # the kernel ran (the model is fp32 on CPU)
     assert run(lambda *args: None) == with_kernel
+
+
+def test_decode_steps_as_one_compiled_call_per_layer_decode_what_op_by_op_does(
+    make_engine, loaded_model, monkeypatch
+):
+    """With block weights, each layer of a decode-only step is one compiled call; alone and
+    batched it decodes the tokens the layer run op by op does."""
+    if loaded_model.model.layers[0].compiled_decode is None:
+        pytest.skip("the model's weights are not blocks (no compiled extension)")
+    real = model_runner.PagedAttention.decode_kv
+    offered = []
+
+    def counted(self, layer):
+        kv = real(self, layer)
+        offered.append(kv is not None)
+        return kv
+
+    def run() -> tuple[list[list[int]], list[int]]:
+        eng = make_engine(shared_prefix_min_tokens=0)
+        prompts = [chat(eng, q) for q in QUESTIONS]
+        alone = eng.generate([prompts[0]], GREEDY)[0].new_token_ids
+        eng.flush_cache()
+        return [o.new_token_ids for o in eng.generate(prompts, GREEDY)], alone
+
+    monkeypatch.setattr(model_runner.PagedAttention, "decode_kv", counted)
+    compiled = run()
+    assert any(offered) and not all(offered)  # decode steps took it, prefill steps did not
+    monkeypatch.setattr(model_runner.PagedAttention, "decode_kv", lambda self, layer: None)
+    assert run() == compiled
 
 
 def test_pool_reads_are_views_for_a_run_of_slots_else_gathers():

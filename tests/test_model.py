@@ -75,14 +75,14 @@ def test_flattened_requests_are_independent(loaded_model):
     a = chat_ids(loaded_model.tokenizer, PROMPTS[0])
     b = loaded_model.tokenizer.encode(PROMPTS[1])
 
-    def per_request(layer, q, k, v):
-        n = len(a)
-        dense = DenseCausalAttention()
-        return torch.cat([dense(layer, q[:n], k[:n], v[:n]), dense(layer, q[n:], k[n:], v[n:])])
+    class PerRequest(DenseCausalAttention):
+        def __call__(self, layer, q, k, v):
+            n, dense = len(a), super().__call__
+            return torch.cat([dense(layer, q[:n], k[:n], v[:n]), dense(layer, q[n:], k[n:], v[n:])])
 
     model = loaded_model.model
     positions = torch.cat([torch.arange(len(a)), torch.arange(len(b))])
-    both = model.compute_logits(model(torch.tensor(a + b), positions, per_request))
+    both = model.compute_logits(model(torch.tensor(a + b), positions, PerRequest()))
     alone = torch.cat([logits_of(model, a), logits_of(model, b)])
     assert (both - alone).abs().max().item() <= TOL
 

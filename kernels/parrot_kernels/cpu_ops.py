@@ -1,6 +1,7 @@
 """The `parrot_cpu_ops` extension: block-quantised matmul (`quant_matmul`), a decoder layer's
-elementwise work (`layer_ops`) and decode attention over a paged KV pool (`paged_attention`),
-compiled from `csrc/` on first `load()`."""
+elementwise work (`layer_ops`), decode attention over a paged KV pool (`paged_attention`) and a
+whole decoder layer for decoding requests (`decode_layer`), compiled from `csrc/` on first
+`load()`."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ __all__ = ["EXTENSION", "load", "loaded", "module", "unavailable_reason"]
 
 EXTENSION = CppExtension(
     "parrot_cpu_ops",
-    ["quant_matmul.cpp", "layer_ops.cpp", "paged_attention.cpp", "cpu_ops.cpp"],
+    ["quant_matmul.cpp", "layer_ops.cpp", "paged_attention.cpp", "decode_layer.cpp", "cpu_ops.cpp"],
     "CPU operators",
     extra_cflags=["-fopenmp"],
     extra_ldflags=["-fopenmp"],

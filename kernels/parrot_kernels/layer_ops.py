@@ -67,14 +67,10 @@ def rope_(qkv: Tensor, table: Tensor, rotated_heads: int, head_dim: int) -> None
     heads.copy_(torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1))
 
 
-# From this many rows on, torch's vectorised SiLU beats the compiled loop's scalar exp.
-SILU_COMPILED_ROWS = 8
-
-
 def silu_mul(gate_up: Tensor) -> Tensor:
     """SiLU(gate) * up for gate_up [N, 2I] holding gate then up; [N, I]."""
     module = _compiled(gate_up)
-    if module is not None and gate_up.dim() == 2 and gate_up.shape[0] < SILU_COMPILED_ROWS:
+    if module is not None and gate_up.dim() == 2:
         return module.silu_mul(gate_up)
     gate, up = gate_up.chunk(2, dim=-1)
     return F.silu(gate) * up

@@ -13,4 +13,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, mod) {
   mod.def("silu_mul", &parrot::silu_mul, "silu(gate) * up for gate_up [N, 2I] -> [N, I]");
   mod.def("paged_decode_attention", &parrot::paged_decode_attention,
           "q [B, Hq, D] against pool rows slots[b, :lengths[b]] -> [B, Hq, D]");
+  mod.def("decode_layer", &parrot::decode_layer,
+          "a Llama decoder layer for B decoding requests over block weights -> x [B, hidden]");
 }

@@ -6,6 +6,7 @@
 #include <optional>
 #include <string>
 #include <tuple>
+#include <vector>
 
 namespace parrot {
 
@@ -36,5 +37,15 @@ torch::Tensor silu_mul(const torch::Tensor& gate_up);
 torch::Tensor paged_decode_attention(const torch::Tensor& q, const torch::Tensor& k_pool,
                                      const torch::Tensor& v_pool, const torch::Tensor& slots,
                                      const torch::Tensor& lengths, double scale);
+
+// decode_layer.cpp: a Llama decoder layer for B decoding requests over block weights.
+// norms: attention, MLP; weights / kinds: qkv, o, gate_up, down.
+torch::Tensor decode_layer(const torch::Tensor& x, const std::vector<torch::Tensor>& norms,
+                           double eps, const std::vector<torch::Tensor>& weights,
+                           const std::vector<int64_t>& kinds, const torch::Tensor& rope,
+                           int64_t q_heads, int64_t kv_heads, int64_t head_dim,
+                           const torch::Tensor& k_pool, const torch::Tensor& v_pool,
+                           const torch::Tensor& write_slots, const torch::Tensor& slots,
+                           const torch::Tensor& lengths, double scale);
 
 }  // namespace parrot

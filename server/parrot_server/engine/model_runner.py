@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from parrot_kernels import cpu_shared_prefix, plan_shared_prefix
 from parrot_kernels import shared_prefix as torch_shared_prefix
+from parrot_kernels.decode_layer import DecodeKV
 from parrot_kernels.paged_attention import paged_decode_attention
 
 from .model import LlamaModel
@@ -255,6 +256,16 @@ class PagedAttention:
         return sum(len(g.rows) for g in self.shared) + sum(
             r.stop - r.start for g in self.shared_prefills for r in g.rows
         )
+
+    def decode_kv(self, layer: int) -> DecodeKV | None:
+        """The pools and slots of a step of plain decodes only (see AttentionFn)."""
+        d = self.decodes
+        if d is None or self.shared or self.shared_prefills or self.prefills:
+            return None
+        if not isinstance(d.rows, slice):
+            return None
+        index = d.index.view(d.shape)
+        return DecodeKV(self.pool.k[layer], self.pool.v[layer], self.write_slots, index, d.lengths)
 
     def _torch_decodes(self, layer: int, q: torch.Tensor, d: _Decodes) -> torch.Tensor:
         """Plain decodes without the compiled kernel: q [B, Hq, D] -> [B, Hq, D]."""

@@ -19,11 +19,12 @@ import torch
 from torch import Tensor, nn
 
 from parrot_kernels import quant_matmul
+from parrot_kernels.decode_layer import LayerBlocks, decode_layer
 from parrot_kernels.quant_matmul import BlockType
 
 from .config import ModelConfig
 from .gguf import gguf_tensors, read_gguf
-from .llama import LlamaModel
+from .llama import Block, CompiledDecode, LlamaModel
 
 __all__ = ["BlockWeight", "QuantEmbedding", "QuantLinear", "compact_state", "install_compact"]
 
@@ -136,3 +137,21 @@ def install_compact(model: LlamaModel, state: dict[str, Tensor | BlockWeight]) -
             raise ValueError(f"{key}: no quantised form of {type(module).__name__}")
         dense[f"{owner}.qweight"] = value.data
     return dense
+
+
+def compile_decode(block: Block) -> CompiledDecode | None:
+    """The layer as one compiled call for decode steps, when its projections are all blocks
+    without biases; None otherwise. Call once the weights are loaded."""
+    projections = [block.qkv, block.o_proj, block.gate_up, block.down]
+    if not all(isinstance(p, QuantLinear) and p.bias is None for p in projections):
+        return None
+    layer = LayerBlocks(
+        norms=(block.attn_norm.weight.data, block.mlp_norm.weight.data),
+        eps=block.attn_norm.eps,
+        blocks=tuple(p.qweight for p in projections),
+        kinds=tuple(p.kind for p in projections),
+        q_heads=block.q_dim // block.head_dim,
+        kv_heads=block.kv_dim // block.head_dim,
+        head_dim=block.head_dim,
+    )
+    return lambda x, rope, kv: decode_layer(x, layer, rope, kv)

@@ -8,12 +8,14 @@ and gate/up are stored fused.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from parrot_kernels.decode_layer import DecodeKV
 from parrot_kernels.layer_ops import add_rms_norm, rms_norm, rope_, silu_mul
 
 from .config import ModelConfig
@@ -26,9 +28,22 @@ class AttentionFn(Protocol):
         Returns [N, num_heads, head_dim]."""
         ...
 
+    def decode_kv(self, layer: int) -> DecodeKV | None:
+        """Where the layer's keys and values live when every token of the step is one
+        request's next token (for a layer run as one compiled call); else None."""
+        ...
+
+
+# x [B, hidden], rope [B, 2, head_dim / 2], where the keys and values live -> the layer's
+# output, or None where the compiled call does not apply.
+CompiledDecode = Callable[[Tensor, Tensor, DecodeKV], Tensor | None]
+
 
 class DenseCausalAttention:
     """AttentionFn for one sequence without a cache: causal attention over the N tokens given."""
+
+    def decode_kv(self, layer: int) -> DecodeKV | None:
+        return None
 
     def __call__(self, layer: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         q, k, v = (t.transpose(0, 1).unsqueeze(0) for t in (q, k, v))  # [1, heads, N, D]
@@ -59,9 +74,17 @@ class Block(nn.Module):
         self.mlp_norm = RMSNorm(c.hidden_size, c.rms_norm_eps)
         self.gate_up = nn.Linear(c.hidden_size, 2 * c.intermediate_size, bias=False)
         self.down = nn.Linear(c.intermediate_size, c.hidden_size, bias=False)
+        # The whole layer as one call for decode steps, where the weights allow (set when
+        # block weights are installed).
+        self.compiled_decode: CompiledDecode | None = None
 
     def forward(self, x: Tensor, rope: Tensor, attention: AttentionFn) -> Tensor:
         """x [N, hidden]; rope [N, 2, head_dim / 2]: each token's cos and sin."""
+        if self.compiled_decode is not None:
+            kv = attention.decode_kv(self.layer)
+            out = None if kv is None else self.compiled_decode(x, rope, kv)
+            if out is not None:
+                return out
         n, hd = x.shape[0], self.head_dim
         qkv = self.qkv(self.attn_norm(x))
         rope_(qkv, rope, self.rotated_heads, hd)  # q's and k's heads lead each row

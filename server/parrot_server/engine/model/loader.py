@@ -26,7 +26,14 @@ from safetensors.torch import load_file
 from parrot_kernels import cpu_ops
 
 from ..tokenizer import TokenizerNotFoundError, load_hf_tokenizer
-from .compact import QuantEmbedding, QuantLinear, compact_state, concat_rows, install_compact
+from .compact import (
+    QuantEmbedding,
+    QuantLinear,
+    compact_state,
+    compile_decode,
+    concat_rows,
+    install_compact,
+)
 from .config import HF_ARCHITECTURES, ModelConfig
 from .errors import ModelLoadError, ModelNotFoundError, UnsupportedModelError
 from .gguf import convert_gguf
@@ -247,6 +254,8 @@ def _build_compact_model(config: ModelConfig, src: Path, given: Path) -> LlamaMo
         model.load_state_dict(install_compact(model, state), assign=True)
     except RuntimeError as exc:
         raise ModelLoadError(given, f"weights do not match the GGUF's metadata: {exc}") from exc
+    for block in model.layers:
+        block.compiled_decode = compile_decode(block)
     return model.eval().requires_grad_(False)
 
 

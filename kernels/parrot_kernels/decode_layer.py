@@ -1,0 +1,77 @@
+"""A whole Llama decoder layer for a batch of decoding requests as one compiled call.
+
+With block weights on CPU, a decode step of a small model spends a large share of its time
+between operators (the interpreter and torch's dispatcher, thirty layers of a dozen calls);
+`decode_layer` runs the layer's operators from C++ (`csrc/decode_layer.cpp`) instead: the same
+operators, so the same results as the layer run op by op. It applies to fp32 rows on CPU
+fewer than `quant_matmul.DENSE_ROWS` (where the block kernel runs anyway) and returns None
+elsewhere, for the caller to run the layer op by op.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from . import cpu_ops, quant_matmul
+from .quant_matmul import BlockType
+
+__all__ = ["DecodeKV", "LayerBlocks", "decode_layer"]
+
+
+@dataclass(frozen=True)
+class DecodeKV:
+    """Where one layer's keys and values live for a step of decodes only: the pools
+    [slots, Hkv, D], the slot each new token's key and value go to [B], and each request's
+    slots [B, L] (row b's first lengths[b] entries, the new token's included)."""
+
+    k_pool: Tensor
+    v_pool: Tensor
+    write_slots: Tensor
+    slots: Tensor
+    lengths: Tensor
+
+
+@dataclass(frozen=True)
+class LayerBlocks:
+    """A decoder layer's weights: the two RMSNorm weights (fp32) and the four projections as
+    blocks (qkv fused by rows, o, gate_up fused by rows, down)."""
+
+    norms: tuple[Tensor, Tensor]
+    eps: float
+    blocks: tuple[Tensor, Tensor, Tensor, Tensor]
+    kinds: tuple[BlockType, BlockType, BlockType, BlockType]
+    q_heads: int
+    kv_heads: int
+    head_dim: int
+
+
+def decode_layer(x: Tensor, layer: LayerBlocks, rope: Tensor, kv: DecodeKV) -> Tensor | None:
+    """x [B, hidden] -> the layer's output [B, hidden], writing the new keys and values into
+    the pools; rope [B, 2, head_dim / 2] (each token's cos, sin). None where it does not
+    apply."""
+    module = cpu_ops.EXTENSION.module
+    if module is None or x.dtype is not torch.float32 or x.device.type != "cpu":
+        return None
+    if x.shape[0] >= quant_matmul.DENSE_ROWS or kv.k_pool.dtype is not torch.float32:
+        return None
+    return module.decode_layer(
+        x,
+        layer.norms,
+        layer.eps,
+        layer.blocks,
+        layer.kinds,
+        rope,
+        layer.q_heads,
+        layer.kv_heads,
+        layer.head_dim,
+        kv.k_pool,
+        kv.v_pool,
+        kv.write_slots,
+        kv.slots,
+        kv.lengths,
+        1 / math.sqrt(layer.head_dim),
+    )
