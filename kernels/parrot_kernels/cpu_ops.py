@@ -13,7 +13,14 @@ __all__ = ["EXTENSION", "load", "loaded", "module", "unavailable_reason"]
 
 EXTENSION = CppExtension(
     "parrot_cpu_ops",
-    ["quant_matmul.cpp", "layer_ops.cpp", "paged_attention.cpp", "decode_layer.cpp", "cpu_ops.cpp"],
+    [
+        "quant_matmul.cpp",
+        "quant_matmul_avx512.cpp",
+        "layer_ops.cpp",
+        "paged_attention.cpp",
+        "decode_layer.cpp",
+        "cpu_ops.cpp",
+    ],
     "CPU operators",
     extra_cflags=["-fopenmp"],
     extra_ldflags=["-fopenmp"],

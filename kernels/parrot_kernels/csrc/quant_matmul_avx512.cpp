@@ -1,0 +1,133 @@
+// The AVX-512 row kernels of quant_matmul.cpp (same layout and arithmetic as its AVX2 ones, on
+// vectors of sixteen), compiled for AVX-512 only in the functions marked so; called only where
+// the CPU has it.
+
+#include <immintrin.h>
+
+#include <utility>
+
+#include "quant_blocks.h"
+
+namespace parrot::quant {
+
+namespace {
+
+#define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,f16c,fma")))
+
+// One block's quantised values (not yet scaled) as two vectors of sixteen.
+template <int64_t Q>
+AVX512 inline void values_avx512(const uint8_t* p, __m512& lo, __m512& hi) {
+  if constexpr (Q == Q8_0) {
+    lo = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+    hi = _mm512_cvtepi32_ps(
+        _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16))));
+  } else {
+    const __m512i q = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    lo = _mm512_cvtepi32_ps(_mm512_and_si512(q, _mm512_set1_epi32(0x0F)));
+    hi = _mm512_cvtepi32_ps(_mm512_srli_epi32(q, 4));
+  }
+}
+
+// A row's scales sixteen at a time.
+AVX512 void scales_avx512(int64_t qtype, const RowLayout& L, const uint8_t* row, RowScales& s) {
+  const uint16_t* d16 = reinterpret_cast<const uint16_t*>(row);
+  for (int64_t b = 0; b < L.nb; b += 16) {
+    const __mmask16 k = L.nb - b >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << (L.nb - b)) - 1);
+    const __m512 d = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, d16 + b));
+    _mm512_storeu_ps(&s.d[b], d);
+    __m512 m = _mm512_setzero_ps();
+    if (L.offsets)
+      m = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, d16 + L.nb + b));
+    else if (qtype == Q4_0)
+      m = _mm512_mul_ps(d, _mm512_set1_ps(-8.0f));
+    _mm512_storeu_ps(&s.m[b], m);
+  }
+}
+
+// The offsets' share of one dot, sum over blocks of m[b] * sx[b], as a vector to add.
+AVX512 __m512 offsets_dot_avx512(const float* m, const float* sx, int64_t nb) {
+  __m512 acc = _mm512_setzero_ps();
+  for (int64_t b = 0; b < nb; b += 16) {
+    const __mmask16 k = nb - b >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << (nb - b)) - 1);
+    acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(k, m + b), _mm512_maskz_loadu_ps(k, sx + b), acc);
+  }
+  return acc;
+}
+
+template <int64_t Q, int NR>
+AVX512 void dot_rows_avx512(const Job& J, const RowScales& s, int64_t r, int64_t i0) {
+  constexpr int64_t kValueBytes = Q == Q8_0 ? 32 : 16;
+  const int64_t nb = J.L.nb, k = J.k;
+  const float* x = J.x + i0 * k;
+  const float* d_of = s.d.data();
+  const float* m_of = s.m.data();
+  const uint8_t* vals = J.w + r * J.L.row_bytes + J.L.values_at;
+  __m512 acc[NR][2];
+  for (int i = 0; i < NR; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+  __m512 lo, hi;
+  for (int64_t b = 0; b < nb; ++b) {
+    _mm_prefetch(reinterpret_cast<const char*>(vals + b * kValueBytes + kPrefetchBytes), _MM_HINT_T0);
+    values_avx512<Q>(vals + b * kValueBytes, lo, hi);
+    const __m512 d = _mm512_set1_ps(d_of[b]);
+    if constexpr (NR <= 2) {
+      for (int i = 0; i < NR; ++i) {
+        const float* xb = x + i * k + b * kBlock;
+        __m512 t = _mm512_mul_ps(lo, _mm512_loadu_ps(xb));
+        t = _mm512_fmadd_ps(hi, _mm512_loadu_ps(xb + 16), t);
+        // Alternate accumulators (swapping registers, not indexing by b, which would
+        // put them in memory) so consecutive blocks do not wait on one another.
+        acc[i][0] = _mm512_fmadd_ps(t, d, acc[i][0]);
+        std::swap(acc[i][0], acc[i][1]);
+      }
+    } else {
+      const __m512 m = _mm512_set1_ps(m_of[b]);
+      lo = _mm512_fmadd_ps(lo, d, m);
+      hi = _mm512_fmadd_ps(hi, d, m);
+      for (int i = 0; i < NR; ++i) {
+        const float* xb = x + i * k + b * kBlock;
+        acc[i][0] = _mm512_fmadd_ps(lo, _mm512_loadu_ps(xb), acc[i][0]);
+        acc[i][1] = _mm512_fmadd_ps(hi, _mm512_loadu_ps(xb + 16), acc[i][1]);
+      }
+    }
+  }
+  for (int i = 0; i < NR; ++i) {
+    __m512 sum = _mm512_add_ps(acc[i][0], acc[i][1]);
+    if (NR <= 2 && Q != Q8_0) sum = _mm512_add_ps(sum, offsets_dot_avx512(m_of, J.sx + (i0 + i) * nb, nb));
+    J.out[(i0 + i) * J.m + r] = _mm512_reduce_add_ps(sum);
+  }
+}
+
+// Eight rows of x per pass (sixteen accumulators fit in AVX-512's 32 registers), so a batch
+// dequantises each block a quarter as often as four rows would.
+template <int64_t Q>
+AVX512 void rows_avx512(const Job& J, int64_t r0, int64_t r1) {
+  RowScales s(J.L.nb);
+  for (int64_t r = r0; r < r1; ++r) {
+    scales_avx512(Q, J.L, J.w + r * J.L.row_bytes, s);
+    int64_t i = 0;
+    for (; i + 8 <= J.n; i += 8) dot_rows_avx512<Q, 8>(J, s, r, i);
+    switch (J.n - i) {
+      case 7: dot_rows_avx512<Q, 7>(J, s, r, i); break;
+      case 6: dot_rows_avx512<Q, 6>(J, s, r, i); break;
+      case 5: dot_rows_avx512<Q, 5>(J, s, r, i); break;
+      case 4: dot_rows_avx512<Q, 4>(J, s, r, i); break;
+      case 3: dot_rows_avx512<Q, 3>(J, s, r, i); break;
+      case 2: dot_rows_avx512<Q, 2>(J, s, r, i); break;
+      case 1: dot_rows_avx512<Q, 1>(J, s, r, i); break;
+      default: break;
+    }
+  }
+}
+
+
+}  // namespace
+
+void matmul_rows_avx512(int64_t qtype, const Job& J, int64_t r0, int64_t r1) {
+  switch (qtype) {
+    case Q4_0: return rows_avx512<Q4_0>(J, r0, r1);
+    case Q4_1: return rows_avx512<Q4_1>(J, r0, r1);
+    default: return rows_avx512<Q8_0>(J, r0, r1);
+  }
+}
+
+}  // namespace parrot::quant
