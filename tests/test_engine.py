@@ -89,6 +89,25 @@ def test_shared_prefix_is_computed_once(make_engine):
     assert eng.stats().steps_total - steps_before == 1
 
 
+def test_requests_arriving_together_compute_a_shared_prefix_once(make_engine):
+    """Prompts sharing a long prefix, submitted together (one step could take them all): one
+    computes the prefix, the others wait for its KV and compute only their questions; each
+    answers what it answers alone."""
+    eng = make_engine(max_step_tokens=2048)
+    prefix = long_prefix(eng, 500)
+    prompts = [prefix + eng.encode(f" Question {i}: {q}") for i, q in enumerate(QUESTIONS[:3])]
+    alone = []
+    for p in prompts:
+        alone.append(eng.generate([p], GREEDY)[0].new_token_ids)
+        eng.flush_cache()
+    steps_before = eng.stats().steps_total
+    together = eng.generate(prompts, GREEDY)
+    assert [o.new_token_ids for o in together] == alone
+    assert sorted(o.cached_tokens for o in together) >= [0, len(prefix), len(prefix)]
+    # The prefix step, then the questions with the first request's first decode.
+    assert eng.stats().steps_total - steps_before <= 1 + max(len(a) for a in alone) + 1
+
+
 def test_namespaces_do_not_share_kv(make_engine):
     eng = make_engine()
     prompt = long_prefix(eng, 64)

@@ -11,12 +11,13 @@ from parrot_server.engine.sampling_params import SamplingParams
 from parrot_server.engine.scheduler import Scheduler
 
 
-def make(pool=64, step=16, running=8, queued=100):
+def make(pool=64, step=16, running=8, queued=100, wait=32):
     cfg = EngineConfig(
         kv_pool_tokens=pool,
         max_step_tokens=step,
         max_running_requests=running,
         max_queued_requests=queued,
+        prefix_wait_min_tokens=wait,
     )
     return Scheduler(cfg, KVSlotAllocator(pool), RadixCache())
 
@@ -91,13 +92,85 @@ def test_kv_exhaustion_preempts_lowest_priority_and_resumes():
     fake_step(s)  # both prefilled: 20 slots used
     for _ in range(6):
         fake_step(s)
-    assert lo.num_preemptions >= 1 and lo.status is RequestStatus.WAITING
+    # (Its prompt stays cached apart from its output, so it may be back already.)
+    assert lo.num_preemptions >= 1 and hi.num_preemptions == 0
     assert hi.status is RequestStatus.RUNNING
     assert len(lo.output_ids) >= 1  # keeps what it generated
     s.finish(hi)
     for _ in range(3):
         fake_step(s)
     assert lo.status is RequestStatus.RUNNING
+
+
+def test_admission_never_evicts_the_prefix_it_matched():
+    s = make(pool=24, step=64)
+    a = req("a", 10, max_new=1)
+    s.add(a)
+    fake_step(s)
+    s.finish(a)  # its 10 prompt tokens stay cached, unlocked
+    b = req("b", 12, max_new=50, start=100)
+    s.add(b)
+    fake_step(s)  # 2 slots left free
+    c = Request("c", list(range(10)) + [200, 201, 202, 203, 204], SamplingParams(max_new_tokens=1))
+    s.add(c)
+    fake_step(s)
+    # Room for c's 5 new tokens could only come from evicting the 10 it matched: it waits.
+    assert c.status is RequestStatus.WAITING
+    assert s.cache.match(None, list(range(10))).length == 10
+
+
+def _prompt_tokens_computed(batches) -> int:
+    return sum(c.length for b in batches for c in b.chunks if c.start < len(c.request.prompt_ids))
+
+
+def test_requests_arriving_together_compute_their_common_prefix_once():
+    s = make(pool=256, step=16, wait=1)
+    shared = list(range(40))
+    reqs = [
+        Request(f"r{i}", shared + [1000 + i, 2000 + i], SamplingParams(max_new_tokens=2))
+        for i in range(3)
+    ]
+    for r in reqs:
+        s.add(r)
+    batches = [fake_step(s) for _ in range(6)]
+    # The first computes the 40 shared tokens (in 16-token chunks); the others wait for them,
+    # then compute only their own two tokens each.
+    assert [c.request.rid for c in batches[0].chunks] == ["r0"]
+    assert _prompt_tokens_computed(batches) == 42 + 2 * 2
+    assert [r.num_cached for r in reqs] == [0, 40, 40]
+    assert all(len(r.output_ids) >= 1 for r in reqs)
+    # The cached prompt is locked while its request runs: eviction cannot take it.
+    assert s.cache.evict(1000) == [] or all(r.status is not RequestStatus.RUNNING for r in reqs)
+
+
+def test_other_namespaces_and_short_overlaps_do_not_wait():
+    s = make(pool=256, step=256, wait=16)
+    shared = list(range(40))
+    a = Request("a", shared + [1], SamplingParams(max_new_tokens=2), namespace="t1")
+    b = Request("b", shared + [2], SamplingParams(max_new_tokens=2), namespace="t2")
+    c = Request("c", shared[:8] + [3] * 30, SamplingParams(max_new_tokens=2), namespace="t1")
+    for r in (a, b, c):
+        s.add(r)
+    batch = fake_step(s)
+    assert sorted(ch.request.rid for ch in batch.chunks) == ["a", "b", "c"]
+    # Nor does anyone when waiting is off.
+    s = make(pool=256, step=256, wait=0)
+    twins = [Request(f"t{i}", shared + [i], SamplingParams(max_new_tokens=2)) for i in range(2)]
+    for r in twins:
+        s.add(r)
+    assert len(fake_step(s).chunks) == 2
+
+
+def test_a_waiting_request_computes_the_rest_of_a_longer_prompt_itself():
+    """It waits only for what the running prompt shares with it."""
+    s = make(pool=256, step=16, wait=1)
+    first = req("a", 20)
+    second = Request("b", list(range(20)) + list(range(500, 540)), SamplingParams(max_new_tokens=1))
+    s.add(first)
+    s.add(second)
+    batches = [fake_step(s) for _ in range(5)]
+    assert second.num_cached == 20
+    assert _prompt_tokens_computed(batches) == 20 + 40
 
 
 def test_queue_limit_is_explicit():

@@ -30,6 +30,10 @@ class EngineConfig:
     # Also group prefill chunks that share a cached prefix (e.g. the maps of a map-reduce over
     # one document): 1.1-1.2x faster prefill on CPU (docs/benchmarks.md); False turns it off.
     shared_prefix_prefill: bool = True
+    # A new request whose prompt shares at least this many more tokens with a prompt still
+    # being prefilled than the cache holds waits for that prefill (whose KV is cached chunk by
+    # chunk) instead of computing the same tokens again; 0 admits it at once.
+    prefix_wait_min_tokens: int = 32
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
@@ -44,6 +48,10 @@ class EngineConfig:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"EngineConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.prefix_wait_min_tokens < 0:
+            raise ValueError(
+                f"EngineConfig.prefix_wait_min_tokens must be >= 0, got {self.prefix_wait_min_tokens}"
+            )
 
     @property
     def threads(self) -> int:

@@ -15,6 +15,14 @@ from typing import Any
 Namespace = Hashable  # None is the default, shared namespace
 
 
+def common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
 @dataclass
 class PrefixMatch:
     """Longest cached prefix of a token sequence."""

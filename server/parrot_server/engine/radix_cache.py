@@ -11,7 +11,7 @@ import heapq
 import itertools
 from collections.abc import Sequence
 
-from .prefix_cache import Namespace, PrefixCache, PrefixMatch
+from .prefix_cache import Namespace, PrefixCache, PrefixMatch, common_prefix_len
 
 _clock = itertools.count()  # monotonic access stamps; cheaper and steadier than time()
 
@@ -50,14 +50,6 @@ class RadixNode:
         return f"RadixNode(len={len(self.tokens)}, lock={self.lock_ref}, children={len(self.children)})"
 
 
-def _common_len(a: Sequence[int], b: Sequence[int]) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
-
-
 class RadixCache(PrefixCache):
     def __init__(self) -> None:
         self._roots: dict[Namespace, RadixNode] = {}
@@ -89,7 +81,7 @@ class RadixCache(PrefixCache):
         stamp = next(_clock)
         i = 0
         while i < len(tokens) and (child := node.children.get(tokens[i])) is not None:
-            n = _common_len(child.tokens, tokens[i:])
+            n = common_prefix_len(child.tokens, tokens[i:])
             if n < len(child.tokens):
                 child = self._split(child, n)
             child.last_access = stamp

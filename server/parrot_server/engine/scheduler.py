@@ -3,6 +3,9 @@
 One step holds at most `max_step_tokens` tokens: running requests first, in priority order (a
 decoding request needs one token, a prefilling one a chunk of its prompt), then new admissions.
 Admission matches the prompt against the prefix cache, so only the uncached rest is computed.
+A prompt's KV enters the cache chunk by chunk as it is computed, and a new request that shares
+a longer prefix with a prompt still being prefilled waits for it rather than computing the same
+tokens beside it (requests that arrive together compute their common prefix once).
 When the KV pool runs dry, unlocked cache entries are evicted; if that is not enough the
 lowest-priority running request is preempted: its KV goes into the prefix cache (cheap to
 resume if it survives) and the request waits again with its output so far.
@@ -17,7 +20,7 @@ from dataclasses import dataclass, field
 from .config import EngineConfig
 from .errors import EngineOverloadedError
 from .kv_allocator import KVSlotAllocator
-from .prefix_cache import PrefixCache
+from .prefix_cache import PrefixCache, common_prefix_len
 from .request import Request, RequestStatus
 
 log = logging.getLogger(__name__)
@@ -163,17 +166,23 @@ class Scheduler:
         return max(candidates, key=lambda r: r.sort_key)
 
     def _admit(self, batch: Batch, budget: int) -> None:
+        deferred: list[Request] = []  # waiting for a running prefill of their prefix
         while self.waiting and budget > 0 and len(self.running) < self.config.max_running_requests:
             req = self.waiting[0]
             # A generating request must compute at least its last prompt token to get logits.
             tokens = req.tokens if req.prefill_only else req.tokens[:-1]
             match = self.cache.match(req.namespace, tokens)
+            if self._prefilling_shares(req, tokens, match.length):
+                deferred.append(self.waiting.pop(0))
+                continue
             n = min(req.num_tokens - match.length, budget)
+            # Locked first: making room for the rest must not evict the matched prefix.
+            self.cache.lock(match.node)
             slots = self._allocate(n) if n else []
             if slots is None:
+                self.cache.unlock(match.node)
                 break  # wait for running requests to free KV
             self.waiting.pop(0)
-            self.cache.lock(match.node)
             req.cache_node, req.num_locked = match.node, match.length
             req.slots, req.num_computed = list(match.slots), match.length
             if req.num_preemptions == 0:
@@ -187,6 +196,27 @@ class Scheduler:
                 continue
             batch.chunks.append(self._chunk(req, slots, n))
             budget -= n
+        for req in deferred:
+            bisect.insort(self.waiting, req, key=lambda r: r.sort_key)
+
+    def _prefilling_shares(self, req: Request, tokens: list[int], cached: int) -> bool:
+        """Whether a running request still prefilling its prompt will compute at least
+        `prefix_wait_min_tokens` of `tokens` beyond the `cached` ones (same namespace)."""
+        wait = self.config.prefix_wait_min_tokens
+        if not wait or len(tokens) - cached < wait:
+            return False
+        for other in self.running:
+            prompt = other.prompt_ids
+            if other.namespace != req.namespace or other.num_computed >= len(prompt):
+                continue
+            # (Sharing more than `cached` tokens implies agreeing at position `cached`.)
+            if len(prompt) - cached < wait or prompt[cached] != tokens[cached]:
+                continue
+            common = common_prefix_len(prompt, tokens)
+            # Its computed tokens are cached already: what it has yet to compute is the gain.
+            if other.num_computed < common and common - cached >= wait:
+                return True
+        return False
 
     def _chunk(self, req: Request, slots: list[int], n: int) -> Chunk:
         start = req.num_computed
@@ -194,8 +224,26 @@ class Scheduler:
         done = start + n == req.num_tokens
         return Chunk(req, start, n, sample=done and not req.prefill_only)
 
-    @staticmethod
-    def commit(batch: Batch) -> None:
-        """The model computed the batch: its tokens now have KV."""
+    def commit(self, batch: Batch) -> None:
+        """The model computed the batch: its tokens now have KV. Prompt chunks enter the prefix
+        cache at once, so requests admitted later find them."""
         for chunk in batch.chunks:
-            chunk.request.num_computed = chunk.start + chunk.length
+            req = chunk.request
+            req.num_computed = chunk.start + chunk.length
+            if chunk.length > 1 or chunk.start < len(req.prompt_ids):
+                self._cache_computed(req)
+
+    def _cache_computed(self, req: Request) -> None:
+        """Put a running request's computed KV in the cache and lock it for the request. Where
+        the cache already held some of those tokens under other slots (computed beside this
+        one), the request reads the cached copy from now on and its own slots are freed."""
+        computed = req.num_computed
+        tokens, slots = req.tokens[:computed], req.slots[:computed]
+        node, duplicates = self.cache.insert(req.namespace, tokens, slots)
+        if duplicates:
+            req.slots[:computed] = self.cache.match(req.namespace, tokens).slots
+            self.allocator.free(duplicates)
+        self.cache.lock(node)
+        if req.cache_node is not None:
+            self.cache.unlock(req.cache_node)
+        req.cache_node, req.num_locked = node, computed
