@@ -16,17 +16,22 @@ PROMPTS = [
 ]
 
 
+def _forward(model: LlamaModel, ids: list[int]) -> torch.Tensor:
+    device = next(model.parameters()).device
+    positions = torch.arange(len(ids), device=device)
+    return model(torch.tensor(ids, device=device), positions, DenseCausalAttention())
+
+
 def logits_of(model: LlamaModel, ids: list[int]) -> torch.Tensor:
-    hidden = model(torch.tensor(ids), torch.arange(len(ids)), DenseCausalAttention())
-    return model.compute_logits(hidden)
+    """fp32 logits of every position, on the CPU whatever the model's device."""
+    return model.compute_logits(_forward(model, ids)).float().cpu()
 
 
 def greedy(model: LlamaModel, ids: list[int], n: int, eos: tuple[int, ...]) -> list[int]:
     """Recomputes the whole sequence each step: slow but obviously right."""
     seq = list(ids)
     for _ in range(n):
-        hidden = model(torch.tensor(seq), torch.arange(len(seq)), DenseCausalAttention())
-        seq.append(int(model.compute_logits(hidden[-1:]).argmax()))
+        seq.append(int(model.compute_logits(_forward(model, seq)[-1:]).argmax()))
         if seq[-1] in eos:
             break
     return seq[len(ids) :]
