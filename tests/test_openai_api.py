@@ -264,7 +264,7 @@ def _chat_error(client, model, **kw):
         ({"seed": 2**64}, "seed"),
         ({"logprobs": True}, "logprobs"),
         ({"presence_penalty": 0.5}, "presence_penalty"),
-        ({"response_format": {"type": "json_object"}}, "response_format"),
+        ({"response_format": {"type": "xml"}}, "response_format"),
         ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
         ({"stream_options": {"include_usage": True}}, "stream_options"),
         ({"extra_body": {"frobnicate": 1}}, "frobnicate"),

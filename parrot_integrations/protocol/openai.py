@@ -12,7 +12,9 @@ different output):
   chat without either runs to the end of the context window, completions default to 16 tokens
   as OpenAI's), `temperature` (0..2; 0 is greedy), `top_p` (0..1; 0 means the top token
   only, as OpenAI), `seed` (int64), `stop` (a string or up to 4), `n` (only 1), `stream`,
-  `stream_options.include_usage`.
+  `stream_options.include_usage`, `response_format` (`text`; `json_object`: the output is one
+  JSON object; `json_schema`: it follows `json_schema.schema`, by constrained decoding, so it
+  always does, `strict` or not, unless `max_tokens` cuts it short; chat and completions).
 - Accepted and ignored, because they change nothing in the output: `user`,
   `safety_identifier`, `metadata`, `store`, `service_tier`, `prompt_cache_key`,
   `prompt_cache_retention`, `prompt_cache_options` (Parrot's prefix cache is automatic),
@@ -20,8 +22,7 @@ different output):
   neutral value of every field below.
 - Rejected with a 400 naming the field unless given their neutral value: `logprobs`,
   `top_logprobs`, `logit_bias`, `frequency_penalty`, `presence_penalty` (only 0), `tools`,
-  `functions` (only empty), `tool_choice`, `function_call` (only "none"/"auto"),
-  `response_format` (only `{"type": "text"}`), `modalities` (only `["text"]`), `audio`,
+  `functions` (only empty), `tool_choice`, `function_call` (only "none"/"auto"), `modalities` (only `["text"]`), `audio`,
   `prediction`, `reasoning_effort`, `verbosity`, `web_search_options`, `moderation`; for
   completions also `best_of` (only 1), `echo` (only false) and `suffix`. Messages with role
   `tool`/`function`, `tool_calls`, or non-text content parts (images, audio, files) too.
@@ -37,6 +38,7 @@ different output):
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
 from pydantic import (
@@ -71,7 +73,6 @@ _NEUTRAL: dict[str, Any] = {
     "functions": lambda v: not v,
     "tool_choice": _no_choice,
     "function_call": _no_choice,
-    "response_format": lambda v: v is None or (isinstance(v, dict) and v.get("type") == "text"),
     "modalities": lambda v: v is None or v == ["text"],
     "audio": lambda v: v is None,
     "prediction": lambda v: v is None,
@@ -105,6 +106,37 @@ class StreamOptions(_Strict):
     include_obfuscation: bool | None = None  # we never obfuscate: nothing to switch off
 
 
+class JsonSchemaFormat(_Strict):
+    """`response_format.json_schema`: a named JSON schema the output must follow."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    description: str | None = None
+    # `schema` would shadow a pydantic method; absent: any JSON object.
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+    strict: bool | None = None  # the output follows the schema either way
+
+
+class ResponseFormat(_Strict):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema_with_its_type(self) -> ResponseFormat:
+        if (self.type == "json_schema") != (self.json_schema is not None):
+            raise PydanticCustomError(
+                "invalid_value", "json_schema must be given exactly when type is 'json_schema'"
+            )
+        return self
+
+    @property
+    def schema_text(self) -> str | None:
+        """The JSON schema the output must follow, as JSON text; None for free text."""
+        if self.type == "text":
+            return None
+        schema = self.json_schema.schema_ if self.json_schema else None
+        return json.dumps(schema if schema is not None else {"type": "object"})
+
+
 class SamplingRequest(_Strict):
     """What chat and completion requests share."""
 
@@ -117,6 +149,7 @@ class SamplingRequest(_Strict):
     n: int | None = 1
     stream: bool | None = False
     stream_options: StreamOptions | None = None
+    response_format: ResponseFormat | None = None
     user: str | None = None
     # Accepted, no effect on the output.
     safety_identifier: str | None = None
@@ -236,7 +269,6 @@ class ChatCompletionRequest(SamplingRequest):
     tool_choice: Any = None
     function_call: Any = None
     parallel_tool_calls: bool | None = None  # meaningless without tools: accepted
-    response_format: Any = None
     modalities: Any = None
     audio: Any = None
     prediction: Any = None
@@ -252,7 +284,6 @@ class ChatCompletionRequest(SamplingRequest):
         "functions",
         "tool_choice",
         "function_call",
-        "response_format",
         "modalities",
         "audio",
         "prediction",

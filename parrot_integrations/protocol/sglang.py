@@ -40,6 +40,14 @@ class SamplingParamsModel(BaseModel):
     sampling_seed: int | None = None
     ignore_eos: bool = False
     skip_special_tokens: bool = True
+    # Constrained decoding, at most one: a JSON schema (JSON text; an object is accepted too),
+    # a regular expression, an EBNF grammar with a `root` rule.
+    json_schema: str | dict[str, Any] | None = None
+    regex: str | None = None
+    ebnf: str | None = None
+    # Parrot's own: the last this-many input tokens were already generated under the
+    # constraint (a request resumed on another engine). SGLang ignores it.
+    constrained_prompt_tail: int | None = None
 
 
 class GenerateRequest(BaseModel):

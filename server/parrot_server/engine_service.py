@@ -38,6 +38,10 @@ def to_sampling_params(req: GenerateRequest) -> SamplingParams:
         sampling_seed=sp.sampling_seed,
         ignore_eos=sp.ignore_eos,
         skip_special_tokens=sp.skip_special_tokens,
+        json_schema=sp.json_schema,
+        regex=sp.regex,
+        ebnf=sp.ebnf,
+        constrained_prompt_tail=sp.constrained_prompt_tail or 0,
     )
 
 

@@ -73,6 +73,7 @@ def to_sampling_params(req: SamplingRequest, max_new_tokens: int) -> SamplingPar
         stop=tuple(req.stop_list),
         sampling_seed=req.seed,
         ignore_eos=req.ignore_eos,
+        json_schema=req.response_format.schema_text if req.response_format else None,
     )
 
 

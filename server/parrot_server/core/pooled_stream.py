@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from ..engine.errors import EngineUnavailableError
 from ..engine.request import FinishKind, FinishReason, RequestOutput
+from ..engine.sampling_params import SamplingParams
 from .engine_client import OutputStream, Submission
 from .placement import PlacementItem
 
@@ -89,7 +90,7 @@ class PooledStream:
             self.sub,
             prompt=ids,
             rid=f"{self.rid}~{self.attempt}",
-            sampling=dataclasses.replace(self.sub.sampling, max_new_tokens=left),
+            sampling=_resumed(self.sub.sampling, left, len(self.output_ids)),
         )
         self.item = dataclasses.replace(self.item, prompt_ids=ids, max_new_tokens=left)
         self.member, self.stream = await self.pool.place_again(self.item, sub)
@@ -151,3 +152,10 @@ async def _until_down(stream: OutputStream, down: asyncio.Event) -> AsyncIterato
         with contextlib.suppress(BaseException):
             await nxt
         raise EngineUnavailableError("engine taken out of rotation")
+
+
+def _resumed(sampling: SamplingParams, left: int, done: int) -> SamplingParams:
+    """The sampling of a request resumed after `done` more output tokens, `left` to go: a
+    constraint starts after the output so far, now part of the prompt."""
+    tail = sampling.constrained_prompt_tail + done if sampling.constraint else 0
+    return dataclasses.replace(sampling, max_new_tokens=left, constrained_prompt_tail=tail)

@@ -341,6 +341,10 @@ def sampling_params_body(sp: SamplingParams) -> dict[str, Any]:
         sampling_seed=sp.sampling_seed,
         ignore_eos=sp.ignore_eos,
         skip_special_tokens=sp.skip_special_tokens,
+        json_schema=sp.json_schema,
+        regex=sp.regex,
+        ebnf=sp.ebnf,
+        constrained_prompt_tail=sp.constrained_prompt_tail or None,
     ).model_dump(exclude_none=True)
 
 

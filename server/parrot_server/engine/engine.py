@@ -6,6 +6,7 @@ every mutation happens there. Benchmarks and tests may drive it directly.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import uuid
@@ -18,6 +19,7 @@ from .config import EngineConfig
 from .context import Context
 from .detokenizer import Detokenizer
 from .errors import ContextBusyError, ContextNotFoundError, InvalidRequestError, PromptTooLongError
+from .grammar import Grammars
 from .kv_allocator import KVSlotAllocator
 from .model import LoadedModel, load_model
 from .model.loader import weight_dtype
@@ -83,6 +85,12 @@ class Engine:
         self._totals = dict(generated=0, steps=0)
         self._busy_seconds = 0.0
 
+    @functools.cached_property
+    def grammars(self) -> Grammars:
+        """Made at the first constrained request (reading the vocabulary takes a moment)."""
+        cfg = self.loaded.config
+        return Grammars(self.tokenizer, cfg.vocab_size, self.eos_token_ids, self.config.threads)
+
     # -- submission ---------------------------------------------------------------------------
     def encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False)
@@ -123,14 +131,15 @@ class Engine:
             max_total_tokens=self.max_context_len,
             prefill_only=prefill_only,
         )
-        req.state["detok"] = Detokenizer(
-            self.tokenizer, sampling.stop, sampling.skip_special_tokens
-        )
+        req.detokenizer = Detokenizer(self.tokenizer, sampling.stop, sampling.skip_special_tokens)
+        if sampling.constraint is not None and not prefill_only:
+            done = prompt_ids[len(prompt_ids) - sampling.constrained_prompt_tail :]
+            req.grammar = self.grammars.start(sampling, done)
         self.scheduler.add(req)  # may raise EngineOverloadedError: nothing registered yet
         if ctx is not None:
             self.contexts.setdefault(ctx.context_id, ctx)
             ctx.busy = rid
-            req.state["context"] = ctx
+            req.context = ctx
         self.requests[rid] = req
         return req
 
@@ -239,9 +248,11 @@ class Engine:
         req.output_ids.append(token)
         self._totals["generated"] += 1
         sp = req.sampling
-        text, stop_str = req.state["detok"].step(token)
+        text, stop_str = req.detokenizer.step(token)
         reason = None
-        if stop_str is not None:
+        if req.grammar is not None and req.grammar.accept(token) and req.grammar.finished:
+            reason = FinishReason(FinishKind.STOP, token)  # the grammar's end token
+        elif stop_str is not None:
             reason = FinishReason(FinishKind.STOP, stop_str)
         elif token in sp.stop_token_ids or (token in self.eos_token_ids and not sp.ignore_eos):
             reason = FinishReason(FinishKind.STOP, token)
@@ -257,7 +268,7 @@ class Engine:
         node = self.scheduler.finish(req)
         req.finish_reason = reason
         self.requests.pop(req.rid, None)
-        ctx: Context | None = req.state.get("context")
+        ctx: Context | None = req.context
         if ctx is not None:
             ctx.busy = None
             if reason.kind is not FinishKind.ABORT and ctx.context_id in self.contexts:
@@ -265,7 +276,7 @@ class Engine:
                 if ctx.node is not None:
                     self.cache.unlock(ctx.node)
                 ctx.node, ctx.tokens = node, req.tokens
-        text += req.state["detok"].flush()
+        text += req.detokenizer.flush()
         return self._emit(req, new_ids or [], text, reason)
 
     @staticmethod

@@ -19,6 +19,7 @@ from parrot_kernels import shared_prefix as torch_shared_prefix
 from parrot_kernels.decode_layer import DecodeKV
 from parrot_kernels.paged_attention import paged_decode_attention
 
+from .grammar import mask_logits
 from .model import LlamaModel
 from .sampler import make_generator, sample
 from .scheduler import Chunk
@@ -400,10 +401,13 @@ class ModelRunner:
         result: dict[int, int] = {}
         if sampled:
             logits = self.model.compute_logits(hidden[torch.tensor(ends, device=self.device)])
-            gens = [
-                c.request.state.setdefault("rng", make_generator(c.request.sampling))
-                for c in sampled
-            ]
-            tokens = sample(logits.float().cpu(), [c.request.sampling for c in sampled], gens)
+            logits = logits.float().cpu()
+            mask_logits(logits, [c.request.grammar for c in sampled])
+            for c in sampled:
+                if c.request.rng is None:
+                    c.request.rng = make_generator(c.request.sampling)
+            tokens = sample(
+                logits, [c.request.sampling for c in sampled], [c.request.rng for c in sampled]
+            )
             result = {id(c): t for c, t in zip(sampled, tokens, strict=True)}
         return [result.get(id(c)) for c in chunks]

@@ -84,7 +84,11 @@ class Request:
     num_locked: int = 0
     num_preemptions: int = 0
     finish_reason: FinishReason | None = None
-    state: dict[str, Any] = field(default_factory=dict)  # runner-side state (rng, detokenizer)
+    # Per-request helpers, set by the engine and runner (typed Any: scheduling stays torch-free).
+    detokenizer: Any = None  # Detokenizer: text and stop strings from the output tokens
+    context: Any = None  # Context this request continues, if any
+    rng: Any = None  # torch.Generator for sampling, made at the first sampled token
+    grammar: Any = None  # GrammarState when the output is constrained
 
     @property
     def tokens(self) -> list[int]:

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import enum
+import json
 from dataclasses import dataclass, field
 
 from .errors import InvalidRequestError
+
+
+class ConstraintKind(enum.Enum):
+    """What a constrained request's output must follow (named as SGLang's fields)."""
+
+    JSON_SCHEMA = "json_schema"
+    REGEX = "regex"
+    EBNF = "ebnf"
 
 
 @dataclass(frozen=True)
@@ -18,6 +28,14 @@ class SamplingParams:
     sampling_seed: int | None = None  # same seed, same prompt => same output
     ignore_eos: bool = False
     skip_special_tokens: bool = True
+    # At most one constraint on the output (grammar.py): a JSON schema (as JSON text, or a dict),
+    # a regular expression, or an EBNF grammar whose start rule is `root`.
+    json_schema: str | None = None
+    regex: str | None = None
+    ebnf: str | None = None
+    # The last this-many prompt tokens were already generated under the constraint (a request
+    # resumed on another engine): the grammar starts after them.
+    constrained_prompt_tail: int = 0
     extra: dict = field(default_factory=dict, compare=False)  # unknown fields, kept for echoing
 
     def __post_init__(self) -> None:
@@ -26,6 +44,8 @@ class SamplingParams:
             object.__setattr__(self, "stop", (self.stop,))
         object.__setattr__(self, "stop", tuple(self.stop or ()))
         object.__setattr__(self, "stop_token_ids", tuple(self.stop_token_ids or ()))
+        if isinstance(self.json_schema, (dict, bool)):
+            object.__setattr__(self, "json_schema", json.dumps(self.json_schema))
         self.validate()
 
     def validate(self) -> None:
@@ -44,6 +64,14 @@ class SamplingParams:
             raise bad("stop strings must be non-empty strings")
         if any(not isinstance(t, int) or t < 0 for t in self.stop_token_ids):
             raise bad("stop_token_ids must be non-negative integers")
+        given = [k for k in ConstraintKind if getattr(self, k.value) is not None]
+        if len(given) > 1:
+            raise bad(f"give at most one of json_schema, regex and ebnf; got {len(given)}")
+        if any(not isinstance(getattr(self, k.value), str) for k in given):
+            raise bad(f"{given[0].value} must be a string")
+        tail = self.constrained_prompt_tail
+        if not isinstance(tail, int) or tail < 0 or (tail and not given):
+            raise bad("constrained_prompt_tail must be an integer >= 0, and 0 without a constraint")
         seed = self.sampling_seed
         # torch.Generator.manual_seed takes [-2**63, 2**64); checked here, not in a step where a
         # failure would abort every request of the batch.
@@ -53,3 +81,11 @@ class SamplingParams:
     @property
     def greedy(self) -> bool:
         return self.temperature == 0 or self.top_k == 1
+
+    @property
+    def constraint(self) -> tuple[ConstraintKind, str] | None:
+        for kind in ConstraintKind:
+            text = getattr(self, kind.value)
+            if text is not None:
+                return kind, text
+        return None
