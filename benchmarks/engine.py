@@ -6,12 +6,14 @@ engine's goals are printed as same-run ratios before the headline.
     python benchmarks/engine.py --quick     # about a minute; headline figures on the last line
     python benchmarks/engine.py             # more repetitions, longer prompts
     python benchmarks/engine.py --dtype float32   # the expanded-weights path
+    python benchmarks/engine.py --constrained     # decode with a JSON-schema constraint vs without
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import statistics
 import time
 from collections.abc import Iterator
@@ -115,12 +117,32 @@ def decode_steps(engine: Engine, reqs: list) -> tuple[float, float]:
     return statistics.median(steps), statistics.median(in_model)
 
 
-def bench_decode(engine: Engine, batch: int, new_tokens: int, reps: int) -> tuple[float, float]:
+# A JSON schema whose output cannot end within a benchmark's tokens (at least 64 records), so
+# every row decodes as many tokens with it as without it.
+RECORDS = {
+    "type": "array",
+    "minItems": 64,
+    "items": {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "maxLength": 12},
+            "qty": {"type": "integer", "minimum": 0, "maximum": 99},
+        },
+        "required": ["name", "qty"],
+    },
+}
+
+
+def bench_decode(
+    engine: Engine, batch: int, new_tokens: int, reps: int, json_schema: str | None = None
+) -> tuple[float, float]:
     """(aggregate decode tok/s, share of the step spent outside the model)."""
 
     def run() -> tuple[float, float]:
         engine.flush_cache()
-        sp = SamplingParams(max_new_tokens=new_tokens, temperature=0, ignore_eos=True)
+        sp = SamplingParams(
+            max_new_tokens=new_tokens, temperature=0, ignore_eos=True, json_schema=json_schema
+        )
         return decode_steps(
             engine, [engine.submit(prompt_ids(engine, 32, i), sp) for i in range(batch)]
         )
@@ -156,6 +178,26 @@ def bench_shared_prefix(
             runs.append(batch / step)
         rates[min_tokens] = statistics.median(runs)
     return rates[64], rates[0]
+
+
+def bench_arriving_together(
+    loaded, batch: int, prefix_len: int, new_tokens: int, max_step_tokens: int, reps: int
+) -> tuple[float, float]:
+    """Seconds until `batch` requests sharing a `prefix_len`-token prefix, submitted at once
+    to an empty cache, have all finished: as they are (the prefix computed once), and each in a
+    cache namespace of its own (each computes it, as before in-flight sharing)."""
+    engine = Engine(EngineConfig(kv_pool_tokens=16384, max_step_tokens=max_step_tokens), loaded)
+    prefix = prompt_ids(engine, prefix_len, 11)
+    sp = SamplingParams(max_new_tokens=new_tokens, temperature=0, ignore_eos=True)
+
+    def run(isolated: bool) -> None:
+        engine.flush_cache()
+        for i in range(batch):
+            ns = f"tenant-{i}" if isolated else None
+            engine.submit(prefix + prompt_ids(engine, 24, 100 + i), sp, namespace=ns)
+        engine.run_until_idle()
+
+    return median_time(lambda: run(False), reps), median_time(lambda: run(True), reps)
 
 
 def bench_shared_prefill(
@@ -284,6 +326,17 @@ def main() -> None:
         action="store_true",
         help="only compare prefilling 16 forks of a 2K prefix with and without the kernel",
     )
+    ap.add_argument(
+        "--together",
+        action="store_true",
+        help="only time 8 requests sharing a 1.5K-token prefix submitted at once: the prefix "
+        "computed once vs by each",
+    )
+    ap.add_argument(
+        "--constrained",
+        action="store_true",
+        help="only compare decode at batch 1 and 32 with a JSON-schema constraint and without",
+    )
     args = ap.parse_args()
     reps = 2 if args.quick else 5
     new_tokens = 12 if args.quick else 64
@@ -299,9 +352,28 @@ def main() -> None:
             f"plain {1000 * off:.0f} ms ({off / on:.2f}x)"
         )
         return
+    if args.together:
+        for step in (512, 2048):
+            once, each = bench_arriving_together(loaded, 8, 1536, 32, step, reps)
+            print(
+                f"8 requests sharing a 1.5K-token prefix, submitted together, 32 tokens each, "
+                f"max_step_tokens {step}: prefix computed once {once:.2f} s, by each (a "
+                f"namespace each) {each:.2f} s ({each / once:.2f}x)"
+            )
+        return
     engine = Engine(
         EngineConfig(kv_pool_tokens=16384, max_step_tokens=1024, max_running_requests=64), loaded
     )
+    if args.constrained:
+        schema = json.dumps(RECORDS)
+        for b in (1, 32):
+            free, _ = bench_decode(engine, b, 2 * new_tokens, reps)
+            constrained, _ = bench_decode(engine, b, 2 * new_tokens, reps, schema)
+            print(
+                f"decode batch {b:>2}: free {free:.1f} tok/s, JSON schema {constrained:.1f} tok/s "
+                f"({constrained / free:.2f}; goal >= 0.9)"
+            )
+        return
     cfg = loaded.config
     gflops = gemm_gflops(reps)
     prefill = bench_prefill(engine, prefill_len, reps)
