@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import functools
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 import torch
+from model_helpers import small_engine
 
+from parrot_server.engine.engine import Engine
 from parrot_server.engine.model import LoadedModel, load_model
 
 
@@ -21,6 +25,12 @@ def loaded_model() -> LoadedModel:
     """The default model (SmolLM2-135M-Instruct GGUF) as the engine loads it by default: on CPU
     its quantised weights kept as GGUF blocks, from the user's cache."""
     return load_model()
+
+
+@pytest.fixture(scope="session")
+def make_engine(loaded_model) -> Callable[..., Engine]:
+    """A test-sized engine on the default model; keyword arguments are EngineConfig fields."""
+    return functools.partial(small_engine, loaded_model)
 
 
 @pytest.fixture(scope="session")

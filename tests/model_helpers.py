@@ -1,5 +1,5 @@
-"""Helpers for tests that run the model: parity prompts, chat-template ids, and greedy decoding
-and logits by whole-sequence recomputation (no engine)."""
+"""Helpers for tests that run the model: parity prompts, chat-template ids, greedy decoding and
+logits by whole-sequence recomputation (no engine), and a test-sized engine."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ from typing import Any
 
 import torch
 
-from parrot_server.engine.model import DenseCausalAttention, LlamaModel
+from parrot_server.engine.config import EngineConfig
+from parrot_server.engine.engine import Engine
+from parrot_server.engine.model import DenseCausalAttention, LlamaModel, LoadedModel
 
 PROMPTS = [
     "What is the capital of France?",
@@ -45,3 +47,10 @@ def chat_ids(tokenizer: Any, question: str) -> list[int]:
         tokenize=True,
         return_dict=False,
     )
+
+
+def small_engine(loaded: LoadedModel, **overrides: Any) -> Engine:
+    """An engine on `loaded` with test-sized limits; `overrides` are EngineConfig fields."""
+    cfg: dict[str, Any] = dict(kv_pool_tokens=4096, max_step_tokens=256, max_running_requests=16)
+    cfg.update(overrides)
+    return Engine(EngineConfig(**cfg), loaded=loaded)

@@ -13,7 +13,6 @@ from parrot_kernels import cpu_shared_prefix
 from parrot_kernels import shared_prefix as torch_shared_prefix
 from parrot_kernels.paged_attention import paged_decode_attention
 from parrot_server.engine import model_runner
-from parrot_server.engine.config import EngineConfig
 from parrot_server.engine.engine import Engine
 from parrot_server.engine.errors import (
     ContextBusyError,
@@ -33,16 +32,6 @@ QUESTIONS = [
     "Write a haiku about the sea.",
     "What is 2 + 2?",
 ]
-
-
-@pytest.fixture(scope="module")
-def make_engine(loaded_model):
-    def make(**overrides) -> Engine:
-        cfg = dict(kv_pool_tokens=4096, max_step_tokens=256, max_running_requests=16)
-        cfg.update(overrides)
-        return Engine(EngineConfig(**cfg), loaded=loaded_model)
-
-    return make
 
 
 @pytest.fixture(scope="module")

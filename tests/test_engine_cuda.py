@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from model_helpers import PROMPTS, chat_ids, logits_of
+from model_helpers import PROMPTS, chat_ids, logits_of, small_engine
 
-from parrot_server.engine.config import EngineConfig
-from parrot_server.engine.engine import Engine
 from parrot_server.engine.model import LoadedModel, load_model
 from parrot_server.engine.sampling_params import SamplingParams
 
@@ -31,12 +29,6 @@ def cuda_model() -> LoadedModel:
     return load_model(dtype=torch.float32, device="cuda")
 
 
-def engine(loaded: LoadedModel, **overrides) -> Engine:
-    cfg = dict(kv_pool_tokens=4096, max_step_tokens=256, max_running_requests=16)
-    cfg.update(overrides)
-    return Engine(EngineConfig(**cfg), loaded=loaded)
-
-
 def test_model_on_the_gpu_computes_what_it_computes_on_the_cpu(dense_model, cuda_model):
     assert {p.device.type for p in cuda_model.model.parameters()} == {"cuda"}
     assert cuda_model.weights == "float32"
@@ -50,7 +42,7 @@ def test_model_on_the_gpu_computes_what_it_computes_on_the_cpu(dense_model, cuda
 
 
 def test_engine_on_the_gpu_decodes_what_the_cpu_engine_decodes(dense_model, cuda_model):
-    cpu, gpu = engine(dense_model), engine(cuda_model)
+    cpu, gpu = small_engine(dense_model), small_engine(cuda_model)
     assert gpu.runner.device.type == "cuda"
     prompts = [chat_ids(cpu.tokenizer, q) for q in QUESTIONS]
     want = [o.new_token_ids for o in cpu.generate(prompts, GREEDY)]
@@ -68,11 +60,11 @@ def test_engine_on_the_gpu_decodes_what_the_cpu_engine_decodes(dense_model, cuda
 def test_preemption_on_the_gpu_keeps_greedy_output(cuda_model):
     """A pool too small for every request at once: some are preempted and recomputed."""
     sampling = SamplingParams(max_new_tokens=40, temperature=0, ignore_eos=True)
-    roomy = engine(cuda_model)
+    roomy = small_engine(cuda_model)
     prompts = [chat_ids(roomy.tokenizer, q) for q in QUESTIONS[:3]]
     expected = [o.new_token_ids for o in roomy.generate(prompts, sampling)]
     # Three prompts of ~40 tokens each, 40 new tokens each: 240 slots needed, 170 available.
-    tight = engine(cuda_model, kv_pool_tokens=170)
+    tight = small_engine(cuda_model, kv_pool_tokens=170)
     assert [o.new_token_ids for o in tight.generate(prompts, sampling)] == expected
     assert tight.stats().preemptions_total >= 1
 
@@ -83,7 +75,9 @@ def test_triton_shared_prefix_kernels_decode_what_the_plain_path_does(cuda_model
     the plain per-request path."""
 
     def run(min_tokens: int) -> tuple[list[list[int]], int]:
-        eng = engine(cuda_model, shared_prefix_min_tokens=min_tokens, shared_prefix_prefill=True)
+        eng = small_engine(
+            cuda_model, shared_prefix_min_tokens=min_tokens, shared_prefix_prefill=True
+        )
         if min_tokens:
             from parrot_kernels import triton_shared_prefix  # needs triton: imported on a GPU
 
@@ -117,5 +111,5 @@ def test_half_precision_on_the_gpu_answers(dense_model, dtype):
     assert (
         logits_of(loaded.model, ids)[-1].argmax() == logits_of(dense_model.model, ids)[-1].argmax()
     )
-    [out] = engine(loaded).generate([ids], GREEDY)
+    [out] = small_engine(loaded).generate([ids], GREEDY)
     assert "Paris" in out.new_text

@@ -16,7 +16,6 @@ from model_helpers import chat_ids
 from pydantic import BaseModel, Field
 from structured_schemas import SCHEMAS
 
-from parrot_server.engine.config import EngineConfig
 from parrot_server.engine.engine import Engine
 from parrot_server.engine.errors import InvalidRequestError
 from parrot_server.engine.request import FinishKind
@@ -38,16 +37,6 @@ def person(**kw) -> SamplingParams:
     kw.setdefault("max_new_tokens", 60)
     kw.setdefault("temperature", 0)
     return SamplingParams(json_schema=json.dumps(PERSON), **kw)
-
-
-@pytest.fixture(scope="module")
-def make_engine(loaded_model):
-    def make(**overrides) -> Engine:
-        cfg = dict(kv_pool_tokens=4096, max_step_tokens=256, max_running_requests=16)
-        cfg.update(overrides)
-        return Engine(EngineConfig(**cfg), loaded=loaded_model)
-
-    return make
 
 
 @pytest.fixture(scope="module")
