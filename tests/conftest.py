@@ -16,8 +16,18 @@ import pytest
 import torch
 from model_helpers import small_engine
 
+from parrot_kernels import cpu_ops, cpu_shared_prefix
 from parrot_server.engine.engine import Engine
 from parrot_server.engine.model import LoadedModel, load_model
+
+
+@pytest.fixture(scope="session", autouse=True)
+def compiled_extensions() -> None:
+    """Build the C++ extensions first (minutes on a 2-core machine with an empty cache), so that no
+    server a test starts pays for the build inside its start-up deadline: they load the cached
+    builds. Where a build fails, tests take the torch paths as the engine does."""
+    cpu_ops.load()
+    cpu_shared_prefix.load()
 
 
 @pytest.fixture(scope="session")

@@ -69,7 +69,7 @@ def test_config_file_env_and_api_key(tmp_path):
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 180  # as ParrotProcess.wait_healthy
         while time.monotonic() < deadline:
             assert proc.poll() is None, log.read_text()
             try:
