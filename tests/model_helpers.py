@@ -11,6 +11,13 @@ from parrot_server.engine.config import EngineConfig
 from parrot_server.engine.engine import Engine
 from parrot_server.engine.model import DenseCausalAttention, LlamaModel, LoadedModel
 
+# Chat questions the engine tests decode, alone and batched.
+QUESTIONS = [
+    "What is the capital of France?",
+    "Name three primary colors.",
+    "Write a haiku about the sea.",
+    "What is 2 + 2?",
+]
 PROMPTS = [
     "What is the capital of France?",
     "Write a haiku about the sea.",

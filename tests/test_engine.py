@@ -7,7 +7,7 @@ from types import ModuleType
 
 import pytest
 import torch
-from model_helpers import chat_ids
+from model_helpers import QUESTIONS, chat_ids
 
 from parrot_kernels import cpu_shared_prefix
 from parrot_kernels import shared_prefix as torch_shared_prefix
@@ -26,12 +26,6 @@ from parrot_server.engine.request import FinishKind
 from parrot_server.engine.sampling_params import SamplingParams
 
 GREEDY = SamplingParams(max_new_tokens=12, temperature=0)
-QUESTIONS = [
-    "What is the capital of France?",
-    "Name three primary colors.",
-    "Write a haiku about the sea.",
-    "What is 2 + 2?",
-]
 
 
 @pytest.fixture(scope="module")

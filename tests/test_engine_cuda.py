@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from model_helpers import PROMPTS, chat_ids, logits_of, small_engine
+from model_helpers import PROMPTS, QUESTIONS, chat_ids, logits_of, small_engine
 
 from parrot_server.engine.model import LoadedModel, load_model
 from parrot_server.engine.sampling_params import SamplingParams
@@ -14,12 +14,6 @@ from parrot_server.engine.sampling_params import SamplingParams
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 GREEDY = SamplingParams(max_new_tokens=16, temperature=0)
-QUESTIONS = [
-    "What is the capital of France?",
-    "Name three primary colors.",
-    "Write a haiku about the sea.",
-    "What is 2 + 2?",
-]
 # fp32 on the GPU sums in another order than on the CPU (no TF32: torch's default).
 LOGIT_TOL = 2e-3
 

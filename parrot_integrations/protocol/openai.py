@@ -22,10 +22,11 @@ different output):
   neutral value of every field below.
 - Rejected with a 400 naming the field unless given their neutral value: `logprobs`,
   `top_logprobs`, `logit_bias`, `frequency_penalty`, `presence_penalty` (only 0), `tools`,
-  `functions` (only empty), `tool_choice`, `function_call` (only "none"/"auto"), `modalities` (only `["text"]`), `audio`,
-  `prediction`, `reasoning_effort`, `verbosity`, `web_search_options`, `moderation`; for
-  completions also `best_of` (only 1), `echo` (only false) and `suffix`. Messages with role
-  `tool`/`function`, `tool_calls`, or non-text content parts (images, audio, files) too.
+  `functions` (only empty), `tool_choice`, `function_call` (only "none"/"auto"), `modalities`
+  (only `["text"]`), `audio`, `prediction`, `reasoning_effort`, `verbosity`,
+  `web_search_options`, `moderation`; for completions also `best_of` (only 1), `echo` (only
+  false) and `suffix`. Messages with role `tool`/`function`, `tool_calls`, or non-text content
+  parts (images, audio, files) too.
 - Fields OpenAI does not have are rejected (as OpenAI does), except Parrot's extensions:
   `session_id` (must name a live Parrot session, 404 if not, and keeps it from expiring),
   `criteria` ("latency" | "throughput": the engine priority, as for a Semantic Variable get),
