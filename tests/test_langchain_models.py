@@ -12,7 +12,12 @@ import threading
 import pytest
 from langchain_core import exceptions as lc_errors
 from langchain_core.callbacks import AsyncCallbackHandler
-from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
+from langchain_core.messages import (
+    AIMessage,
+    FunctionMessage,
+    HumanMessage,
+    SystemMessage,
+)
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 from pydantic import ValidationError
@@ -233,8 +238,9 @@ def test_error_invalid_request(server_url, chat):
     with pytest.raises(lc_errors.ModelInvalidRequestError) as info:
         chat.invoke(PROMPT, temperature=5)  # caught by the shared request model, before sending
     assert "temperature" in str(info.value)
-    with pytest.raises(lc_errors.ModelInvalidRequestError):
-        chat.invoke([ToolMessage("42", tool_call_id="t1")])  # no tool use yet
+    with pytest.raises(lc_errors.ModelInvalidRequestError) as info:
+        chat.invoke([FunctionMessage("42", name="f")])  # legacy: tools use ToolMessage
+    assert "FunctionMessage" in str(info.value)
     # Images: refused by the shared request model (the server's own check), before sending.
     with pytest.raises(lc_errors.ModelInvalidRequestError) as info:
         chat.invoke([HumanMessage([{"type": "image_url", "image_url": {"url": "http://x/y.png"}}])])

@@ -28,22 +28,6 @@ class _Unsupported:
         return ChatParrot
 
     @property
-    def has_tool_calling(self) -> bool:
-        return False  # the server rejects `tools` (no tool calling yet)
-
-    @property
-    def has_tool_choice(self) -> bool:
-        return False  # no tool calling, hence no tool_choice
-
-    @property
-    def has_structured_output(self) -> bool:
-        return False  # needs tool calling or response_format json_schema, both rejected
-
-    @property
-    def supports_json_mode(self) -> bool:
-        return False  # response_format json_object is rejected (no constrained decoding)
-
-    @property
     def supports_image_inputs(self) -> bool:
         return False  # text-only models: non-text content parts are a 400
 
@@ -65,15 +49,23 @@ class _Unsupported:
 
     @property
     def supports_anthropic_inputs(self) -> bool:
-        return False  # Anthropic content blocks include tool_use: no tool calling
+        return False  # Anthropic content blocks (tool_use, images) are not OpenAI messages
 
     @property
     def supports_image_tool_message(self) -> bool:
-        return False  # no tool messages, no images
+        return False  # text-only models: no images in tool results either
 
     @property
     def supports_pdf_tool_message(self) -> bool:
-        return False  # no tool messages, no PDFs
+        return False  # as above
+
+    @property
+    def has_tool_choice(self) -> bool:
+        return True
+
+    @property
+    def supports_json_mode(self) -> bool:
+        return True
 
     @property
     def model_override_value(self) -> str:
@@ -113,6 +105,23 @@ class TestChatParrotIntegration(_Unsupported, ChatModelIntegrationTests):
     def supported_usage_metadata_details(self) -> dict[str, list[str]]:
         # Prompt tokens served from the radix cache, in invoke and stream.
         return {"invoke": ["cache_read_input"], "stream": ["cache_read_input"]}
+
+    # The suite allows overriding a test only to mark it xfail: these two ask the model to
+    # decide what a 135M model does not. Ours cover the same paths with prompts it follows
+    # (tests/test_langchain_tools.py, tests/test_tool_calling.py).
+    @pytest.mark.xfail(
+        reason="json_mode constrains the answer to a JSON object, not to the keys the prompt "
+        "describes, and a 135M model nests them ({'setup': {'setup': ...}})"
+    )
+    def test_json_mode(self, model: ChatParrot) -> None:
+        super().test_json_mode(model)
+
+    @pytest.mark.xfail(
+        reason="with tool_choice auto and no system prompt a 135M model answers the weather "
+        "question itself instead of calling the tool"
+    )
+    def test_agent_loop(self, model: ChatParrot) -> None:
+        super().test_agent_loop(model)
 
     def invoke_with_cache_read_input(self, *, stream: bool = False) -> AIMessage:
         model = ChatParrot(base_url=self.url, temperature=0, max_tokens=4)

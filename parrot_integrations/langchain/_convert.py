@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from typing import Any
 
 from langchain_core.messages import (
@@ -11,13 +13,17 @@ from langchain_core.messages import (
     ChatMessage,
     HumanMessage,
     SystemMessage,
+    ToolMessage,
 )
 from langchain_core.messages.ai import InputTokenDetails, UsageMetadata
+from langchain_core.messages.tool import tool_call_chunk
+from langchain_core.output_parsers.openai_tools import make_invalid_tool_call, parse_tool_call
 from langchain_core.outputs import ChatGeneration, ChatResult, Generation, LLMResult
 
 from ..errors import InvalidRequestError
 from ..protocol.native import OutputUsage
 from ..protocol.openai import ChatCompletion, ChatCompletionChunk, PromptTokensDetails, Usage
+from ..protocol.openai_tools import ToolCall
 
 PROVIDER = "parrot"
 
@@ -40,25 +46,60 @@ def _content(content: str | list[Any]) -> str | list[dict[str, Any]]:
 
 
 def message_to_dict(message: BaseMessage) -> dict[str, Any]:
+    extra: dict[str, Any] = {}
     if isinstance(message, SystemMessage):
         role = "system"
     elif isinstance(message, HumanMessage):
         role = "user"
     elif isinstance(message, AIMessage):
-        if message.tool_calls or message.invalid_tool_calls:
-            raise InvalidRequestError("tool calls are not supported by Parrot yet")
         role = "assistant"
+        extra = _calls_to_dicts(message)
+    elif isinstance(message, ToolMessage):
+        role = "tool"
+        extra = {"tool_call_id": message.tool_call_id}
     elif isinstance(message, ChatMessage):
         role = message.role
-    else:  # ToolMessage, FunctionMessage, ...: the server has no tool use yet
+    else:  # FunctionMessage (legacy), ...
         raise InvalidRequestError(
-            f"{type(message).__name__} is not supported: Parrot serves system, human and ai "
-            "messages (no tool use yet)"
+            f"{type(message).__name__} is not supported: Parrot serves system, human, ai and "
+            "tool messages"
         )
-    out: dict[str, Any] = {"role": role, "content": _content(message.content)}
+    content = message.content
+    if isinstance(message, AIMessage) and isinstance(content, list):
+        # Call blocks in the content repeat `tool_calls`, which is what is sent.
+        content = [p for p in content if not _is_call_block(p)]
+    out: dict[str, Any] = {"role": role, "content": _content(content), **extra}
+    if extra.get("tool_calls") and not message.content:
+        out["content"] = None  # as OpenAI sends an assistant turn that only calls tools
     if message.name:
         out["name"] = message.name  # accepted by the server, which ignores it
     return out
+
+
+def _is_call_block(part: Any) -> bool:
+    return isinstance(part, dict) and part.get("type") in ("tool_use", "tool_call")
+
+
+def _calls_to_dicts(message: AIMessage) -> dict[str, Any]:
+    calls = [
+        {"id": c["id"], "name": c["name"], "arguments": json.dumps(c["args"], ensure_ascii=False)}
+        for c in message.tool_calls
+    ] + [
+        {"id": c["id"], "name": c["name"], "arguments": c["args"] or ""}
+        for c in message.invalid_tool_calls
+    ]
+    if not calls:
+        return {}
+    return {
+        "tool_calls": [
+            {
+                "id": c["id"],
+                "type": "function",
+                "function": {"name": c["name"], "arguments": c["arguments"]},
+            }
+            for c in calls
+        ]
+    }
 
 
 def messages_to_dicts(messages: list[BaseMessage]) -> list[dict[str, Any]]:
@@ -100,14 +141,20 @@ def ai_message(response: ChatCompletion) -> AIMessage:
         choice.finish_reason,
         response.usage,
         response.id,
+        choice.message.tool_calls or [],
     )
 
 
 def answer_message(
-    text: str, model: str | None, finish_reason: str | None, usage: Usage | None, rid: str | None
+    text: str,
+    model: str | None,
+    finish_reason: str | None,
+    usage: Usage | None,
+    rid: str | None,
+    calls: Sequence[ToolCall] = (),
 ) -> AIMessage:
     """A chat answer as `/v1` reports it; a native answer has no response id (LangChain gives
-    the message its run id)."""
+    the message its run id). Tool calls whose arguments do not parse are `invalid_tool_calls`."""
     metadata: dict[str, Any] = {
         "model_name": model,
         "finish_reason": finish_reason,
@@ -115,11 +162,21 @@ def answer_message(
     }
     if rid is not None:
         metadata["id"] = rid
+    raw = [c.model_dump() for c in calls]
+    tool_calls, invalid = [], []
+    for call in raw:
+        try:
+            tool_calls.append(parse_tool_call(call, return_id=True))
+        except Exception as err:  # OutputParserException: kept, with the reason
+            invalid.append(make_invalid_tool_call(call, str(err)))
     return AIMessage(
         content=text,
         id=rid,
         usage_metadata=usage_metadata(usage) if usage else None,
         response_metadata=metadata,
+        additional_kwargs={"tool_calls": raw} if raw else {},
+        tool_calls=tool_calls,
+        invalid_tool_calls=invalid,
     )
 
 
@@ -158,10 +215,22 @@ def llm_result(answers: list[tuple[str, str | None, Usage | None]], model: str |
 
 
 def content_chunk(chunk: ChatCompletionChunk) -> AIMessageChunk | None:
-    """The text of one streamed chunk, or None when it carries none."""
-    if not chunk.choices or not chunk.choices[0].delta.content:
+    """The text or tool-call pieces of one streamed chunk, or None when it carries neither."""
+    if not chunk.choices:
         return None
-    return AIMessageChunk(content=chunk.choices[0].delta.content, id=chunk.id)
+    delta = chunk.choices[0].delta
+    if not delta.content and not delta.tool_calls:
+        return None
+    pieces = [
+        tool_call_chunk(
+            name=d.function.name if d.function else None,
+            args=d.function.arguments if d.function else None,
+            id=d.id,
+            index=d.index,
+        )
+        for d in delta.tool_calls or ()
+    ]
+    return AIMessageChunk(content=delta.content or "", id=chunk.id, tool_call_chunks=pieces)
 
 
 def final_chunk(

@@ -220,6 +220,10 @@ def chat_call(
     stand_ins: StandIns | None = None,
 ) -> NativeCall:
     req: ChatCompletionRequest = _request(model, messages, stop, kwargs)
+    if req.tool_use.tools:
+        raise NotNative("tools: a native call does not offer tools")
+    if req.response_format is not None and req.response_format.type != "text":
+        raise NotNative("response_format: a native call's output carries no constraint yet")
     turns = [m.to_template() for m in req.messages]
     system = turns.pop(0)["content"] if turns and turns[0]["role"] == "system" else None
     roles = [t["role"] for t in turns]

@@ -7,14 +7,14 @@ from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput
-from langchain_core.messages import BaseMessage
+from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
-from langchain_core.runnables import RunnableConfig
+from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.config import get_config_list
 from pydantic import AliasChoices, ConfigDict, Field
 
 from ..protocol.openai import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Usage
-from . import _convert, _group, _hook, _native
+from . import _convert, _group, _hook, _native, _structured
 from ._base import ParrotBase, run_private_loop
 from ._errors import mapped_errors
 
@@ -26,9 +26,10 @@ class ChatParrot(ParrotBase, BaseChatModel):
         llm = ChatParrot(temperature=0, max_tokens=64)   # $PARROT_BASE_URL, default :8000
         llm.invoke("Name three rivers.")
 
-    Text messages only (system, human, ai): tool calling, structured output and images are not
-    served yet. Errors are `langchain_core.exceptions` classes that are also the SDK's typed
-    errors (see `_errors.py`).
+    Text messages (system, human, ai, tool); tools through `bind_tools`, structured output
+    through `with_structured_output`, both by constrained decoding on the server, so arguments
+    and answers always follow their schemas. No images. Errors are `langchain_core.exceptions`
+    classes that are also the SDK's typed errors (see `_errors.py`).
     """
 
     # A misspelt or unsupported argument is an error, not silently dropped (LangChain's
@@ -177,6 +178,47 @@ class ChatParrot(ParrotBase, BaseChatModel):
                         await run_manager.on_llm_new_token(out.text, chunk=out)
                     yield out
             yield state.last()
+
+    # -- tools and structured output -----------------------------------------------------------
+    def bind_tools(
+        self,
+        tools: Sequence[_structured.ToolLike],
+        *,
+        tool_choice: Any = None,
+        parallel_tool_calls: bool | None = None,
+        strict: bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        """The model with `tools` offered on every call (pydantic classes, functions, LangChain
+        tools, OpenAI tool dicts). `tool_choice`: "auto" (default), "none", "required" (or
+        "any", True), or a tool's name; `parallel_tool_calls=False`: at most one call per
+        answer. `strict` is accepted: arguments follow their schema either way."""
+        formatted = _structured.openai_tools(tools, strict)
+        if tool_choice is not None:
+            names = [t["function"]["name"] for t in formatted]
+            kwargs["tool_choice"] = _structured.tool_choice(tool_choice, names)
+        if parallel_tool_calls is not None:
+            kwargs["parallel_tool_calls"] = parallel_tool_calls
+        return self.bind(tools=formatted, **kwargs)
+
+    def with_structured_output(
+        self,
+        schema: Any = None,
+        *,
+        method: _structured.StructuredMethod = "json_schema",
+        include_raw: bool = False,
+        strict: bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, Any]:
+        """Answers parsed into `schema` (a pydantic class: instances; a JSON schema, TypedDict
+        or OpenAI function: dicts). `method`: "json_schema" (the answer is constrained to the
+        schema), "function_calling" (a forced call of a tool with that schema) or "json_mode"
+        (any JSON object; the prompt must describe the shape). `include_raw`: a dict with
+        `raw`, `parsed` and `parsing_error` instead of raising on an answer that does not
+        parse (one cut short by `max_tokens`)."""
+        if kwargs:
+            raise ValueError(f"unsupported arguments: {sorted(kwargs)}")
+        return _structured.structured(self, schema, method, include_raw, strict)
 
     # -- batches ------------------------------------------------------------------------------
     def batch(

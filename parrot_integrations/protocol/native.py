@@ -13,7 +13,9 @@ from __future__ import annotations
 import enum
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
+
+from ._strict import StrictModel as _Strict
 
 API_PREFIX = "/api/v1"
 ID_PATTERN = r"^[A-Za-z0-9_.\-]{1,128}$"
@@ -32,10 +34,6 @@ class VariableStatus(enum.StrEnum):
     PENDING = "pending"  # no value yet (its producer has not finished, or nobody set it)
     READY = "ready"
     FAILED = "failed"  # its producer failed or was cancelled: `error` says why
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class SamplingOptions(_Strict):

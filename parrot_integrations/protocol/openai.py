@@ -14,19 +14,21 @@ different output):
   only, as OpenAI), `seed` (int64), `stop` (a string or up to 4), `n` (only 1), `stream`,
   `stream_options.include_usage`, `response_format` (`text`; `json_object`: the output is one
   JSON object; `json_schema`: it follows `json_schema.schema`, by constrained decoding, so it
-  always does, `strict` or not, unless `max_tokens` cuts it short; chat and completions).
+  always does, `strict` or not, unless `max_tokens` cuts it short; chat and completions),
+  and for chat `tools`, `tool_choice`, `parallel_tool_calls` (see `openai_tools.py`), with
+  assistant `tool_calls` and `tool` messages (`tool_call_id` and content) in the history.
 - Accepted and ignored, because they change nothing in the output: `user`,
   `safety_identifier`, `metadata`, `store`, `service_tier`, `prompt_cache_key`,
   `prompt_cache_retention`, `prompt_cache_options` (Parrot's prefix cache is automatic),
-  `parallel_tool_calls`, `stream_options.include_obfuscation`, a message's `name`, and the
+  `stream_options.include_obfuscation`, a message's `name`, and the
   neutral value of every field below.
 - Rejected with a 400 naming the field unless given their neutral value: `logprobs`,
-  `top_logprobs`, `logit_bias`, `frequency_penalty`, `presence_penalty` (only 0), `tools`,
-  `functions` (only empty), `tool_choice`, `function_call` (only "none"/"auto"), `modalities`
+  `top_logprobs`, `logit_bias`, `frequency_penalty`, `presence_penalty` (only 0), the legacy
+  `functions` (only empty) and `function_call` (only "none"/"auto"; use `tools`), `modalities`
   (only `["text"]`), `audio`, `prediction`, `reasoning_effort`, `verbosity`,
   `web_search_options`, `moderation`; for completions also `best_of` (only 1), `echo` (only
-  false) and `suffix`. Messages with role `tool`/`function`, `tool_calls`, or non-text content
-  parts (images, audio, files) too.
+  false) and `suffix`. Messages with the legacy role `function` or `function_call`, or
+  non-text content parts (images, audio, files) too.
 - Fields OpenAI does not have are rejected (as OpenAI does), except Parrot's extensions:
   `session_id` (must name a live Parrot session, 404 if not, and keeps it from expiring),
   `criteria` ("latency" | "throughput": the engine priority, as for a Semantic Variable get),
@@ -54,9 +56,18 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from ._strict import StrictModel as _Strict
 from .native import Criteria
+from .openai_tools import (
+    MAX_TOOLS,
+    ChatTool,
+    ToolCall,
+    ToolCallDelta,
+    ToolChoice,
+    ToolUse,
+)
 
-FinishReasonName = Literal["stop", "length"]
+FinishReasonName = Literal["stop", "length", "tool_calls"]
 
 
 def _no_choice(v: Any) -> bool:
@@ -70,9 +81,7 @@ _NEUTRAL: dict[str, Any] = {
     "logit_bias": lambda v: not v,
     "frequency_penalty": lambda v: v in (None, 0),
     "presence_penalty": lambda v: v in (None, 0),
-    "tools": lambda v: not v,
     "functions": lambda v: not v,
-    "tool_choice": _no_choice,
     "function_call": _no_choice,
     "modalities": lambda v: v is None or v == ["text"],
     "audio": lambda v: v is None,
@@ -97,11 +106,6 @@ def _unsupported(value: Any, info: ValidationInfo) -> Any:
     return value
 
 
-class _Strict(BaseModel):
-    # Unknown fields are a 400 naming them, as OpenAI answers "Unrecognized request argument".
-    model_config = ConfigDict(extra="forbid")
-
-
 class StreamOptions(_Strict):
     include_usage: bool = False
     include_obfuscation: bool | None = None  # we never obfuscate: nothing to switch off
@@ -109,6 +113,8 @@ class StreamOptions(_Strict):
 
 class JsonSchemaFormat(_Strict):
     """`response_format.json_schema`: a named JSON schema the output must follow."""
+
+    model_config = ConfigDict(extra="forbid", serialize_by_alias=True)  # sent as "schema"
 
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
     description: str | None = None
@@ -224,9 +230,9 @@ class ChatMessage(_Strict):
     content: str | list[dict[str, Any]] | None = None
     name: str | None = None  # accepted; the chat template has no place for it
     refusal: str | None = None
-    # Tool use is not implemented: only absent/empty passes.
-    tool_calls: list[Any] | None = None
-    tool_call_id: str | None = None
+    tool_calls: list[ToolCall] | None = None  # an assistant's calls
+    tool_call_id: str | None = None  # a tool message: the call it answers
+    # Not implemented: only absent passes.
     function_call: Any = None
     audio: Any = None
 
@@ -235,11 +241,15 @@ class ChatMessage(_Strict):
         def bad(msg: str) -> PydanticCustomError:
             return PydanticCustomError("unsupported_message", msg)
 
-        if self.role in ("tool", "function"):
-            raise bad(f"role '{self.role}' is not supported (no tool use)")
-        if self.tool_calls or self.function_call is not None or self.audio is not None:
-            raise bad("tool_calls, function_call and audio are not supported in messages")
-        if self.content is None and self.role != "assistant":
+        if self.role == "function" or self.function_call is not None:
+            raise bad("the legacy role 'function' and function_call are not supported: use tools")
+        if self.audio is not None:
+            raise bad("audio is not supported in messages")
+        if self.tool_calls and self.role != "assistant":
+            raise bad("only assistant messages carry tool_calls")
+        if (self.role == "tool") != (self.tool_call_id is not None):
+            raise bad("a tool message needs tool_call_id, and only a tool message has one")
+        if self.content is None and not (self.role == "assistant"):
             raise bad(f"a {self.role} message needs content")
         for part in self.content if isinstance(self.content, list) else ():
             if part.get("type") != "text" or not isinstance(part.get("text"), str):
@@ -265,11 +275,11 @@ class ChatCompletionRequest(SamplingRequest):
     max_completion_tokens: int | None = Field(default=None, ge=1)
     logprobs: Any = None
     top_logprobs: Any = None
-    tools: Any = None
+    tools: list[ChatTool] | None = Field(default=None, max_length=MAX_TOOLS)
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool | None = None
     functions: Any = None
-    tool_choice: Any = None
     function_call: Any = None
-    parallel_tool_calls: bool | None = None  # meaningless without tools: accepted
     modalities: Any = None
     audio: Any = None
     prediction: Any = None
@@ -281,9 +291,7 @@ class ChatCompletionRequest(SamplingRequest):
     _check_chat_unsupported = field_validator(
         "logprobs",
         "top_logprobs",
-        "tools",
         "functions",
-        "tool_choice",
         "function_call",
         "modalities",
         "audio",
@@ -294,9 +302,40 @@ class ChatCompletionRequest(SamplingRequest):
         "moderation",
     )(_unsupported)
 
+    @model_validator(mode="after")
+    def _choice_among_tools(self) -> ChatCompletionRequest:
+        names = [t.function.name for t in self.tools or ()]
+        if len(set(names)) != len(names):
+            raise PydanticCustomError("invalid_value", "tool names must be unique")
+        choice = self.tool_choice
+        if choice is not None and not isinstance(choice, str):
+            if choice.function.name not in names:
+                raise PydanticCustomError(
+                    "invalid_value",
+                    "tool_choice names the function '{name}', which is not in tools",
+                    {"name": choice.function.name},
+                )
+        elif choice == "required" and not names:
+            raise PydanticCustomError("invalid_value", "tool_choice 'required' needs tools")
+        return self
+
     @property
     def max_new_tokens(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
+
+    @property
+    def tool_use(self) -> ToolUse:
+        """The tools offered to the model and whether it must call one."""
+        choice, tools = self.tool_choice, list(self.tools or ())
+        if choice == "none" or not tools:
+            return ToolUse([], required=False, parallel=False)
+        parallel = self.parallel_tool_calls is not False
+        if choice is None or choice == "auto":
+            return ToolUse(tools, required=False, parallel=parallel)
+        if choice == "required":
+            return ToolUse(tools, required=True, parallel=parallel)
+        named = [t for t in tools if t.function.name == choice.function.name]
+        return ToolUse(named, required=True, parallel=parallel)
 
 
 # -- completions ------------------------------------------------------------------------------
@@ -348,6 +387,7 @@ class ChatCompletionMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str | None
     refusal: str | None = None
+    tool_calls: list[ToolCall] | None = None
 
 
 class ChatCompletionChoice(BaseModel):
@@ -370,6 +410,7 @@ class ChatCompletion(BaseModel):
 class ChatDelta(BaseModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
+    tool_calls: list[ToolCallDelta] | None = None
 
     @model_serializer(mode="wrap")
     def _only_set(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:

@@ -34,15 +34,19 @@ from parrot_integrations.protocol.openai import (
     SamplingRequest,
     Usage,
 )
+from parrot_integrations.protocol.openai_tools import FunctionCallDelta, ToolCallDelta
 
 from .core.engine_client import EngineClient, OutputStream, default_max_tokens
 from .core.errors import NotFoundError
 from .core.metrics import Metrics
 from .core.objective import priority_of
 from .engine.errors import RequestAbortedError
+from .engine.grammar import compact_json_grammar
 from .engine.request import FinishKind, RequestOutput
 from .engine.sampling_params import SamplingParams
 from .error_status import status_of
+from .tool_calls.format import CallPiece, Piece, TextPiece, ToolFormat
+from .tool_calls.generic import GenericJsonTools
 
 if TYPE_CHECKING:
     from .core.session import SessionManager
@@ -59,8 +63,12 @@ class ModelNotFoundError(NotFoundError):
         super().__init__(f"The model `{model}` does not exist; GET /v1/models lists the served one")
 
 
-def to_sampling_params(req: SamplingRequest, max_new_tokens: int) -> SamplingParams:
-    """OpenAI's sampling fields as the engine's; invalid values raise `InvalidRequestError`."""
+def to_sampling_params(
+    req: SamplingRequest, max_new_tokens: int, grammar: str | None = None
+) -> SamplingParams:
+    """OpenAI's sampling fields as the engine's; invalid values raise `InvalidRequestError`.
+    `grammar`: the EBNF grammar the output follows (tools offered), else `response_format`'s
+    schema applies."""
     top_k = req.top_k if req.top_k is not None else -1
     top_p = 1.0 if req.top_p is None else req.top_p
     if top_p == 0:  # OpenAI accepts 0: only the most likely token survives the cut
@@ -73,7 +81,8 @@ def to_sampling_params(req: SamplingRequest, max_new_tokens: int) -> SamplingPar
         stop=tuple(req.stop_list),
         sampling_seed=req.seed,
         ignore_eos=req.ignore_eos,
-        json_schema=req.response_format.schema_text if req.response_format else None,
+        json_schema=None if grammar or not req.response_format else req.response_format.schema_text,
+        ebnf=grammar,
     )
 
 
@@ -84,6 +93,18 @@ def _usage(out: RequestOutput | None) -> Usage:
         completion_tokens=completion,
         total_tokens=prompt + completion,
         prompt_tokens_details=PromptTokensDetails(cached_tokens=out.cached_tokens if out else 0),
+    )
+
+
+def _delta(piece: Piece) -> ChatDelta:
+    if isinstance(piece, TextPiece):
+        return ChatDelta(content=piece.text)
+    call = piece.call  # whole: its id, name and arguments in one delta
+    function = FunctionCallDelta(name=call.function.name, arguments=call.function.arguments)
+    return ChatDelta(
+        tool_calls=[
+            ToolCallDelta(index=piece.index, id=call.id, type="function", function=function)
+        ]
     )
 
 
@@ -109,6 +130,7 @@ class _Run:
         self.ttft: float | None = None
         self.last: RequestOutput | None = None
         self.finish_reason: str | None = None  # "stop" | "length" once finished
+        self.called_tools = False  # the answer is tool calls: its finish reason says so
 
     def __aiter__(self) -> AsyncIterator[RequestOutput]:
         return self._outputs()
@@ -124,6 +146,12 @@ class _Run:
                     raise RequestAbortedError(f"request aborted: {reason.message or 'aborted'}")
                 self.finish_reason = "stop" if reason.kind is FinishKind.STOP else "length"
             yield out
+
+    @property
+    def chat_finish_reason(self) -> str | None:
+        if self.finish_reason == "stop" and self.called_tools:
+            return "tool_calls"
+        return self.finish_reason
 
     async def __aenter__(self) -> _Run:
         return self
@@ -164,6 +192,7 @@ class OpenAIService:
         self.metrics = metrics
         self.sessions = sessions
         self.created = int(time.time())
+        self.tools: ToolFormat = GenericJsonTools()
 
     # -- models -------------------------------------------------------------------------------
     @property
@@ -182,12 +211,14 @@ class OpenAIService:
         return Model(id=self._model(name), created=self.created)
 
     # -- submission ---------------------------------------------------------------------------
-    async def _start(self, req: SamplingRequest, prompt: str | list[int], rid: str) -> _Run:
+    async def _start(
+        self, req: SamplingRequest, prompt: str | list[int], rid: str, grammar: str | None
+    ) -> _Run:
         start = time.monotonic()
         objective = req.criteria.value if req.criteria else "none"
         try:
             limit = req.max_new_tokens or await default_max_tokens(self.engine, prompt)
-            sampling = to_sampling_params(req, limit)
+            sampling = to_sampling_params(req, limit, grammar)
             stream = await self.engine.submit(
                 prompt, sampling, rid=rid, priority=priority_of(req.criteria), app=req.session_id
             )
@@ -206,26 +237,36 @@ class OpenAIService:
 
     async def _start_chat(self, req: ChatCompletionRequest) -> tuple[_Run, str]:
         model = self._check(req)
-        prompt = self.engine.render_chat([m.to_template() for m in req.messages])
-        return await self._start(req, prompt, f"chatcmpl-{uuid.uuid4().hex}"), model
+        prompt = self.engine.render_chat(self.tools.turns(req))
+        schema = self.tools.output_schema(req)
+        grammar = None if schema is None else compact_json_grammar(schema)
+        return await self._start(req, prompt, f"chatcmpl-{uuid.uuid4().hex}", grammar), model
 
     async def _start_completion(self, req: CompletionRequest) -> tuple[_Run, str]:
         model = self._check(req)
-        return await self._start(req, req.prompt, f"cmpl-{uuid.uuid4().hex}"), model
+        return await self._start(req, req.prompt, f"cmpl-{uuid.uuid4().hex}", None), model
 
     # -- chat ---------------------------------------------------------------------------------
     async def chat(self, req: ChatCompletionRequest) -> ChatCompletion:
         run, model = await self._start_chat(req)
-        text: list[str] = []
+        parser = self.tools.parser(req)
+        pieces: list[Piece] = []
         async with run:
             async for out in run:
-                text.append(out.new_text)
-        message = ChatCompletionMessage(content="".join(text))
+                pieces += parser.feed(out.new_text)
+        pieces += parser.finish()
+        calls = [p.call for p in pieces if isinstance(p, CallPiece)]
+        run.called_tools = bool(calls)
+        text = "".join(p.text for p in pieces if isinstance(p, TextPiece))
+        message = ChatCompletionMessage(
+            content=text if text or not calls else None, tool_calls=calls or None
+        )
+        choice = ChatCompletionChoice(message=message, finish_reason=run.chat_finish_reason)
         return ChatCompletion(
             id=run.rid,
             created=int(time.time()),
             model=model,
-            choices=[ChatCompletionChoice(message=message, finish_reason=run.finish_reason)],
+            choices=[choice],
             usage=_usage(run.last),
         )
 
@@ -239,11 +280,17 @@ class OpenAIService:
             body = ChatCompletionChunk(id=run.rid, created=created, model=model, choices=[choice])
             return body.model_dump_json()
 
+        parser = self.tools.parser(req)
+
         def render(out: RequestOutput) -> Iterable[str]:
-            if out.new_text:
-                yield chunk(ChatDelta(content=out.new_text))
+            pieces = parser.feed(out.new_text)
             if run.finish_reason is not None:
-                yield chunk(ChatDelta(), run.finish_reason)
+                pieces += parser.finish()
+            for piece in pieces:
+                yield chunk(_delta(piece))
+                run.called_tools |= isinstance(piece, CallPiece)
+            if run.finish_reason is not None:
+                yield chunk(ChatDelta(), run.chat_finish_reason)
                 if req.include_usage:
                     final = ChatCompletionChunk(
                         id=run.rid, created=created, model=model, choices=[], usage=_usage(out)

@@ -9,6 +9,7 @@ alone. Once the grammar is complete only the model's end-of-sequence tokens rema
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,6 +29,23 @@ except ImportError:  # an install without the server's dependencies: refused per
 CACHE_BYTES = 64 << 20
 # xgrammar's messages start with where in its C++ sources they were raised.
 _SOURCE_PREFIX = re.compile(r"^\[[\d:]+\] \S+:\d+: (Check failed: .*? is false: )?")
+
+
+def _message(err: RuntimeError) -> str:
+    return _SOURCE_PREFIX.sub("", str(err).strip())
+
+
+@functools.lru_cache(maxsize=256)
+def compact_json_grammar(schema: str) -> str:
+    """An EBNF grammar of the JSON texts that follow `schema`, laid out as `json.dumps` writes
+    them (", " and ": ", no other whitespace), so a model cannot spend tokens on layout.
+    A schema xgrammar cannot take raises InvalidRequestError."""
+    if xgr is None:
+        raise InvalidRequestError("constrained decoding needs the xgrammar package")
+    try:
+        return str(xgr.Grammar.from_json_schema(schema, any_whitespace=False))
+    except RuntimeError as e:
+        raise InvalidRequestError(f"invalid JSON schema: {_message(e)}") from None
 
 
 @dataclass(eq=False)
@@ -80,8 +98,7 @@ class Grammars:
             else:
                 grammar = self.compiler.compile_grammar(text)
         except RuntimeError as e:
-            message = _SOURCE_PREFIX.sub("", str(e).strip())
-            raise InvalidRequestError(f"invalid {kind.value}: {message}") from None
+            raise InvalidRequestError(f"invalid {kind.value}: {_message(e)}") from None
         state = GrammarState(xgr.GrammarMatcher(grammar), self)
         for i, token in enumerate(done):
             if not state.accept(token):
