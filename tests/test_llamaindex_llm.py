@@ -54,7 +54,7 @@ def test_metadata_comes_from_the_server(server_url):
     assert meta.model_name == models[0]["id"] == "SmolLM2-135M-Instruct"
     assert meta.context_window == info["max_context_len"] == 2048  # conftest's --max-context-len
     assert meta.num_output == 7
-    assert meta.is_chat_model is True
+    assert meta.is_chat_model is True and meta.is_function_calling_model is True
     # Explicit values win over the server's.
     assert Parrot(api_base=server_url, context_window=999).metadata.context_window == 999
 

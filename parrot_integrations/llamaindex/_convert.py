@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -10,12 +11,16 @@ from llama_index.core.base.llms.types import (
     ChatResponse,
     CompletionResponse,
     MessageRole,
+    TextBlock,
+    ToolCallBlock,
 )
+from llama_index.core.llms.llm import ToolSelection
 from pydantic import ValidationError
 
 from .. import _http
 from ..errors import InvalidRequestError
-from ..protocol.openai import ChatCompletionChunk, Completion, Usage
+from ..protocol.openai import ChatCompletion, ChatCompletionChunk, Completion, Usage
+from ..protocol.openai_tools import ToolCall
 
 # LlamaIndex roles -> OpenAI wire roles ("chatbot"/"model" are other vendors' assistant).
 ROLES = {
@@ -25,8 +30,8 @@ ROLES = {
     MessageRole.ASSISTANT: "assistant",
     MessageRole.CHATBOT: "assistant",
     MessageRole.MODEL: "assistant",
-    MessageRole.TOOL: "tool",  # refused by the server with a 400 that says so
-    MessageRole.FUNCTION: "function",
+    MessageRole.TOOL: "tool",  # additional_kwargs["tool_call_id"]: the call it answers
+    MessageRole.FUNCTION: "function",  # legacy: refused by the server with a 400 that says so
 }
 
 
@@ -42,18 +47,95 @@ def usage_fields(usage: Usage | None) -> dict[str, int]:
     }
 
 
-def chat_piece(chunk: ChatCompletionChunk, so_far: str) -> ChatResponse | None:
-    """One stream chunk as LlamaIndex's (message = the text so far); None for chunks with no
-    text and no usage (the role-only first one, the finish one). The last has the usage."""
-    delta = (chunk.choices[0].delta.content or "") if chunk.choices else ""
-    if not delta and chunk.usage is None:
-        return None
+# -- messages -----------------------------------------------------------------------------------
+def to_wire(m: ChatMessage) -> dict[str, Any]:
+    """A LlamaIndex message as an OpenAI one: its calls (`ToolCallBlock`s, or OpenAI dicts in
+    `additional_kwargs["tool_calls"]`) and, for a tool result, the call id it answers."""
+    wire: dict[str, Any] = {"role": ROLES.get(m.role, m.role.value), "content": m.content or ""}
+    calls = [_block_call(b) for b in m.blocks if isinstance(b, ToolCallBlock)]
+    calls += [_dict_call(c) for c in m.additional_kwargs.get("tool_calls") or ()]
+    if calls:
+        wire["tool_calls"] = calls
+        wire["content"] = m.content or None
+    if m.role == MessageRole.TOOL:
+        wire["tool_call_id"] = m.additional_kwargs.get("tool_call_id")
+    return wire
+
+
+def _block_call(b: ToolCallBlock) -> dict[str, Any]:
+    args = b.tool_kwargs if isinstance(b.tool_kwargs, str) else json.dumps(b.tool_kwargs)
+    return {
+        "id": b.tool_call_id,
+        "type": "function",
+        "function": {"name": b.tool_name, "arguments": args},
+    }
+
+
+def _dict_call(call: Any) -> dict[str, Any]:
+    return call.model_dump() if hasattr(call, "model_dump") else dict(call)
+
+
+def answer_message(text: str, calls: list[ToolCall]) -> ChatMessage:
+    """The assistant's answer: its text, then one `ToolCallBlock` per call."""
+    blocks: list[Any] = [TextBlock(text=text)] if text or not calls else []
+    for call in calls:
+        try:
+            kwargs: dict[str, Any] | str = json.loads(call.function.arguments)
+        except ValueError:
+            kwargs = call.function.arguments
+        blocks.append(
+            ToolCallBlock(tool_call_id=call.id, tool_name=call.function.name, tool_kwargs=kwargs)
+        )
+    return ChatMessage(role=MessageRole.ASSISTANT, blocks=blocks)
+
+
+def tool_selections(message: ChatMessage) -> list[ToolSelection]:
+    return [
+        ToolSelection(
+            tool_id=b.tool_call_id or "",
+            tool_name=b.tool_name,
+            tool_kwargs=b.tool_kwargs if isinstance(b.tool_kwargs, dict) else {},
+        )
+        for b in message.blocks
+        if isinstance(b, ToolCallBlock)
+    ]
+
+
+# -- responses ----------------------------------------------------------------------------------
+def chat_response(body: ChatCompletion) -> ChatResponse:
+    message = body.choices[0].message if body.choices else None
+    text = (message.content or "") if message else ""
     return ChatResponse(
-        message=ChatMessage(role=MessageRole.ASSISTANT, content=so_far + delta),
-        delta=delta,
-        raw=chunk.model_dump(),
-        additional_kwargs=usage_fields(chunk.usage),
+        message=answer_message(text, (message.tool_calls or []) if message else []),
+        raw=body.model_dump(),
+        additional_kwargs=usage_fields(body.usage),
     )
+
+
+class ChatStream:
+    """Stream chunks as LlamaIndex's responses: each carries the message so far (text and the
+    calls complete so far). Chunks with no text, call or usage give None."""
+
+    def __init__(self) -> None:
+        self.text = ""
+        self.calls: list[ToolCall] = []
+
+    def feed(self, chunk: ChatCompletionChunk) -> ChatResponse | None:
+        delta = chunk.choices[0].delta if chunk.choices else None
+        text = (delta.content or "") if delta else ""
+        for d in (delta.tool_calls or ()) if delta else ():
+            # The server sends each call whole, in one delta.
+            call = {"name": d.function.name, "arguments": d.function.arguments}
+            self.calls.append(ToolCall(id=d.id or "", function=call))
+        if not text and chunk.usage is None and not (delta and delta.tool_calls):
+            return None
+        self.text += text
+        return ChatResponse(
+            message=answer_message(self.text, self.calls),
+            delta=text,
+            raw=chunk.model_dump(),
+            additional_kwargs=usage_fields(chunk.usage),
+        )
 
 
 def completion_piece(chunk: Completion, so_far: str) -> CompletionResponse | None:
@@ -69,10 +151,9 @@ def completion_piece(chunk: Completion, so_far: str) -> CompletionResponse | Non
 
 
 def chat_pieces(chunks: Iterator[ChatCompletionChunk]) -> Iterator[ChatResponse]:
-    text = ""
+    stream = ChatStream()
     for chunk in chunks:
-        if (piece := chat_piece(chunk, text)) is not None:
-            text = piece.message.content or ""
+        if (piece := stream.feed(chunk)) is not None:
             yield piece
 
 

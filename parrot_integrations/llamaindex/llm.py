@@ -26,12 +26,13 @@ from llama_index.core.base.llms.types import (
     CompletionResponseAsyncGen,
     CompletionResponseGen,
     LLMMetadata,
-    MessageRole,
 )
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.constants import DEFAULT_CONTEXT_WINDOW, DEFAULT_NUM_OUTPUTS
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
-from llama_index.core.llms.llm import LLM
+from llama_index.core.llms.function_calling import FunctionCallingLLM
+from llama_index.core.llms.llm import ToolSelection
+from llama_index.core.tools import BaseTool
 
 from .. import _http
 from ..async_client import AsyncParrotClient
@@ -44,14 +45,16 @@ from ..protocol.openai import (
     CompletionRequest,
 )
 from ._convert import (
-    ROLES,
+    ChatStream,
     as_chat,
     as_completion,
     build_request,
-    chat_piece,
     chat_pieces,
+    chat_response,
     completion_piece,
     completion_pieces,
+    to_wire,
+    tool_selections,
     usage_fields,
     user_message,
 )
@@ -59,7 +62,7 @@ from ._convert import (
 log = logging.getLogger(__name__)
 
 
-class Parrot(LLM):
+class Parrot(FunctionCallingLLM):
     """Parrot's served model as a LlamaIndex chat LLM (drop-in for `OpenAILike`).
 
     ```python
@@ -71,6 +74,11 @@ class Parrot(LLM):
     `complete` on a chat model sends one user message to `/v1/chat/completions` (as LlamaIndex's
     OpenAI LLM does); with `is_chat_model=False` `complete` uses `/v1/completions` (a raw
     prompt) and `chat` renders the messages with `messages_to_prompt`.
+
+    A function-calling LLM (`chat_with_tools`, `FunctionAgent`, `structured_predict`): the
+    server constrains each call's arguments to its tool's schema. An answer's calls are
+    `ToolCallBlock`s of its message; tool results are `tool` messages whose
+    `additional_kwargs["tool_call_id"]` names the call.
     """
 
     model: str = Field(
@@ -195,7 +203,7 @@ class Parrot(LLM):
             # What LlamaIndex reserves for the answer when packing prompts.
             num_output=self.max_tokens or DEFAULT_NUM_OUTPUTS,
             is_chat_model=self.is_chat_model,
-            is_function_calling_model=False,
+            is_function_calling_model=self.is_chat_model,
             model_name=self._served_name(),
         )
 
@@ -209,9 +217,7 @@ class Parrot(LLM):
     def _chat_request(
         self, messages: Sequence[ChatMessage], kwargs: dict[str, Any], stream: bool
     ) -> ChatCompletionRequest:
-        wire = [
-            {"role": ROLES.get(m.role, m.role.value), "content": m.content or ""} for m in messages
-        ]
+        wire = [to_wire(m) for m in messages]
         fields = self._fields(kwargs)
         if stream:  # the final chunk then carries the usage
             fields.update(stream=True, stream_options={"include_usage": True})
@@ -230,12 +236,7 @@ class Parrot(LLM):
     # -- responses --------------------------------------------------------------------------------
     @staticmethod
     def _chat_response(body: ChatCompletion) -> ChatResponse:
-        text = (body.choices[0].message.content or "") if body.choices else ""
-        return ChatResponse(
-            message=ChatMessage(role=MessageRole.ASSISTANT, content=text),
-            raw=body.model_dump(),
-            additional_kwargs=usage_fields(body.usage),
-        )
+        return chat_response(body)
 
     @staticmethod
     def _completion_response(body: Completion) -> CompletionResponse:
@@ -317,11 +318,10 @@ class Parrot(LLM):
             async for r in self._astream_complete(prompt, **kwargs):
                 yield as_chat(r)
             return
-        text = ""
+        stream = ChatStream()
         request = self._chat_request(messages, kwargs, True)
         async for chunk in self.aclient.chat_completion_stream(request):
-            if (piece := chat_piece(chunk, text)) is not None:
-                text = piece.message.content or ""
+            if (piece := stream.feed(chunk)) is not None:
                 yield piece
 
     async def _astream_complete(
@@ -363,3 +363,42 @@ class Parrot(LLM):
         if not formatted:
             prompt = self.completion_to_prompt(prompt)
         return self._astream_complete(prompt, **kwargs)
+
+    # -- tools ------------------------------------------------------------------------------------
+    def _prepare_chat_with_tools(
+        self,
+        tools: Sequence[BaseTool],
+        user_msg: str | ChatMessage | None = None,
+        chat_history: list[ChatMessage] | None = None,
+        verbose: bool = False,
+        allow_parallel_tool_calls: bool = False,
+        tool_required: bool = False,
+        tool_choice: str | dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        """`chat` arguments offering `tools`: `tool_required` (or "required") forces a call,
+        `tool_choice` may name one tool; without `allow_parallel_tool_calls` an answer makes at
+        most one call."""
+        messages = list(chat_history or [])
+        if user_msg is not None:
+            messages.append(user_message(user_msg) if isinstance(user_msg, str) else user_msg)
+        if not tools:
+            return {"messages": messages, **kwargs}
+        specs = [t.metadata.to_openai_tool(skip_length_check=True) for t in tools]
+        if isinstance(tool_choice, str) and tool_choice not in ("auto", "none", "required"):
+            tool_choice = {"type": "function", "function": {"name": tool_choice}}
+        return {
+            "messages": messages,
+            "tools": specs,
+            "tool_choice": tool_choice or ("required" if tool_required else "auto"),
+            "parallel_tool_calls": allow_parallel_tool_calls,
+            **kwargs,
+        }
+
+    def get_tool_calls_from_response(
+        self, response: ChatResponse, error_on_no_tool_call: bool = True, **kwargs: Any
+    ) -> list[ToolSelection]:
+        calls = tool_selections(response.message)
+        if not calls and error_on_no_tool_call:
+            raise ValueError(f"expected at least one tool call, got: {response.message.content!r}")
+        return calls

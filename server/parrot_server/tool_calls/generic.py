@@ -36,7 +36,7 @@ from .format import (
 CALLS, ANSWER = "tool_calls", "response"
 # Without parallel calls an answer carries one; with them, at most this many.
 MAX_PARALLEL_CALLS = 8
-RESULTS_NEXT = "Use these results: call another tool if you still need one, or answer."
+RESULTS_NEXT = 'Reply {"response": ...} with the answer if these results are enough.'
 
 
 class GenericJsonTools(ToolFormat):
@@ -143,8 +143,8 @@ def _instructions(use: ToolUse) -> str:
 
 
 def _results_turn(results: list[str]) -> dict[str, str]:
-    # Said plainly, with what to do next: small models then use the result rather than
-    # calling the same tool again.
+    # Said plainly, with what to do next: small models then answer from the result rather
+    # than call the same tool again (the other tools stay offered).
     text = "\n".join(results)
     return {"role": "user", "content": f"{text}\n{RESULTS_NEXT}"}
 
