@@ -14,7 +14,7 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from . import _http
 from .errors import (
@@ -46,8 +46,12 @@ __all__ = [
 
 # -- functions ----------------------------------------------------------------------------------
 def _options(fields: Mapping[str, Any], output: str | None) -> SamplingOptions:
+    fields = dict(fields)
+    schema = fields.get("json_schema")
+    if isinstance(schema, type) and issubclass(schema, BaseModel):  # a pydantic class
+        fields["json_schema"] = schema.model_json_schema()
     try:
-        return SamplingOptions.model_validate(dict(fields))
+        return SamplingOptions.model_validate(fields)
     except ValidationError as exc:
         where = f" of output {output!r}" if output else ""
         raise InvalidRequestError(

@@ -19,6 +19,7 @@ from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder, PromptTemplate
 from langchain_core.runnables import RunnableParallel, RunnablePassthrough
+from pydantic import BaseModel, Field
 
 from parrot_integrations.langchain import ChatParrot, ParrotLLM, _native, ship
 from parrot_integrations.langchain._compile import plan
@@ -144,6 +145,12 @@ def test_native_call_mapping_and_refusals():
     assert "session_id" in reason(llm, [HumanMessage("x")], session_id="s")
     assert "invalid request" in reason(llm, [HumanMessage("x")], temperature=9)
     assert "empty system" in reason(llm, [SystemMessage(""), HumanMessage("x")])
+    tools = [{"type": "function", "function": {"name": "f"}}]
+    assert "tools" in reason(llm, [HumanMessage("x")], tools=tools)
+    structured = _native.chat_call(
+        llm, [HumanMessage("x")], None, {"response_format": {"type": "json_object"}}
+    )
+    assert structured.sampling.json_schema == '{"type": "object"}'
     text = _native.completion_call(ParrotLLM(), "Q: 1+1=", None, {})
     assert (text.chat, text.template, text.sampling.max_tokens) == (
         False, "Q: 1+1={{output:out}}", 256,
@@ -444,3 +451,29 @@ def test_default_max_tokens_ships_and_batches(server_url):
     assert all("id" not in m.response_metadata for m in batched)  # native: no /v1 response id
     assert [m.content for m in batched] == [m.content for m in singles]
     assert [metadata(m) for m in batched] == [metadata(m) for m in singles]
+
+
+class Person(BaseModel):
+    name: str = Field(max_length=20)
+    age: int = Field(ge=0, le=150)
+
+
+@pytest.mark.slow
+def test_a_structured_model_step_ships_with_its_constraint(server_url):
+    llm = chat(server_url, max_tokens=40)
+    prompt = ChatPromptTemplate.from_messages([("human", "Extract the person: {text}")])
+    chain = prompt | llm.with_structured_output(Person)
+    x = {"text": "Ann is 31 years old."}
+    plain = chain.invoke(x)
+    assert isinstance(plain, Person) and plain.age == 31
+    shipped = ship(chain)
+    requests = Requests(llm)
+    assert shipped.invoke(x) == plain
+    # The model step ran as a native call (the parser is local, on its value).
+    assert requests.count("POST", "/programs") == 1
+    assert requests.count("POST", "/chat/completions") == 0
+    # Tools cannot be offered to a native call: that step goes through /v1.
+    tool_step = ship(prompt | llm.with_structured_output(Person, method="function_calling"))
+    before = requests.count("POST", "/chat/completions")
+    assert isinstance(tool_step.invoke(x), Person)
+    assert requests.count("POST", "/chat/completions") == before + 1

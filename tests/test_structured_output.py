@@ -16,6 +16,8 @@ from model_helpers import chat_ids
 from pydantic import BaseModel, Field
 from structured_schemas import SCHEMAS
 
+from parrot_integrations import InvalidRequestError as SDKInvalid
+from parrot_integrations import ParrotClient, SemanticFunction
 from parrot_server.engine.engine import Engine
 from parrot_server.engine.errors import InvalidRequestError
 from parrot_server.engine.request import FinishKind
@@ -252,3 +254,53 @@ def test_bad_constraints_over_http_are_400s(server_url, server_log, path, body, 
     r = httpx.post(f"{server_url}{path}", json={"max_tokens": 2, **body}, timeout=60)
     assert r.status_code == 400 and needle in r.text, r.text
     assert "Traceback" not in server_log.read_text()
+
+
+# -- native API: constrained outputs in programs -----------------------------------------------
+
+
+class Ann(BaseModel):
+    name: str = Field(max_length=20)
+    age: int = Field(ge=0, le=150)
+
+
+@pytest.mark.slow
+def test_a_structured_step_feeds_valid_json_to_the_call_that_reads_it(server_url):
+    extract = SemanticFunction(
+        "Describe a person named Ann, aged 31, as JSON: {{input:text}}{{output:person}}",
+        chat=True,
+        json_schema=Ann,  # a pydantic class: its JSON schema
+        max_tokens=40,
+        temperature=0,
+    )
+    judge = SemanticFunction(
+        "Is this person an adult? {{input:person}} Answer: {{output:verdict}}",
+        chat=True,
+        choices=["yes", "no"],
+        temperature=0,
+    )
+    code = SemanticFunction(
+        "Give Ann a ticket code. Code: {{output:code}}", regex=r"[A-Z]{3}-[0-9]{4}", max_tokens=12
+    )
+    with ParrotClient(server_url) as client, client.session() as s:
+        with s.program() as p:
+            person = extract(p, text="Ann is 31.")
+            verdict = judge(p, person=person)
+            ticket = code(p)
+        assert Ann.model_validate_json(person.get(timeout=120)).age == 31
+        assert verdict.get(timeout=120) in ("yes", "no")
+        assert re.fullmatch(r"[A-Z]{3}-[0-9]{4}", ticket.get(timeout=120))
+
+
+@pytest.mark.slow
+def test_bad_native_constraints_are_refused_at_submit(server_url):
+    with ParrotClient(server_url) as client, client.session() as s:
+        for options, needle in (
+            ({"regex": "(unclosed"}, "invalid regex"),
+            ({"json_schema": {"type": "nope"}}, "invalid json_schema"),
+            ({"regex": "a", "choices": ["a"]}, "at most one of"),
+            ({"choices": []}, "choices"),
+        ):
+            with pytest.raises(SDKInvalid, match=re.escape(needle)):
+                SemanticFunction("Q: {{output:a}}", **options)(s)
+        assert client.get_session(s.id).calls == 0  # nothing was accepted

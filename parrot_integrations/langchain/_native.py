@@ -13,7 +13,9 @@ validation as a `/v1` request), then translated:
 - completion: the prompt text is the template of a plain (`chat=False`) call.
 - sampling: the fields `/v1` maps to the engine, mapped the same way (`top_p=0` is greedy;
   `max_tokens` unset is the native `max_tokens=None`: to the end of the context window, the
-  limit the server computes for both APIs alike).
+  limit the server computes for both APIs alike; `response_format`'s schema is the output's
+  `json_schema`, so a structured step ships with its constraint). Tools cannot be offered to
+  a native call: a call with tools goes through `/v1`.
 
 Values produced by earlier calls of the same program appear in the text as stand-ins (see
 `StandIns`) and become `{{input:...}}` placeholders. Constant text containing `{{` or `}}`
@@ -168,6 +170,8 @@ def sampling(req: SamplingRequest) -> SamplingOptions:
         stop=req.stop_list,
         seed=req.seed,
         ignore_eos=req.ignore_eos,
+        # response_format's schema: the output follows it as under /v1
+        json_schema=req.response_format.schema_text if req.response_format else None,
     )
 
 
@@ -222,8 +226,6 @@ def chat_call(
     req: ChatCompletionRequest = _request(model, messages, stop, kwargs)
     if req.tool_use.tools:
         raise NotNative("tools: a native call does not offer tools")
-    if req.response_format is not None and req.response_format.type != "text":
-        raise NotNative("response_format: a native call's output carries no constraint yet")
     turns = [m.to_template() for m in req.messages]
     system = turns.pop(0)["content"] if turns and turns[0]["role"] == "system" else None
     roles = [t["role"] for t in turns]

@@ -85,7 +85,9 @@ class ChatParrot(ParrotBase, BaseChatModel):
     def _request(
         self, messages: list[BaseMessage], stop: list[str] | None, stream: bool, **kwargs: Any
     ) -> ChatCompletionRequest:
-        # Per-call kwargs (bind(...), invoke(..., model=...)) win over the fields.
+        # Per-call kwargs (bind(...), invoke(..., model=...)) win over the fields. LangChain's
+        # tracing hint reaches here when a shipped chain runs a bound model step itself.
+        kwargs.pop("ls_structured_output_format", None)
         params = {**self._default_params(), **kwargs}
         if stop is not None:
             params["stop"] = stop

@@ -11,14 +11,15 @@ variable. The SDK makes them with uuid4.
 from __future__ import annotations
 
 import enum
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from ._strict import StrictModel as _Strict
 
 API_PREFIX = "/api/v1"
 ID_PATTERN = r"^[A-Za-z0-9_.\-]{1,128}$"
+MAX_CHOICES = 256  # strings an output may choose among
 
 
 class Criteria(enum.StrEnum):
@@ -52,6 +53,25 @@ class SamplingOptions(_Strict):
     stop: list[str] = Field(default_factory=list, max_length=16)
     seed: int | None = None
     ignore_eos: bool = False
+    # At most one constraint; the output then follows it (by constrained decoding), unless
+    # max_tokens cuts it short.
+    json_schema: dict[str, Any] | str | None = Field(
+        None, description="the output is JSON valid for this JSON schema (a dict or its text)"
+    )
+    regex: str | None = Field(None, description="the output matches this regular expression")
+    choices: list[str] | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_CHOICES,
+        description="the output is exactly one of these strings",
+    )
+
+    @model_validator(mode="after")
+    def _one_constraint(self) -> SamplingOptions:
+        given = [n for n in ("json_schema", "regex", "choices") if getattr(self, n) is not None]
+        if len(given) > 1:
+            raise ValueError(f"at most one of json_schema, regex, choices; got {given}")
+        return self
 
 
 # -- sessions -----------------------------------------------------------------------------------

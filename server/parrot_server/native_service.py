@@ -24,6 +24,7 @@ from .core.objective import deduce, mark
 from .core.serve_core import ServeCore
 from .core.session import Session
 from .engine.errors import PromptTooLongError
+from .engine.grammar import check_constraint
 
 
 class NativeService:
@@ -102,7 +103,7 @@ class NativeService:
         session = self.sessions.get(sid)
         for spec in program.calls:  # sampling values the engine would refuse: 400 up front
             for binding in spec.outputs.values():
-                to_sampling_params(binding.sampling)
+                check_constraint(to_sampling_params(binding.sampling))
         await self._check_prompt_lengths(session.graph.prepare(program))
         # Prepared again: another request of this session may have changed the graph while
         # the prompts were measured.

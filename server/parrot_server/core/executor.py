@@ -25,7 +25,7 @@ from parrot_integrations.template import SegmentKind
 
 from ..engine.errors import EngineError, EngineOverloadedError
 from ..engine.request import FinishKind, RequestOutput
-from ..engine.sampling_params import SamplingParams
+from ..engine.sampling_params import SamplingParams, choices_ebnf
 from .engine_client import EngineClient, Submission, default_max_tokens
 from .graph import Call, Graph
 from .metrics import Metrics
@@ -60,6 +60,9 @@ def to_sampling_params(opts: SamplingOptions, unset_max_tokens: int = 1) -> Samp
         stop=tuple(opts.stop),
         sampling_seed=opts.seed,
         ignore_eos=opts.ignore_eos,
+        json_schema=opts.json_schema,  # a dict becomes its JSON text
+        regex=opts.regex,
+        ebnf=choices_ebnf(opts.choices) if opts.choices else None,
     )
 
 

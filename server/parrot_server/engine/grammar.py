@@ -48,6 +48,27 @@ def compact_json_grammar(schema: str) -> str:
         raise InvalidRequestError(f"invalid JSON schema: {_message(e)}") from None
 
 
+def check_constraint(sampling: SamplingParams) -> None:
+    """Raises InvalidRequestError when the request's constraint does not parse (a schema,
+    regex or grammar xgrammar cannot take); checked without a tokenizer, so a front server
+    can refuse it before any engine sees it."""
+    constraint = sampling.constraint
+    if constraint is None:
+        return
+    if xgr is None:
+        raise InvalidRequestError("constrained decoding needs the xgrammar package")
+    kind, text = constraint
+    try:
+        if kind is ConstraintKind.JSON_SCHEMA:
+            xgr.Grammar.from_json_schema(text)
+        elif kind is ConstraintKind.REGEX:
+            xgr.Grammar.from_regex(text)
+        else:
+            xgr.Grammar.from_ebnf(text)
+    except RuntimeError as e:
+        raise InvalidRequestError(f"invalid {kind.value}: {_message(e)}") from None
+
+
 @dataclass(eq=False)
 class GrammarState:
     """One request's position in its grammar."""

@@ -17,6 +17,11 @@ class ConstraintKind(enum.Enum):
     EBNF = "ebnf"
 
 
+def choices_ebnf(choices: list[str] | tuple[str, ...]) -> str:
+    """An EBNF grammar whose sentences are exactly `choices` (JSON string escapes are EBNF's)."""
+    return "root ::= " + " | ".join(json.dumps(c, ensure_ascii=False) for c in choices)
+
+
 @dataclass(frozen=True)
 class SamplingParams:
     max_new_tokens: int = 128
