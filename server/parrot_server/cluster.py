@@ -28,7 +28,16 @@ def build_pool(
     urls = (procs.urls if procs else []) + [u.rstrip("/") for u in args.engine_url]
     tokenizer = args.tokenizer
     engines = [
-        (url, partial(RemoteEngineClient.connect, url, tokenizer=tokenizer, model=args.model))
+        (
+            url,
+            partial(
+                RemoteEngineClient.connect,
+                url,
+                tokenizer=tokenizer,
+                model=args.model,
+                chat_template=args.chat_template,
+            ),
+        )
         for url in urls
     ]
     pool = EnginePool(

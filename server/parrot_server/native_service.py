@@ -24,7 +24,7 @@ from .core.objective import deduce, mark
 from .core.serve_core import ServeCore
 from .core.session import Session
 from .engine.errors import PromptTooLongError
-from .engine.grammar import check_constraint
+from .engine.grammar_text import check_constraint
 
 
 class NativeService:

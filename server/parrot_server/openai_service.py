@@ -41,12 +41,11 @@ from .core.errors import NotFoundError
 from .core.metrics import Metrics
 from .core.objective import priority_of
 from .engine.errors import RequestAbortedError
-from .engine.grammar import compact_json_grammar
 from .engine.request import FinishKind, RequestOutput
 from .engine.sampling_params import SamplingParams
 from .error_status import status_of
-from .tool_calls.format import CallPiece, Piece, TextPiece, ToolFormat
-from .tool_calls.generic import GenericJsonTools
+from .tool_calls import tool_format
+from .tool_calls.format import CallPiece, Piece, TextPiece
 
 if TYPE_CHECKING:
     from .core.session import SessionManager
@@ -192,7 +191,7 @@ class OpenAIService:
         self.metrics = metrics
         self.sessions = sessions
         self.created = int(time.time())
-        self.tools: ToolFormat = GenericJsonTools()
+        self.tools = tool_format(engine.chat_template)
 
     # -- models -------------------------------------------------------------------------------
     @property
@@ -237,9 +236,9 @@ class OpenAIService:
 
     async def _start_chat(self, req: ChatCompletionRequest) -> tuple[_Run, str]:
         model = self._check(req)
-        prompt = self.engine.render_chat(self.tools.turns(req))
-        schema = self.tools.output_schema(req)
-        grammar = None if schema is None else compact_json_grammar(schema)
+        chat = self.tools.prompt(req)
+        prompt = self.engine.render_chat(chat.messages, chat.tools)
+        grammar = self.tools.output_grammar(req)
         return await self._start(req, prompt, f"chatcmpl-{uuid.uuid4().hex}", grammar), model
 
     async def _start_completion(self, req: CompletionRequest) -> tuple[_Run, str]:

@@ -103,8 +103,16 @@ class EngineClient(abc.ABC):
     async def load(self) -> EngineLoad: ...
 
     @abc.abstractmethod
-    def render_chat(self, messages: list[dict[str, Any]]) -> str:
-        """The model's chat template applied to `messages`, ending with the assistant's turn."""
+    def render_chat(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
+    ) -> str:
+        """The model's chat template applied to `messages` (and `tools`, for a template that
+        renders them), ending with the assistant's turn."""
+
+    @property
+    @abc.abstractmethod
+    def chat_template(self) -> str | None:
+        """The model's chat template text (None: the tokenizer has none)."""
 
     async def count_tokens(self, text: str) -> int:
         return len(await self.encode(text))
@@ -129,6 +137,19 @@ class EngineClient(abc.ABC):
     @abc.abstractmethod
     async def shutdown(self) -> None:
         """Stop: in-flight requests end as aborted."""
+
+
+def render_chat(tokenizer: Any, messages: list[dict[str, Any]], tools: list | None) -> str:
+    return tokenizer.apply_chat_template(
+        messages, tools=tools, tokenize=False, add_generation_prompt=True
+    )
+
+
+def template_text(tokenizer: Any) -> str | None:
+    template = tokenizer.chat_template
+    if isinstance(template, dict):  # several named templates
+        template = template.get("default")
+    return template
 
 
 async def default_max_tokens(engine: EngineClient, prompt: str | list[int]) -> int:
@@ -179,10 +200,14 @@ class LocalEngineClient(EngineClient):
             generated_tokens_total=s.generated_tokens_total,
         )
 
-    def render_chat(self, messages: list[dict[str, Any]]) -> str:
-        return self._tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=True
-        )
+    def render_chat(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
+    ) -> str:
+        return render_chat(self._tokenizer, messages, tools)
+
+    @property
+    def chat_template(self) -> str | None:
+        return template_text(self._tokenizer)
 
     async def encode(self, text: str) -> list[int]:
         # On the engine thread: a Rust tokenizer used from two threads can fail ("Already

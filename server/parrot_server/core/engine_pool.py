@@ -204,8 +204,14 @@ class EnginePool(EngineClient):
     async def encode(self, text: str) -> list[int]:
         return await self._any_client().encode(text)
 
-    def render_chat(self, messages: list[dict[str, Any]]) -> str:
-        return self._any_client().render_chat(messages)
+    def render_chat(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
+    ) -> str:
+        return self._any_client().render_chat(messages, tools)
+
+    @property
+    def chat_template(self) -> str | None:
+        return self._any_client().chat_template
 
     async def submit_many(self, items: list[Submission]) -> list[OutputStream | Exception]:
         enc = self._any_client()

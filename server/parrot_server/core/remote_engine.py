@@ -38,7 +38,7 @@ from ..engine.errors import (
     PromptTooLongError,
 )
 from ..engine.sampling_params import SamplingParams
-from ..engine.tokenizer import TokenizerNotFoundError, load_hf_tokenizer
+from ..engine.tokenizer import TokenizerNotFoundError, load_hf_tokenizer, read_chat_template
 from .engine_client import (
     EngineClient,
     EngineInfo,
@@ -46,6 +46,8 @@ from .engine_client import (
     EngineStatus,
     OutputStream,
     Submission,
+    render_chat,
+    template_text,
 )
 from .remote_stream import (
     EngineProtocolError,
@@ -139,10 +141,12 @@ class RemoteEngineClient(EngineClient):
         *,
         model: str | os.PathLike | None = None,
         config: RemoteEngineConfig | None = None,
+        chat_template: str | None = None,
     ) -> RemoteEngineClient:
         """Read the engine's `/model_info` and `/server_info` and load its tokenizer, unless
         given (an object, or a path for `load_tokenizer`): the engine's `tokenizer_path` if it
-        exists here, else `model` (a local GGUF file or HF dir), else that path as a hub id."""
+        exists here, else `model` (a local GGUF file or HF dir), else that path as a hub id.
+        `chat_template` (a Jinja file or text) replaces the tokenizer's."""
         config = config or RemoteEngineConfig()
         url = url.rstrip("/")
         http = _http_client(url, config)
@@ -154,15 +158,21 @@ class RemoteEngineClient(EngineClient):
                 tokenizer = await asyncio.to_thread(
                     _find_tokenizer, url, tokenizer, model_info, model
                 )
+            if chat_template is not None:
+                tokenizer.chat_template = read_chat_template(chat_template)
         except BaseException:
             await http.aclose()
             raise
         return cls(url, tokenizer, info, config, server_info=server_info, http=http)
 
-    def render_chat(self, messages: list[dict[str, Any]]) -> str:
-        return self.tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=True
-        )
+    def render_chat(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
+    ) -> str:
+        return render_chat(self.tokenizer, messages, tools)
+
+    @property
+    def chat_template(self) -> str | None:
+        return template_text(self.tokenizer)
 
     async def encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False)

@@ -11,6 +11,7 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 @dataclass(frozen=True)
 class EngineConfig:
     model: str | None = None  # GGUF file or HF dir; None = the bundled SmolLM2-135M-Instruct
+    chat_template: str | None = None  # replaces the model's: a Jinja file or the template text
     device: str = "cpu"  # a torch device: "cpu", "cuda", "cuda:1", ...
     # "auto": on CPU a GGUF's quantised weights stay as blocks (the rest fp32), else float32;
     # "float32" / "bfloat16" / "float16" expand every weight to that type. bf16 matmul is

@@ -28,6 +28,7 @@ from .radix_cache import RadixCache
 from .request import FinishKind, FinishReason, Request, RequestOutput, RequestStatus
 from .sampling_params import SamplingParams
 from .scheduler import Scheduler
+from .tokenizer import read_chat_template
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,8 @@ class Engine:
             device=config.device,
         )
         self.tokenizer = self.loaded.tokenizer
+        if config.chat_template is not None:
+            self.tokenizer.chat_template = read_chat_template(config.chat_template)
         mcfg = self.loaded.config
         self.max_context_len = min(
             config.max_context_len or mcfg.max_position_embeddings, mcfg.max_position_embeddings

@@ -9,8 +9,6 @@ alone. Once the grammar is complete only the model's end-of-sequence tokens rema
 
 from __future__ import annotations
 
-import functools
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +16,7 @@ from typing import Any
 import torch
 
 from .errors import InvalidRequestError
+from .grammar_text import xgrammar_message
 from .sampling_params import ConstraintKind, SamplingParams
 
 try:
@@ -27,46 +26,6 @@ except ImportError:  # an install without the server's dependencies: refused per
 
 # Compiled grammars kept per engine (xgrammar evicts the least recently used past this).
 CACHE_BYTES = 64 << 20
-# xgrammar's messages start with where in its C++ sources they were raised.
-_SOURCE_PREFIX = re.compile(r"^\[[\d:]+\] \S+:\d+: (Check failed: .*? is false: )?")
-
-
-def _message(err: RuntimeError) -> str:
-    return _SOURCE_PREFIX.sub("", str(err).strip())
-
-
-@functools.lru_cache(maxsize=256)
-def compact_json_grammar(schema: str) -> str:
-    """An EBNF grammar of the JSON texts that follow `schema`, laid out as `json.dumps` writes
-    them (", " and ": ", no other whitespace), so a model cannot spend tokens on layout.
-    A schema xgrammar cannot take raises InvalidRequestError."""
-    if xgr is None:
-        raise InvalidRequestError("constrained decoding needs the xgrammar package")
-    try:
-        return str(xgr.Grammar.from_json_schema(schema, any_whitespace=False))
-    except RuntimeError as e:
-        raise InvalidRequestError(f"invalid JSON schema: {_message(e)}") from None
-
-
-def check_constraint(sampling: SamplingParams) -> None:
-    """Raises InvalidRequestError when the request's constraint does not parse (a schema,
-    regex or grammar xgrammar cannot take); checked without a tokenizer, so a front server
-    can refuse it before any engine sees it."""
-    constraint = sampling.constraint
-    if constraint is None:
-        return
-    if xgr is None:
-        raise InvalidRequestError("constrained decoding needs the xgrammar package")
-    kind, text = constraint
-    try:
-        if kind is ConstraintKind.JSON_SCHEMA:
-            xgr.Grammar.from_json_schema(text)
-        elif kind is ConstraintKind.REGEX:
-            xgr.Grammar.from_regex(text)
-        else:
-            xgr.Grammar.from_ebnf(text)
-    except RuntimeError as e:
-        raise InvalidRequestError(f"invalid {kind.value}: {_message(e)}") from None
 
 
 @dataclass(eq=False)
@@ -119,7 +78,7 @@ class Grammars:
             else:
                 grammar = self.compiler.compile_grammar(text)
         except RuntimeError as e:
-            raise InvalidRequestError(f"invalid {kind.value}: {_message(e)}") from None
+            raise InvalidRequestError(f"invalid {kind.value}: {xgrammar_message(e)}") from None
         state = GrammarState(xgr.GrammarMatcher(grammar), self)
         for i, token in enumerate(done):
             if not state.accept(token):

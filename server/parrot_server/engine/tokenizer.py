@@ -19,6 +19,16 @@ class TokenizerNotFoundError(EngineError):
     `--tokenizer`). The cause is transformers' own exception."""
 
 
+def read_chat_template(value: str) -> str:
+    """`--chat-template`: a Jinja file's text, or the template itself when it is one."""
+    path = Path(value).expanduser()
+    if path.is_file():
+        return path.read_text()
+    if "{%" in value or "{{" in value:
+        return value
+    raise EngineError(f"--chat-template {value!r}: no such file, and not a Jinja template")
+
+
 def load_hf_tokenizer(path: str | os.PathLike) -> Any:
     """The tokenizer of an HF-format directory, or of an HF hub id already in the local HF
     cache. The generic fast class is loaded directly (no torch, and no resolution through

@@ -8,12 +8,14 @@ output, streamed or whole, into text and calls.
 from __future__ import annotations
 
 import abc
+import json
 import re
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from parrot_integrations.protocol.openai import ChatCompletionRequest
-from parrot_integrations.protocol.openai_tools import ToolCall
+from parrot_integrations.protocol.openai_tools import FunctionCall, ToolCall
 
 
 @dataclass(frozen=True)
@@ -56,18 +58,44 @@ class PlainText(OutputParser):
         return []
 
 
+@dataclass(frozen=True)
+class ChatPrompt:
+    """What the model's chat template renders: the turns, and the tools when the template
+    takes them itself."""
+
+    messages: list[dict[str, Any]]
+    tools: list[dict[str, Any]] | None = None
+
+
 class ToolFormat(abc.ABC):
     @abc.abstractmethod
-    def turns(self, req: ChatCompletionRequest) -> list[dict[str, str]]:
-        """The request's messages, tools included, as chat-template turns."""
+    def prompt(self, req: ChatCompletionRequest) -> ChatPrompt:
+        """The request's messages (calls and results included) and tools, for the template."""
 
     @abc.abstractmethod
-    def output_schema(self, req: ChatCompletionRequest) -> str | None:
-        """The JSON schema the answer follows when tools are offered (None: no tools)."""
+    def output_grammar(self, req: ChatCompletionRequest) -> str | None:
+        """The EBNF grammar the answer follows when tools are offered (None: free text).
+        A tool schema that cannot be compiled raises InvalidRequestError."""
 
     @abc.abstractmethod
     def parser(self, req: ChatCompletionRequest) -> OutputParser:
         """A reader for one answer to `req`."""
+
+
+class CallCollector:
+    """Numbers an answer's calls and gives each an id; a call repeated verbatim (a small model
+    may loop) is made once."""
+
+    def __init__(self) -> None:
+        self.seen: set[tuple[str, str]] = set()
+
+    def piece(self, name: str, arguments: Any) -> CallPiece | None:
+        text = clean(json.dumps(arguments, ensure_ascii=False))
+        if (name, text) in self.seen:
+            return None
+        call = ToolCall(id=new_call_id(), function=FunctionCall(name=name, arguments=text))
+        self.seen.add((name, text))
+        return CallPiece(len(self.seen) - 1, call)
 
 
 def new_call_id() -> str:

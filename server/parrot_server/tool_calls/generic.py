@@ -20,17 +20,18 @@ import re
 from typing import Any
 
 from parrot_integrations.protocol.openai import ChatCompletionRequest, ChatMessage
-from parrot_integrations.protocol.openai_tools import FunctionCall, ToolCall, ToolUse
+from parrot_integrations.protocol.openai_tools import ToolCall, ToolUse
 
+from ..engine.grammar_text import compact_json_grammar
 from .format import (
-    CallPiece,
+    CallCollector,
+    ChatPrompt,
     OutputParser,
     Piece,
     PlainText,
     TextPiece,
     ToolFormat,
     clean,
-    new_call_id,
 )
 
 CALLS, ANSWER = "tool_calls", "response"
@@ -40,6 +41,13 @@ RESULTS_NEXT = 'Reply {"response": ...} with the answer if these results are eno
 
 
 class GenericJsonTools(ToolFormat):
+    def prompt(self, req: ChatCompletionRequest) -> ChatPrompt:
+        return ChatPrompt(self.turns(req))
+
+    def output_grammar(self, req: ChatCompletionRequest) -> str | None:
+        schema = self.output_schema(req)
+        return None if schema is None else compact_json_grammar(schema)
+
     def turns(self, req: ChatCompletionRequest) -> list[dict[str, str]]:
         use = req.tool_use
         names = {c.id: c.function.name for m in req.messages for c in m.tool_calls or ()}
@@ -179,7 +187,7 @@ class _JsonReplyParser(OutputParser):
         self.shown = ""  # a string answer decoded so far
         self.opened = False  # the calls' array started
         self.closed = False  # ... and ended
-        self.calls: set[tuple[str, str]] = set()  # (name, arguments) of those passed on
+        self.calls = CallCollector()
         self.decoder = json.JSONDecoder()
 
     def feed(self, text: str) -> list[Piece]:
@@ -230,14 +238,9 @@ class _JsonReplyParser(OutputParser):
                 obj, self.pos = self.decoder.raw_decode(self.text, i)
             except ValueError:  # not complete yet
                 break
-            arguments = clean(json.dumps(obj["arguments"], ensure_ascii=False))
-            if (obj["name"], arguments) in self.calls:
-                continue  # a small model may repeat a call verbatim: it is made once
-            call = ToolCall(
-                id=new_call_id(), function=FunctionCall(name=obj["name"], arguments=arguments)
-            )
-            pieces.append(CallPiece(len(self.calls), call))
-            self.calls.add((obj["name"], arguments))
+            piece = self.calls.piece(obj["name"], obj["arguments"])
+            if piece is not None:
+                pieces.append(piece)
         return pieces
 
 
