@@ -1,15 +1,19 @@
-"""`EnginePool` in process over a real `parrot engine` subprocess: when no engine is left, a
+"""`EnginePool` in process over real `parrot engine` subprocesses: when no engine is left, a
 request fails with a clear error after `failover_wait` instead of waiting forever; an abort
-through the pool stops the request on its engine."""
+through the pool stops the request on its engine; a constrained request whose engine dies
+resumes on the other under its grammar."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import time
 from functools import partial
 
+import httpx
+import jsonschema
 import pytest
 
 from parrot_server.core.engine_pool import EnginePool, PoolConfig
@@ -81,5 +85,44 @@ async def test_abort_through_the_pool_stops_the_request(parrot_process):
             await asyncio.sleep(0.25)
         assert (await pool.load()).running_requests == 0
         assert not await pool.abort("stop-me")  # gone
+    finally:
+        await pool.shutdown()
+
+
+RECORDS = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "properties": {"id": {"type": "integer"}, "name": {"enum": ["ann", "bob", "cy"]}},
+        "required": ["id", "name"],
+        "additionalProperties": False,
+    },
+    "minItems": 12,
+    "maxItems": 12,
+}
+
+
+async def test_a_constrained_request_resumes_on_another_engine_under_its_grammar(
+    parrot_process,
+):
+    engines = [_engine(parrot_process, f"grammar{i}") for i in range(2)]
+    sampling = SamplingParams(max_new_tokens=300, temperature=0, json_schema=json.dumps(RECORDS))
+    prompt = "List twelve people as JSON records:"
+    pool = await _pool(*(e.url for e in engines))
+    try:
+        whole = "".join([o.new_text async for o in await pool.submit(prompt, sampling)])
+        jsonschema.validate(json.loads(whole), RECORDS)
+        stream = await pool.submit(prompt, sampling, rid="moved")
+        text, killed = "", None
+        async for out in stream:
+            text += out.new_text
+            if killed is None and len(text) > 20:  # mid-output: kill the engine running it
+                for e in engines:
+                    if httpx.get(f"{e.url}/get_load", timeout=5).json()[0]["num_reqs"]:
+                        os.kill(e.proc.pid, signal.SIGKILL)
+                        killed = e
+        assert killed is not None
+        # Resumed from the committed tokens, the grammar advanced over them: the same output.
+        assert text == whole
     finally:
         await pool.shutdown()

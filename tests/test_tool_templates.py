@@ -45,9 +45,10 @@ TIME = {
 SCHEMAS = {t["function"]["name"]: t["function"]["parameters"] for t in (WEATHER, TIME)}
 
 
-def test_the_syntax_is_found_in_the_template(loaded_model):
-    assert syntax_of(loaded_model.chat_template) is None  # SmolLM2: no tools
-    assert isinstance(tool_format(loaded_model.chat_template), GenericJsonTools)
+def test_the_syntax_is_found_in_the_template():
+    chatml = "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}{% endfor %}"
+    assert syntax_of(chatml) is None and syntax_of(None) is None  # SmolLM2's kind: no tools
+    assert isinstance(tool_format(chatml), GenericJsonTools)
     assert syntax_of(HERMES_TEMPLATE.read_text()) is HERMES
     llama = '{% if tools %}{"name": ..., "parameters": ...}<|python_tag|>{% endif %}<|eot_id|>'
     assert syntax_of(llama) is LLAMA

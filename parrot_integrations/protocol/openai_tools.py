@@ -8,7 +8,12 @@ answer (or a history message) carries, and their streamed deltas.
   one). Naming a function that is not in `tools` is a 400.
 - `parallel_tool_calls` (default true): an answer may call several tools at once (up to 8;
   a call repeated with the same arguments is made once); false: at most one.
-- The arguments of every call follow its tool's schema: the output is constrained to it.
+- The arguments of every call follow its tool's schema: the output is constrained to it. A
+  model whose chat template renders tools in a known syntax (Hermes/Qwen `<tool_call>`, Llama
+  3.1 JSON) writes calls in that syntax; for any other the tools are described in the system
+  turn and the answer is a JSON object `{"tool_calls": [...]}` or `{"response": ...}`
+  (server/parrot_server/tool_calls/). `response_format` with tools: the answer follows it when
+  the model does not call a tool (the generic format only; a 400 for the others).
 """
 
 from __future__ import annotations
