@@ -21,14 +21,11 @@ import argparse
 import asyncio
 import os
 import random
-import socket
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 
 import httpx
+from processes import parrot_serve
 
 POLICIES = ["app-aware", "round-robin", "least-loaded"]
 FACTS = [
@@ -96,52 +93,19 @@ async def run_workload(url: str, work, max_tokens: int, sessions: list[str]) -> 
     }
 
 
-def start_server(policy: str, kv_tokens: int) -> tuple[subprocess.Popen, str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cmd = [
-        sys.executable, "-m", "parrot_server.cli", "serve", "--port", str(port), "--engines", "2",
-        "--placement", policy, "--kv-pool-tokens", str(kv_tokens), "--max-context-len", "2048",
-        "--log-level", "warning",
-    ]  # fmt: skip
-    with tempfile.NamedTemporaryFile("w", suffix=".log", delete=False) as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)  # keeps its own fd
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            sys.exit(f"parrot serve exited; log in {out.name}")
-        try:
-            h = httpx.get(url + "/health", timeout=2).json()
-            if sum(e["healthy"] for e in h["engines"]) == 2:
-                return proc, url
-        except (httpx.HTTPError, ValueError, KeyError):
-            pass
-        time.sleep(0.5)
-    proc.kill()
-    sys.exit(f"parrot serve not healthy in 300 s; log in {out.name}")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-
-
 def measure(policy: str, rate: float, args) -> dict:
-    proc, url = start_server(policy, args.kv_pool_tokens)
-    try:
+    flags = [
+        "--engines", "2", "--placement", policy, "--kv-pool-tokens", str(args.kv_pool_tokens),
+        "--max-context-len", "2048", "--log-level", "warning",
+    ]  # fmt: skip
+    with parrot_serve(*flags, engines=2) as server:
+        url = server.url
         sessions = [
             httpx.post(url + "/api/v1/sessions", json={}).json()["session_id"]
             for _ in range(args.apps)
         ]
         work = workload(args.apps, args.requests, rate, args.prompt_words)
         return asyncio.run(run_workload(url, work, args.max_tokens, sessions))
-    finally:
-        stop(proc)
 
 
 def main() -> None:

@@ -18,16 +18,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 import uuid
 from functools import partial
 
 import httpx
+from processes import parrot_serve
 
 API = "/api/v1"
 
@@ -188,37 +185,6 @@ async def measure(url: str, args) -> dict[str, list[float]]:
     return times
 
 
-def start_server() -> tuple[subprocess.Popen, str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log = os.path.join(tempfile.gettempdir(), f"parrot-bench-{port}.log")
-    cmd = [
-        sys.executable,
-        "-m",
-        "parrot_server.cli",
-        "serve",
-        "--port",
-        str(port),
-        "--log-level",
-        "warning",
-    ]
-    with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + "/health", timeout=2).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            time.sleep(0.5)
-        if proc.poll() is not None:
-            break
-    proc.kill()
-    raise SystemExit(f"parrot serve did not start; log: {log}")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -233,16 +199,11 @@ def main() -> None:
     args = ap.parse_args()
     args.max_tokens = args.max_tokens or (12 if args.quick else 32)
     args.reps = args.reps or (3 if args.quick else 5)
-    proc = None
-    url = args.url
-    if url is None:
-        proc, url = start_server()
-    try:
-        times = asyncio.run(measure(url, args))
-    finally:
-        if proc is not None:
-            proc.terminate()
-            proc.wait(30)
+    if args.url is not None:
+        times = asyncio.run(measure(args.url, args))
+    else:
+        with parrot_serve("--log-level", "warning") as server:
+            times = asyncio.run(measure(server.url, args))
     med = {k: statistics.median(v) for k, v in times.items()}
     print(f"rtt {args.rtt_ms:.0f} ms, {args.max_tokens} tokens per call, median of {args.reps}")
     for app in ("chain", "map-reduce"):

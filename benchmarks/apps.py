@@ -1,0 +1,245 @@
+"""LLM apps end to end, side by side: the same LangChain apps through three stacks in one run.
+
+- `llama.cpp`: `ChatOpenAI` against llama.cpp's `llama-server` (16 slots) on the same GGUF,
+  the peer a CPU user would pick (built by `llama_server.py`; its column is skipped when the
+  binary is not there);
+- `parrot /v1`: the same `ChatOpenAI` code against Parrot's OpenAI-compatible API (drop-in);
+- `parrot`: the app written for Parrot: `ChatParrot`, chains shipped (`ship`) as native
+  programs, latency/throughput criteria given.
+
+Apps (`app_shapes.py`): a summary chain, a map-reduce, a fan-out of agents over one shared
+long context then a merge, chat turns beside a background map-reduce, and requests of several
+apps with long system prompts arriving as a Poisson process at a sweep of rates (per-token
+latency percentiles; `--plot` draws them). Every cache is flushed before each run; greedy
+decoding, so the two Parrot stacks must give the same outputs (checked). Wall times are medians
+over `--reps`; a ratio is the best other stack's time over Parrot's.
+
+    python benchmarks/apps.py --quick                  # a few minutes
+    python benchmarks/apps.py --plot apps.png          # the full run
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import llama_server
+from app_shapes import (
+    CHAT_QUESTIONS,
+    Scale,
+    corpus,
+    fan_out,
+    map_inputs,
+    map_reduce,
+    summary_chain,
+    words,
+)
+from langchain_core.language_models import BaseChatModel
+from langchain_core.runnables import Runnable
+from processes import Server, parrot_serve
+
+from parrot_integrations.langchain import ChatParrot, ship
+from parrot_server.engine.model.loader import default_model_path
+
+SLOTS = 16  # llama-server's parallel sequences; Parrot batches up to its own limit
+CONTEXT = 2048
+
+
+@dataclass
+class Stack:
+    name: str
+    server: Server
+    native: bool  # the app written for Parrot: chains shipped, criteria given
+
+    def llm(self, max_tokens: int, criteria: str | None = None) -> BaseChatModel:
+        if self.native:
+            return ChatParrot(
+                base_url=self.server.url, temperature=0, max_tokens=max_tokens, criteria=criteria
+            )
+        from langchain_openai import ChatOpenAI
+
+        return ChatOpenAI(
+            base_url=f"{self.server.url}/v1", api_key="unused", model="default",
+            temperature=0, max_tokens=max_tokens, max_retries=0, timeout=600,
+        )  # fmt: skip
+
+    def run(self, chain: Runnable) -> Runnable:
+        return ship(chain) if self.native else chain
+
+    def flush(self) -> None:
+        """Every prompt cache emptied, so each run starts cold."""
+        if self.server.name == "llama-server":
+            for slot in range(SLOTS):
+                httpx.post(f"{self.server.url}/slots/{slot}?action=erase", timeout=30)
+        else:
+            httpx.post(f"{self.server.url}/flush_cache", timeout=30).raise_for_status()
+
+
+# -- one run of each app -------------------------------------------------------------------------
+def run_chain(stack: Stack, scale: Scale) -> tuple[float, Any]:
+    chain = stack.run(summary_chain(stack.llm(scale.max_tokens), scale.chain_steps))
+    text = words(corpus(), 150)
+    return timed(lambda: chain.invoke({"text": text}))
+
+
+def run_map_reduce(stack: Stack, scale: Scale) -> tuple[float, Any]:
+    chain = stack.run(map_reduce(stack.llm(scale.max_tokens, "throughput"), scale.maps))
+    inputs = map_inputs(scale.maps, scale.map_words)
+    return timed(lambda: chain.invoke(inputs))
+
+
+def run_fan_out(stack: Stack, scale: Scale) -> tuple[float, Any]:
+    chain = stack.run(fan_out(stack.llm(scale.max_tokens), scale.agents))
+    context = words(corpus(), scale.context_words)
+    return timed(lambda: chain.invoke({"context": context}))
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    start = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - start, out
+
+
+async def chat_beside_map_reduce(stack: Stack, scale: Scale) -> dict[str, float]:
+    """Chat turns one after another while a map-reduce runs: chat latency and the MR's time."""
+    chat = stack.llm(scale.max_tokens, "latency")
+    background = stack.run(map_reduce(stack.llm(scale.max_tokens, "throughput"), scale.maps))
+    start = time.perf_counter()
+    job = asyncio.ensure_future(background.ainvoke(map_inputs(scale.maps, scale.map_words)))
+    await asyncio.sleep(0.5)  # the map-reduce is queued first
+    turns = []
+    for q in CHAT_QUESTIONS[: scale.chat_turns]:
+        t = time.perf_counter()
+        await chat.ainvoke(q)
+        turns.append(time.perf_counter() - t)
+    await job
+    return {
+        "chat p50": statistics.median(turns),
+        "chat worst": max(turns),
+        "map-reduce": time.perf_counter() - start,
+    }
+
+
+async def poisson(stack: Stack, scale: Scale, rate: float, requests: int) -> list[float]:
+    """Requests of 4 apps (each a long system prompt of its own) arriving at `rate` per second:
+    each one's latency per generated token."""
+    text = corpus()
+    systems = [
+        f"You answer for app {a}. Background:\n" + words(text, 400, a * 400) for a in range(4)
+    ]
+    llm = stack.llm(scale.max_tokens)
+    rng = random.Random(0)
+    at, plan = 0.0, []
+    for i in range(requests):
+        at += rng.expovariate(rate)
+        plan.append((at, systems[i % 4], CHAT_QUESTIONS[i % len(CHAT_QUESTIONS)]))
+    start = time.perf_counter()
+
+    async def one(when: float, system: str, question: str) -> float:
+        await asyncio.sleep(max(0.0, when - (time.perf_counter() - start)))
+        t = time.perf_counter()
+        msg = await llm.ainvoke([("system", system), ("human", question)])
+        tokens = (msg.usage_metadata or {}).get("output_tokens") or 1
+        return (time.perf_counter() - t) / tokens
+
+    return await asyncio.gather(*(one(*p) for p in plan))
+
+
+# -- the run ------------------------------------------------------------------------------------
+APPS = {"chain": run_chain, "map-reduce": run_map_reduce, "fan-out": run_fan_out}
+
+
+def start_stacks(args) -> list[Stack]:
+    stacks = []
+    model = default_model_path()
+    if llama_server.available():
+        peer = llama_server.llama_server(model, slots=SLOTS, context=CONTEXT)
+        stacks.append(Stack("llama.cpp", peer, native=False))
+    else:
+        print(f"llama-server not built ({llama_server.binary()}): its column is skipped")
+    parrot = parrot_serve("--max-context-len", str(CONTEXT), "--log-level", "warning")
+    stacks += [Stack("parrot /v1", parrot, native=False), Stack("parrot", parrot, native=True)]
+    return stacks
+
+
+def ratio(times: dict[str, float]) -> str:
+    others = [v for k, v in times.items() if k != "parrot"]
+    return f"{min(others) / times['parrot']:.2f}x" if others and "parrot" in times else "-"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="small apps, one repetition")
+    ap.add_argument("--reps", type=int, default=None, help="repetitions per app (median)")
+    ap.add_argument("--rates", type=float, nargs="*", default=None, help="requests per second")
+    ap.add_argument("--requests", type=int, default=None, help="requests per rate")
+    ap.add_argument("--plot", default=None, help="write the latency-vs-rate plot to this PNG")
+    args = ap.parse_args()
+    scale = Scale.quick() if args.quick else Scale()
+    reps = args.reps or (1 if args.quick else 3)
+    rates = args.rates or ([0.5, 1.0] if args.quick else [0.25, 0.5, 1.0, 2.0])
+    requests = args.requests or (8 if args.quick else 24)
+    stacks = start_stacks(args)
+    try:
+        report(stacks, scale, reps, rates, requests, args.plot)
+    finally:
+        for server in {id(s.server): s.server for s in stacks}.values():
+            server.stop()
+
+
+def report(stacks: list[Stack], scale: Scale, reps: int, rates, requests: int, plot) -> None:
+    # One loop for every async part: ChatOpenAI's HTTP client outlives a loop of its own.
+    loop = asyncio.new_event_loop()
+    print(f"stacks: {', '.join(s.name for s in stacks)}; {scale}; median of {reps}")
+    for app, run in APPS.items():
+        times, outputs = {}, {}
+        for stack in stacks:
+            runs = []
+            for _ in range(reps):
+                stack.flush()
+                seconds, outputs[stack.name] = run(stack, scale)
+                runs.append(seconds)
+            times[stack.name] = statistics.median(runs)
+        same = outputs.get("parrot") == outputs.get("parrot /v1")
+        cells = "  ".join(f"{k} {v:6.2f} s" for k, v in times.items())
+        print(f"{app:12s} {cells}  ratio {ratio(times)}  parrot outputs equal: {same}")
+    for stack in stacks:
+        stack.flush()
+        m = loop.run_until_complete(chat_beside_map_reduce(stack, scale))
+        print(f"chat+MR      {stack.name:10s} " + "  ".join(f"{k} {v:.2f} s" for k, v in m.items()))
+    curves: dict[str, list[float]] = {}
+    for rate in rates:
+        for stack in stacks:
+            stack.flush()
+            lat = sorted(loop.run_until_complete(poisson(stack, scale, rate, requests)))
+            p = [lat[int(q * (len(lat) - 1))] for q in (0.5, 0.9, 0.99)]
+            curves.setdefault(stack.name, []).append(p[0])
+            print(
+                f"rate {rate:4.2f}/s  {stack.name:10s} s/token p50 {p[0]:.3f} p90 {p[1]:.3f} "
+                f"p99 {p[2]:.3f}"
+            )
+    if plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        for name, ys in curves.items():
+            plt.plot(rates, ys, marker="o", label=name)
+        plt.xlabel("requests per second")
+        plt.ylabel("median latency per output token (s)")
+        plt.legend()
+        plt.title("Apps with long system prompts, Poisson arrivals")
+        plt.savefig(plot, dpi=120)
+        print(f"plot: {plot}")
+
+
+if __name__ == "__main__":
+    main()
