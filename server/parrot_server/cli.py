@@ -269,7 +269,7 @@ def _engine(args: argparse.Namespace):
         num_threads=args.threads,
     )
     try:
-        return AsyncEngine(Engine(config))
+        return AsyncEngine(lambda: Engine(config))
     except (ModelLoadError, EngineError) as exc:
         print(f"parrot: {exc}", file=sys.stderr)
         return None

@@ -23,15 +23,33 @@ T = TypeVar("T")
 
 
 class AsyncEngine:
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    def __init__(self, make: Callable[[], Engine]) -> None:
+        """Starts the worker thread, which builds the engine with `make()` and then steps it;
+        returns once it is built (raising what `make` raised). Built there, not here: the
+        thread that steps the engine must be the one that ran its torch work at load, so that
+        OpenMP keeps a single team of threads spinning between steps; a second team, left on
+        the loading thread, makes every parallel region wait for sleeping threads to wake
+        (decoding about 2x slower on 2 cores)."""
         self._commands: queue.SimpleQueue[tuple[Callable[[], Any], concurrent.futures.Future]] = (
             queue.SimpleQueue()
         )
         self._wake = threading.Event()
         self._stopping = False
-        self._thread = threading.Thread(target=self._loop, name="parrot-engine", daemon=True)
+        built: concurrent.futures.Future[Engine] = concurrent.futures.Future()
+        self._thread = threading.Thread(
+            target=self._run, args=(make, built), name="parrot-engine", daemon=True
+        )
         self._thread.start()
+        self.engine = built.result()
+
+    def _run(self, make: Callable[[], Engine], built: concurrent.futures.Future) -> None:
+        try:
+            self.engine = make()
+        except BaseException as exc:
+            built.set_exception(exc)
+            return
+        built.set_result(self.engine)
+        self._loop()
 
     @property
     def tokenizer(self) -> Any:
