@@ -58,8 +58,8 @@ class Stack:
     server: Server
     native: bool  # the app written for Parrot: chains shipped, criteria given
     # How to empty its caches when no route does: llama-server keeps prompts in host memory
-    # too (--cache-ram), so it is started again (about a second for this model).
-    restart: Callable[[], Server] | None = None
+    # too (--cache-ram), so it is started again on the same port (about a second).
+    restart: Callable[[int], Server] | None = None
 
     def llm(self, max_tokens: int, criteria: str | None = None) -> BaseChatModel:
         if self.native:
@@ -79,29 +79,30 @@ class Stack:
     def flush(self) -> None:
         """Every prompt cache emptied, so each run starts cold."""
         if self.restart is not None:
+            port = int(self.server.url.rsplit(":", 1)[1])
             self.server.stop()
-            self.server = self.restart()
+            self.server = self.restart(port)
         else:
             httpx.post(f"{self.server.url}/flush_cache", timeout=30).raise_for_status()
 
 
-# -- one run of each app -------------------------------------------------------------------------
-def run_chain(stack: Stack, scale: Scale) -> tuple[float, Any]:
+# -- each app, built once per stack (as an app keeps its model), run many times --------------------
+def prepare_chain(stack: Stack, scale: Scale) -> Callable[[], Any]:
     chain = stack.run(summary_chain(stack.llm(scale.max_tokens), scale.chain_steps))
     text = words(corpus(), 150)
-    return timed(lambda: chain.invoke({"text": text}))
+    return lambda: chain.invoke({"text": text})
 
 
-def run_map_reduce(stack: Stack, scale: Scale) -> tuple[float, Any]:
+def prepare_map_reduce(stack: Stack, scale: Scale) -> Callable[[], Any]:
     chain = stack.run(map_reduce(stack.llm(scale.max_tokens, "throughput"), scale.maps))
     inputs = map_inputs(scale.maps, scale.map_words)
-    return timed(lambda: chain.invoke(inputs))
+    return lambda: chain.invoke(inputs)
 
 
-def run_fan_out(stack: Stack, scale: Scale) -> tuple[float, Any]:
+def prepare_fan_out(stack: Stack, scale: Scale) -> Callable[[], Any]:
     chain = stack.run(fan_out(stack.llm(scale.max_tokens), scale.agents))
     context = words(corpus(), scale.context_words)
-    return timed(lambda: chain.invoke({"context": context}))
+    return lambda: chain.invoke({"context": context})
 
 
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
@@ -166,7 +167,7 @@ async def poisson(stack: Stack, scale: Scale, rate: float, requests: int) -> lis
 
 
 # -- the run ------------------------------------------------------------------------------------
-APPS = {"chain": run_chain, "map-reduce": run_map_reduce, "fan-out": run_fan_out}
+APPS = {"chain": prepare_chain, "map-reduce": prepare_map_reduce, "fan-out": prepare_fan_out}
 
 
 def start_stacks(args) -> list[Stack]:
@@ -174,8 +175,8 @@ def start_stacks(args) -> list[Stack]:
     model = default_model_path()
     if llama_server.available():
 
-        def peer() -> Server:
-            return llama_server.llama_server(model, slots=SLOTS, context=CONTEXT)
+        def peer(port: int | None = None) -> Server:
+            return llama_server.llama_server(model, slots=SLOTS, context=CONTEXT, port=port)
 
         stacks.append(Stack("llama.cpp", peer(), native=False, restart=peer))
     else:
@@ -214,13 +215,13 @@ def report(stacks: list[Stack], scale: Scale, reps: int, rates, requests: int, p
     # One loop for every async part: ChatOpenAI's HTTP client outlives a loop of its own.
     loop = asyncio.new_event_loop()
     print(f"stacks: {', '.join(s.name for s in stacks)}; {scale}; median of {reps}")
-    for app, run in APPS.items():
+    for app, prepare in APPS.items():
         times, outputs = {}, {}
         for stack in stacks:
-            runs = []
+            go, runs = prepare(stack, scale), []
             for _ in range(reps):
                 stack.flush()
-                seconds, outputs[stack.name] = run(stack, scale)
+                seconds, outputs[stack.name] = timed(go)
                 runs.append(seconds)
             times[stack.name] = statistics.median(runs)
         same = outputs.get("parrot") == outputs.get("parrot /v1")

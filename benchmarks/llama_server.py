@@ -120,7 +120,13 @@ def build(jobs: int | None = None) -> Path:
 
 
 def llama_server(
-    model: Path, *, slots: int, context: int, threads: int | None = None, timeout: float = 300
+    model: Path,
+    *,
+    slots: int,
+    context: int,
+    threads: int | None = None,
+    timeout: float = 300,
+    port: int | None = None,
 ) -> Server:
     """`llama-server` on `model` with `slots` parallel sequences of `context` tokens each."""
 
@@ -131,7 +137,10 @@ def llama_server(
             "--threads", str(threads or os.cpu_count() or 1), "--no-webui",
         ]  # fmt: skip
 
-    return start("llama-server", command, lambda r: r.status_code == 200, timeout=timeout)
+    def ready(r: httpx.Response) -> bool:
+        return r.status_code == 200
+
+    return start("llama-server", command, ready, timeout=timeout, port=port)
 
 
 def main() -> None:

@@ -52,10 +52,12 @@ def start(
     ready: Callable[[httpx.Response], bool],
     path: str = "/health",
     timeout: float = 300,
+    port: int | None = None,
 ) -> Server:
-    """Runs `command(port)`; returns once GET `path` gives a response `ready` accepts. Exits
-    the benchmark, naming the log, if the process dies or is not ready within `timeout`."""
-    port = free_port()
+    """Runs `command(port)` (a free port unless given); returns once GET `path` gives a
+    response `ready` accepts. Exits the benchmark, naming the log, if the process dies or is
+    not ready within `timeout`."""
+    port = port or free_port()
     log = Path(tempfile.gettempdir()) / f"bench-{name}-{port}.log"
     with open(log, "w") as out:  # the process keeps its own descriptor
         proc = subprocess.Popen(command(port), stdout=out, stderr=subprocess.STDOUT)
