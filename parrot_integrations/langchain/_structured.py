@@ -23,6 +23,8 @@ from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_json_schema, convert_to_openai_tool
 from pydantic import BaseModel
 
+from ..protocol.openai_tools import named_choice
+
 ToolLike = dict[str, Any] | type | Callable | BaseTool
 StructuredMethod = Literal["json_schema", "function_calling", "json_mode"]
 
@@ -44,7 +46,7 @@ def tool_choice(choice: Any, names: list[str]) -> Any:
         return "none"
     if isinstance(choice, str):
         if choice in names:  # a tool may be called "auto": its name wins
-            return {"type": "function", "function": {"name": choice}}
+            return named_choice(choice)
         if choice in _MODES:
             return _MODES[choice]
         raise ValueError(f"tool_choice={choice!r} is none of the tools {names} nor a mode")

@@ -79,12 +79,12 @@ def answer_message(text: str, calls: list[ToolCall]) -> ChatMessage:
     """The assistant's answer: its text, then one `ToolCallBlock` per call."""
     blocks: list[Any] = [TextBlock(text=text)] if text or not calls else []
     for call in calls:
-        try:
-            kwargs: dict[str, Any] | str = json.loads(call.function.arguments)
-        except ValueError:
-            kwargs = call.function.arguments
         blocks.append(
-            ToolCallBlock(tool_call_id=call.id, tool_name=call.function.name, tool_kwargs=kwargs)
+            ToolCallBlock(
+                tool_call_id=call.id,
+                tool_name=call.function.name,
+                tool_kwargs=call.function.parsed_arguments,
+            )
         )
     return ChatMessage(role=MessageRole.ASSISTANT, blocks=blocks)
 

@@ -44,6 +44,7 @@ from ..protocol.openai import (
     Completion,
     CompletionRequest,
 )
+from ..protocol.openai_tools import named_choice
 from ._convert import (
     ChatStream,
     as_chat,
@@ -386,7 +387,7 @@ class Parrot(FunctionCallingLLM):
             return {"messages": messages, **kwargs}
         specs = [t.metadata.to_openai_tool(skip_length_check=True) for t in tools]
         if isinstance(tool_choice, str) and tool_choice not in ("auto", "none", "required"):
-            tool_choice = {"type": "function", "function": {"name": tool_choice}}
+            tool_choice = named_choice(tool_choice)
         return {
             "messages": messages,
             "tools": specs,

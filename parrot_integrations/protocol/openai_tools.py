@@ -18,6 +18,7 @@ answer (or a history message) carries, and their streamed deltas.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -62,9 +63,22 @@ class ToolUse:
     parallel: bool  # it may call several at once
 
 
+def named_choice(name: str) -> dict[str, Any]:
+    """The `tool_choice` that names one function, as sent on the wire."""
+    return {"type": "function", "function": {"name": name}}
+
+
 class FunctionCall(BaseModel):
     name: str
     arguments: str  # JSON text, as OpenAI sends it
+
+    @property
+    def parsed_arguments(self) -> Any:
+        """The arguments as a JSON value; their text as it is when it is not JSON."""
+        try:
+            return json.loads(self.arguments)
+        except ValueError:
+            return self.arguments
 
 
 class ToolCall(BaseModel):

@@ -20,7 +20,7 @@ import re
 from typing import Any
 
 from parrot_integrations.protocol.openai import ChatCompletionRequest, ChatMessage
-from parrot_integrations.protocol.openai_tools import ToolCall, ToolUse
+from parrot_integrations.protocol.openai_tools import ToolUse
 
 from ..engine.grammar_text import compact_json_grammar
 from .format import (
@@ -159,16 +159,12 @@ def _results_turn(results: list[str]) -> dict[str, str]:
 
 def _assistant_json(m: ChatMessage) -> str:
     if m.tool_calls:
-        calls = [{"name": c.function.name, "arguments": _arguments(c)} for c in m.tool_calls]
+        calls = [
+            {"name": c.function.name, "arguments": c.function.parsed_arguments}
+            for c in m.tool_calls
+        ]
         return json.dumps({CALLS: calls}, ensure_ascii=False)
     return json.dumps({ANSWER: m.text}, ensure_ascii=False)
-
-
-def _arguments(call: ToolCall) -> Any:
-    try:
-        return json.loads(call.function.arguments)
-    except ValueError:  # sent back as the client has it
-        return call.function.arguments
 
 
 _HEAD = re.compile(r'\s*\{\s*"(tool_calls|response)"\s*:\s*')

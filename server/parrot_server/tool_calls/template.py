@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from parrot_integrations.protocol.openai import ChatCompletionRequest, ChatMessage
+from parrot_integrations.protocol.openai_tools import named_choice
 
 from ..engine.errors import InvalidRequestError
 from ..engine.grammar_text import tool_call_grammar
@@ -77,7 +78,7 @@ class TemplateTools(ToolFormat):
         if not use.required:
             choice: Any = "auto"
         elif len(use.tools) == 1 and req.tool_choice not in (None, "required"):
-            choice = {"type": "function", "function": {"name": use.tools[0].function.name}}
+            choice = named_choice(use.tools[0].function.name)
         else:
             choice = "required"
         return tool_call_grammar(self.syntax.family, tools, choice, use.parallel)
@@ -96,20 +97,13 @@ def _hf_message(m: ChatMessage) -> dict[str, Any]:
             {
                 "id": c.id,
                 "type": "function",
-                "function": {"name": c.function.name, "arguments": _arguments(c.function)},
+                "function": {"name": c.function.name, "arguments": c.function.parsed_arguments},
             }
             for c in m.tool_calls
         ]
     if m.tool_call_id is not None:
         out["tool_call_id"] = m.tool_call_id
     return out
-
-
-def _arguments(function: Any) -> Any:
-    try:
-        return json.loads(function.arguments)
-    except ValueError:
-        return function.arguments
 
 
 _SPACE_END = re.compile(r"\s*\Z")
