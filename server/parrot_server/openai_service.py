@@ -10,6 +10,7 @@ request, so its KV is freed at once. The engine request id is the response id.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 import uuid
@@ -44,7 +45,7 @@ from .engine.errors import RequestAbortedError
 from .engine.request import FinishKind, RequestOutput
 from .engine.sampling_params import SamplingParams
 from .error_status import status_of
-from .tool_calls import tool_format
+from .tool_calls import ToolFormat, tool_format
 from .tool_calls.format import CallPiece, Piece, TextPiece
 
 if TYPE_CHECKING:
@@ -191,7 +192,12 @@ class OpenAIService:
         self.metrics = metrics
         self.sessions = sessions
         self.created = int(time.time())
-        self.tools = tool_format(engine.chat_template)
+
+    @functools.cached_property
+    def tools(self) -> ToolFormat:
+        """The model's tool format, chosen at the first chat request (a pool's engines may not
+        be connected when the service is built)."""
+        return tool_format(self.engine.chat_template)
 
     # -- models -------------------------------------------------------------------------------
     @property
