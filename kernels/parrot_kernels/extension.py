@@ -1,7 +1,8 @@
 """A torch C++ extension of ours, compiled on first use and then loaded from its cache.
 
 torch.utils.cpp_extension compiles it (a C++ compiler and ninja are needed) once per machine,
-torch and Python version, under TORCH_EXTENSIONS_DIR (default ~/.cache/torch_extensions).
+torch and Python version and checkout, under TORCH_EXTENSIONS_DIR (default
+~/.cache/torch_extensions).
 Nothing builds implicitly: `load()` builds or loads it now, `start()` in a background thread.
 Where it cannot be built, or with PARROT_CPU_EXTENSION=0, `load()` returns None and says why in
 `error`; callers then take their torch path.
@@ -10,6 +11,7 @@ Where it cannot be built, or with PARROT_CPU_EXTENSION=0, `load()` returns None 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import logging
 import os
 import sys
@@ -51,7 +53,10 @@ class CppExtension:
     def _build_dir(self) -> Path:
         root = os.environ.get("TORCH_EXTENSIONS_DIR") or Path.home() / ".cache" / "torch_extensions"
         tag = f"torch{torch.__version__}-py{sys.version_info.major}{sys.version_info.minor}"
-        path = Path(root) / f"{self.name}-{tag}".replace("+", "_")
+        # The build names its sources by absolute path: two checkouts sharing one build folder
+        # would rebuild it each time the other one loads.
+        where = hashlib.sha256(str(CSRC.resolve()).encode()).hexdigest()[:8]
+        path = Path(root) / f"{self.name}-{tag}-{where}".replace("+", "_")
         path.mkdir(parents=True, exist_ok=True)
         return path
 
