@@ -174,6 +174,13 @@ class AsyncEngine:
     async def abort(self, rid: str) -> bool:
         return await self.call(lambda: self.engine.abort(rid))
 
+    def abort_soon(self, rid: str) -> None:
+        """Queue an abort that nothing can call off: awaiting `abort` from a task being
+        cancelled would cancel the queued command with it, and the request would run on."""
+        if not self._stopping:
+            self._commands.put((lambda: self.engine.abort(rid), concurrent.futures.Future()))
+            self._wake.set()
+
     async def flush_cache(self) -> int:
         return await self.call(self.engine.flush_cache)
 
@@ -219,6 +226,6 @@ class RequestStream:
 
     async def aclose(self) -> None:
         """Abort the request if it is still running (the consumer went away)."""
-        if not self.finished and not self._engine._stopping:
+        if not self.finished:
             self.finished = True
-            await self._engine.abort(self.rid)
+            self._engine.abort_soon(self.rid)
