@@ -22,6 +22,14 @@ def choices_ebnf(choices: list[str] | tuple[str, ...]) -> str:
     return "root ::= " + " | ".join(json.dumps(c, ensure_ascii=False) for c in choices)
 
 
+# Bounds on what one request may ask for, whichever API it came through (generation itself
+# stops at the context window, whatever max_new_tokens says).
+MAX_NEW_TOKENS = 2**31 - 1
+MAX_STOPS = 16
+MAX_STOP_CHARS = 512
+MAX_STOP_TOKEN_IDS = 256
+
+
 @dataclass(frozen=True)
 class SamplingParams:
     max_new_tokens: int = 128
@@ -57,16 +65,23 @@ class SamplingParams:
         def bad(msg: str) -> InvalidRequestError:
             return InvalidRequestError(f"invalid sampling params: {msg}")
 
-        if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
-            raise bad(f"max_new_tokens must be an integer >= 1, got {self.max_new_tokens!r}")
+        n = self.max_new_tokens
+        if not isinstance(n, int) or not 1 <= n <= MAX_NEW_TOKENS:
+            raise bad(f"max_new_tokens must be an integer in [1, {MAX_NEW_TOKENS}], got {n!r}")
         if not self.temperature >= 0:  # also catches NaN
             raise bad(f"temperature must be >= 0, got {self.temperature!r}")
         if not 0 < self.top_p <= 1:
             raise bad(f"top_p must be in (0, 1], got {self.top_p!r}")
         if not isinstance(self.top_k, int) or (self.top_k < 1 and self.top_k != -1):
             raise bad(f"top_k must be -1 (off) or >= 1, got {self.top_k!r}")
-        if any(not isinstance(s, str) or not s for s in self.stop):
-            raise bad("stop strings must be non-empty strings")
+        if len(self.stop) > MAX_STOPS:
+            raise bad(f"at most {MAX_STOPS} stop strings, got {len(self.stop)}")
+        if any(not isinstance(s, str) or not 0 < len(s) <= MAX_STOP_CHARS for s in self.stop):
+            raise bad(f"stop strings must be non-empty strings of at most {MAX_STOP_CHARS} chars")
+        if len(self.stop_token_ids) > MAX_STOP_TOKEN_IDS:
+            raise bad(
+                f"at most {MAX_STOP_TOKEN_IDS} stop_token_ids, got {len(self.stop_token_ids)}"
+            )
         if any(not isinstance(t, int) or t < 0 for t in self.stop_token_ids):
             raise bad("stop_token_ids must be non-negative integers")
         given = [k for k in ConstraintKind if getattr(self, k.value) is not None]
