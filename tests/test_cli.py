@@ -90,7 +90,9 @@ def test_config_file_env_and_api_key(tmp_path):
         full = httpx.post(api, json={}, headers=auth)
         assert full.status_code == 429 and "at most 2 sessions" in full.json()["error"]["message"]
         assert httpx.get(url + "/v1/models").status_code == 401
-        assert httpx.get(url + "/metrics").status_code == 200  # probes stay open
+        assert httpx.get(url + "/health").status_code == 200  # the one public route
+        assert httpx.get(url + "/metrics").status_code == 401
+        assert httpx.get(url + "/metrics", headers=auth).status_code == 200  # also the operator
     finally:
         proc.terminate()
         # uvicorn shuts down gracefully, then re-raises SIGTERM: -15 is a clean exit here.

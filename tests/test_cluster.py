@@ -23,6 +23,10 @@ SYSTEM = (
 ) * 12  # ~500 tokens: long enough that where it is cached shows clearly
 
 
+ENGINE_KEY = "engine-key-for-tests-only"
+ENGINE_AUTH = {"Authorization": f"Bearer {ENGINE_KEY}"}
+
+
 def _health(url: str) -> dict:
     return httpx.get(f"{url}/health", timeout=5).json()
 
@@ -43,6 +47,8 @@ def cluster(parrot_process):
             "0.5",
             "--log-level",
             "warning",
+            "--engine-api-key",
+            ENGINE_KEY,
         ],  # fmt: skip
         "cluster",
     ).wait_healthy(240)  # healthy: one engine registered
@@ -65,7 +71,7 @@ def _children(pid: int) -> list[int]:
 
 
 def _engine_stats(engine_url: str) -> dict:
-    info = httpx.get(f"{engine_url}/server_info", timeout=5).json()
+    info = httpx.get(f"{engine_url}/server_info", headers=ENGINE_AUTH, timeout=5).json()
     return info["internal_states"][0]
 
 
@@ -75,6 +81,10 @@ def test_health_lists_both_engines(cluster):
     assert h["status"] == "ok"
     assert [e["healthy"] for e in h["engines"]] == [True, True]
     assert all(e["name"].startswith("http://127.0.0.1:") for e in h["engines"])
+    for e in h["engines"]:  # the engines the server starts answer only to their key
+        free = httpx.post(f"{e['name']}/generate", json={"text": "x"}, timeout=5)
+        assert free.status_code == 401
+        assert httpx.get(f"{e['name']}/get_load", headers=ENGINE_AUTH, timeout=5).status_code == 200
 
 
 def test_apps_sharing_a_system_prompt_land_on_the_engine_holding_it(cluster):
@@ -203,11 +213,14 @@ def test_unresponsive_engine_is_taken_out_and_comes_back(cluster):
 def test_serve_attaches_a_running_engine_by_url(parrot_process):
     """`parrot serve --engine-url URL`: no embedded engine; calls go to the attached engine."""
     engine = parrot_process(
-        ["engine", "--kv-pool-tokens", "4096", "--max-context-len", "2048"], "attached"
+        ["engine", "--kv-pool-tokens", "4096", "--max-context-len", "2048", "--api-key", ENGINE_KEY],
+        "attached",
     ).wait_healthy()
     front = parrot_process(
-        ["serve", "--engine-url", engine.url, "--health-interval", "0.5"], "front"
-    ).wait_healthy()
+        ["serve", "--engine-url", engine.url, "--health-interval", "0.5",
+         "--engine-api-key", ENGINE_KEY],
+        "front",
+    ).wait_healthy()  # fmt: skip
     h = _health(front.url)
     assert [(e["name"], e["healthy"]) for e in h["engines"]] == [(engine.url, True)]
     before = _engine_stats(engine.url)["generated_tokens_total"]

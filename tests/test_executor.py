@@ -10,6 +10,7 @@ import pytest
 from parrot_integrations.protocol.native import CallSpec, OutputBinding, Program, VariableCreate
 from parrot_server.core.engine_client import LocalEngineClient
 from parrot_server.core.serve_core import ServeCore
+from parrot_server.core.tenants import DEFAULT_TENANT
 from parrot_server.engine.async_engine import AsyncEngine
 from parrot_server.engine.config import EngineConfig
 from parrot_server.engine.engine import Engine
@@ -50,9 +51,9 @@ async def test_maps_of_a_task_group_share_engine_steps(service):
         calls=[map_call(k) for k in range(6)],
     )
     before = (await engine.stats()).steps_total
-    sid = service.create_session(None).session_id
-    await service.submit(sid, program)
-    states = [await service.get_variable(sid, f"s{k}", None, 60) for k in range(6)]
+    sid = service.create_session(DEFAULT_TENANT, None).session_id
+    await service.submit(DEFAULT_TENANT, sid, program)
+    states = [await service.get_variable(DEFAULT_TENANT, sid, f"s{k}", None, 60) for k in range(6)]
     assert all(s.status == "ready" for s in states)
     # Started together (one engine command), the six maps prefill in one step and decode in
     # lockstep: TOKENS steps in all. An executor that ran them one after another, or let the
@@ -64,14 +65,16 @@ async def test_latency_get_moves_queued_calls_first(service):
     """With one call in flight at a time, a LATENCY get on the last-submitted app makes it run
     before the earlier throughput app's calls."""
     service.core.executor.max_inflight = 1
-    sid = service.create_session(None).session_id
+    sid = service.create_session(DEFAULT_TENANT, None).session_id
     order: list[str] = []
     docs = [VariableCreate(id=f"doc{k}", value=f"item {k}") for k in range(4)]
-    await service.submit(sid, Program(variables=docs, calls=[map_call(k) for k in range(4)]))
+    await service.submit(
+        DEFAULT_TENANT, sid, Program(variables=docs, calls=[map_call(k) for k in range(4)])
+    )
     service._read_with(service.sessions.get(sid), "s3", "latency")  # what GET ?criteria= does
 
     async def watch(k: int) -> None:
-        await service.get_variable(sid, f"s{k}", None, 60)
+        await service.get_variable(DEFAULT_TENANT, sid, f"s{k}", None, 60)
         order.append(f"s{k}")
 
     await asyncio.gather(*(watch(k) for k in range(4)))
@@ -80,13 +83,13 @@ async def test_latency_get_moves_queued_calls_first(service):
 
 
 async def test_a_call_cancelled_before_its_task_ran_frees_its_slot(service):
-    sid = service.create_session(None).session_id
+    sid = service.create_session(DEFAULT_TENANT, None).session_id
     doc = [VariableCreate(id="doc0", value="x")]
-    await service.submit(sid, Program(variables=doc, calls=[map_call(0)]))
+    await service.submit(DEFAULT_TENANT, sid, Program(variables=doc, calls=[map_call(0)]))
     await asyncio.sleep(0)  # the pump has created the call's task; it has not run yet
     executor = service.executor
     assert executor.running == 1
-    service.close_session(sid)
+    service.close_session(DEFAULT_TENANT, sid)
     await asyncio.sleep(0.05)
     assert executor.running == 0  # the slot is free again
 
@@ -95,7 +98,7 @@ async def _finish_order(service, sid_vars: list[tuple[str, str]]) -> list[str]:
     order: list[str] = []
 
     async def watch(sid: str, var: str) -> None:
-        state = await service.get_variable(sid, var, None, 120)
+        state = await service.get_variable(DEFAULT_TENANT, sid, var, None, 120)
         assert state.status == "ready"
         order.append(var)
 
@@ -108,11 +111,13 @@ async def test_interleaved_apps_both_make_progress(service):
     round-robin behind A (A was served before B arrived) and runs right after A's next call,
     not after all of A's (FIFO would make it last)."""
     service.core.executor.max_inflight = 1
-    a = service.create_session(None).session_id
-    b = service.create_session(None).session_id
+    a = service.create_session(DEFAULT_TENANT, None).session_id
+    b = service.create_session(DEFAULT_TENANT, None).session_id
     docs = [VariableCreate(id=f"doc{k}", value=f"item {k}") for k in range(5)]
-    await service.submit(a, Program(variables=docs[:4], calls=[map_call(k) for k in range(4)]))
-    await service.submit(b, Program(variables=[docs[4]], calls=[map_call(4)]))
+    await service.submit(
+        DEFAULT_TENANT, a, Program(variables=docs[:4], calls=[map_call(k) for k in range(4)])
+    )
+    await service.submit(DEFAULT_TENANT, b, Program(variables=[docs[4]], calls=[map_call(4)]))
     order = await _finish_order(service, [(a, f"s{k}") for k in range(4)] + [(b, "s4")])
     assert order.index("s4") <= 2, order
 
@@ -121,7 +126,7 @@ async def test_deeper_calls_of_an_app_run_first(service):
     """A chain's second step (depth 1) runs before independent calls (depth 0) queued earlier:
     it brings its app closer to the end."""
     service.core.executor.max_inflight = 1
-    sid = service.create_session(None).session_id
+    sid = service.create_session(DEFAULT_TENANT, None).session_id
     docs = [VariableCreate(id=f"doc{k}", value=f"item {k}") for k in range(4)]
     step2 = CallSpec(
         id="step2",
@@ -132,6 +137,6 @@ async def test_deeper_calls_of_an_app_run_first(service):
         },
     )
     calls = [map_call(k) for k in range(4)] + [step2]
-    await service.submit(sid, Program(variables=docs, calls=calls))
+    await service.submit(DEFAULT_TENANT, sid, Program(variables=docs, calls=calls))
     order = await _finish_order(service, [(sid, v) for v in ("s0", "s1", "s2", "s3", "s0b")])
     assert order[:2] == ["s0", "s0b"], order

@@ -16,6 +16,8 @@ import sys
 import tomllib
 from typing import Any
 
+from .core.tenants import DEFAULT_PUBLIC_PATHS, KeyTable, TenantConfigError
+
 
 def _load_config(argv: list[str] | None) -> tuple[str | None, dict[str, Any]]:
     """The `--config` file (or PARROT_CONFIG), read before the real parser is built so its
@@ -69,10 +71,31 @@ class _Options:
         )
 
 
+def _add_access_args(_option: _Options) -> None:
+    _option(
+        "--api-key",
+        None,
+        "require `Authorization: Bearer <key>` on every route but the public ones; the key of "
+        "the default tenant, and the operator's when there is no --admin-key",
+    )
+    _option(
+        "--admin-key",
+        None,
+        "the operator's key: the only one that opens /flush_cache, /metrics, /server_info, "
+        "/get_load and aborts other tenants' requests",
+    )
+    _option(
+        "--public-paths",
+        ",".join(DEFAULT_PUBLIC_PATHS),
+        "comma-separated paths served without a key",
+    )
+
+
 def _add_engine_args(_option: _Options) -> None:
     from .engine.config import DTYPES, EngineConfig
 
     d = EngineConfig()
+    _add_access_args(_option)
     _option(
         "--model",
         None,
@@ -132,7 +155,18 @@ def _add_serve_args(_option: _Options) -> None:
     from .core.config import ServeConfig
 
     d = ServeConfig()
-    _option("--api-key", None, "require `Authorization: Bearer <key>` on /api and /v1")
+    _option(
+        "--tenants",
+        None,
+        "TOML file of tenants, each with its API keys, cache namespace and quotas "
+        "(docs/deploy.md); a tenant sees only its own sessions and cached prefixes",
+    )
+    _option(
+        "--engine-api-key",
+        None,
+        "the engines' key: sent to those attached with --engine-url (their --api-key), and "
+        "required by those --engines N starts (default: a random one)",
+    )
     _option("--max-sessions", d.max_sessions, "live sessions (then 429)", type=int)
     _option(
         "--session-ttl", d.session_ttl_seconds, "idle seconds before a session expires", type=float
@@ -248,6 +282,16 @@ def _log_setup(args: argparse.Namespace) -> None:
     logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
+def _keys(args: argparse.Namespace) -> KeyTable | None:
+    """The key table of the flags, or None (message printed) when it is unusable."""
+    paths = tuple(p.strip() for p in (args.public_paths or "").split(",") if p.strip())
+    try:
+        return KeyTable.build(args.api_key, args.admin_key, getattr(args, "tenants", None), paths)
+    except TenantConfigError as exc:
+        print(f"parrot: {exc}", file=sys.stderr)
+        return None
+
+
 def _engine(args: argparse.Namespace):
     """The embedded engine on its worker thread, or None (message printed) if loading fails."""
     from .engine.async_engine import AsyncEngine
@@ -286,7 +330,6 @@ def _serve(args: argparse.Namespace) -> int:
     _log_setup(args)
     try:
         config = ServeConfig(
-            api_key=args.api_key,
             max_sessions=args.max_sessions,
             session_ttl_seconds=args.session_ttl,
             max_session_ttl_seconds=args.max_session_ttl,
@@ -300,6 +343,9 @@ def _serve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"parrot: {exc}", file=sys.stderr)
         return 2
+    keys = _keys(args)
+    if keys is None:
+        return 2
     if args.engine_url is None:
         env_urls = os.environ.get("PARROT_ENGINE_URL", "")
         args.engine_url = [u for u in env_urls.split(",") if u.strip()]
@@ -310,12 +356,12 @@ def _serve(args: argparse.Namespace) -> int:
         from .cluster import build_pool
 
         pool, around = build_pool(args)
-        app = create_app(ServeCore(pool, config), around=around)
+        app = create_app(ServeCore(pool, config), around=around, keys=keys)
     else:
         engine = _engine(args)
         if engine is None:
             return 2
-        app = create_app(ServeCore(LocalEngineClient(engine), config), engine)
+        app = create_app(ServeCore(LocalEngineClient(engine), config), engine, keys=keys)
     uvicorn.run(
         app,
         host=args.host,
@@ -333,11 +379,14 @@ def _serve_engine(args: argparse.Namespace) -> int:
     from .http.app import create_engine_app
 
     _log_setup(args)
+    keys = _keys(args)
+    if keys is None:
+        return 2
     engine = _engine(args)
     if engine is None:
         return 2
     uvicorn.run(
-        create_engine_app(engine),
+        create_engine_app(engine, keys),
         host=args.host,
         port=args.port,
         log_level=args.log_level,

@@ -21,24 +21,27 @@ def build_pool(
     """The pool, and the context that owns the engine processes it drives (started before the
     ServeCore, stopped after it)."""
     procs = (
-        EngineProcesses(args.engines, engine_argv(args, args.engines), args.host)
+        EngineProcesses(
+            args.engines, engine_argv(args, args.engines), args.host, api_key=args.engine_api_key
+        )
         if args.engines > 1
         else None
     )
-    urls = (procs.urls if procs else []) + [u.rstrip("/") for u in args.engine_url]
-    tokenizer = args.tokenizer
+    keyed = [(url, procs.api_key) for url in procs.urls] if procs else []
+    keyed += [(u.rstrip("/"), args.engine_api_key) for u in args.engine_url]
     engines = [
         (
             url,
             partial(
                 RemoteEngineClient.connect,
                 url,
-                tokenizer=tokenizer,
+                tokenizer=args.tokenizer,
                 model=args.model,
                 chat_template=args.chat_template,
+                api_key=key,
             ),
         )
-        for url in urls
+        for url, key in keyed
     ]
     pool = EnginePool(
         engines,

@@ -14,9 +14,12 @@ import subprocess
 import sys
 import time
 
+from .core.tenants import new_key
+
 log = logging.getLogger(__name__)
 
 RESTART_BACKOFF_MAX = 30.0  # seconds between restarts of an engine that keeps dying
+_ACCESS_ENV = ("PARROT_API_KEY", "PARROT_ADMIN_KEY", "PARROT_PUBLIC_PATHS", "PARROT_TENANTS")
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -28,12 +31,18 @@ def free_port(host: str = "127.0.0.1") -> int:
 class EngineProcess:
     """One supervised `parrot engine` child on a fixed port."""
 
-    def __init__(self, index: int, host: str, port: int, engine_args: list[str]) -> None:
+    def __init__(
+        self, index: int, host: str, port: int, engine_args: list[str], api_key: str
+    ) -> None:
         self.index, self.host, self.port = index, host, port
         self.argv = [
             sys.executable, "-m", "parrot_server.cli", "engine",
             "--host", host, "--port", str(port), *engine_args,
         ]  # fmt: skip
+        # The key in the environment, not argv (which any local user can read); no config
+        # file or access setting of the front server's reaches the engine.
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith(_ACCESS_ENV)}
+        self.env |= {"PARROT_API_KEY": api_key, "PARROT_CONFIG": ""}
         self.proc: subprocess.Popen | None = None
         self.restarts = 0
         self._backoff = 1.0
@@ -45,7 +54,7 @@ class EngineProcess:
     def spawn(self) -> None:
         # Its own process group, so a terminal's Ctrl-C reaches only the ServeCore, which then
         # stops its engines in order.
-        self.proc = subprocess.Popen(self.argv, start_new_session=True)
+        self.proc = subprocess.Popen(self.argv, start_new_session=True, env=self.env)
         log.info("engine %d started: pid %d on %s", self.index, self.proc.pid, self.url)
 
     def exited(self) -> int | None:
@@ -64,12 +73,22 @@ class EngineProcess:
 
 class EngineProcesses:
     def __init__(
-        self, count: int, engine_args: list[str], host: str = "127.0.0.1", grace: float = 10.0
+        self,
+        count: int,
+        engine_args: list[str],
+        host: str = "127.0.0.1",
+        grace: float = 10.0,
+        api_key: str | None = None,
     ) -> None:
+        """`api_key`: what the engines require (a fresh random one by default: only this
+        server talks to them)."""
         if count < 1:
             raise ValueError(f"--engines must be >= 1, got {count}")
         self.grace = grace
-        self.procs = [EngineProcess(i, host, free_port(host), engine_args) for i in range(count)]
+        self.api_key = api_key or new_key()
+        self.procs = [
+            EngineProcess(i, host, free_port(host), engine_args, self.api_key) for i in range(count)
+        ]
         self._supervisor: asyncio.Task | None = None
         self._stopping = False
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from parrot_integrations.protocol.sglang import (
@@ -15,6 +15,7 @@ from parrot_integrations.protocol.sglang import (
     MetaInfo,
 )
 
+from .core.tenants import Principal, Slot, TenantLoad, cache_key
 from .engine.async_engine import AsyncEngine
 from .engine.errors import InvalidRequestError
 from .engine.request import RequestOutput
@@ -46,37 +47,64 @@ def to_sampling_params(req: GenerateRequest) -> SamplingParams:
 
 
 class EngineService:
-    def __init__(self, engine: AsyncEngine, model_name: str, model_path: str) -> None:
+    """`load`: the tenants' pending work (the ServeCore's, when the engine is embedded)."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        model_name: str,
+        model_path: str,
+        load: TenantLoad | None = None,
+    ) -> None:
         self.engine = engine
         self.model_name = model_name
         self.model_path = model_path
+        self.load = load or TenantLoad()
+        self._owners: dict[str, str] = {}  # rid -> tenant name, of requests sent here
 
-    async def _submit(self, req: GenerateRequest):
+    async def _submit(self, req: GenerateRequest, who: Principal):
         if req.return_logprob:
             raise InvalidRequestError("return_logprob is not supported by the embedded engine")
-        return await self.engine.submit(
-            req.input_ids if req.input_ids is not None else req.text,
-            to_sampling_params(req),
-            rid=req.rid,
-            namespace=req.extra_key,
-            priority=req.priority or 0,
-        )
+        slot = self.load.slot(who.tenant)
+        try:
+            stream = await self.engine.submit(
+                req.input_ids if req.input_ids is not None else req.text,
+                to_sampling_params(req),
+                rid=req.rid,
+                namespace=cache_key(who.tenant.cache_namespace, req.extra_key),
+                priority=req.priority or 0,
+            )
+        except BaseException:
+            slot.release()
+            raise
+        self._owners[stream.rid] = who.tenant.name
+        return stream, slot
 
-    async def generate(self, req: GenerateRequest) -> GenerateResponse:
+    def _done(self, rid: str, slot: Slot) -> None:
+        self._owners.pop(rid, None)
+        slot.release()
+
+    async def generate(self, req: GenerateRequest, who: Principal) -> GenerateResponse:
+        """The whole answer; cancelling the coroutine aborts the request."""
         start = time.monotonic()
-        stream = await self._submit(req)
+        stream, slot = await self._submit(req, who)
         acc = _Accumulator(stream.rid, start)
         try:
             async for out in stream:
                 acc.add(out)
         finally:
             await stream.aclose()
+            self._done(stream.rid, slot)
         return acc.response()
 
-    async def generate_stream(self, req: GenerateRequest) -> AsyncIterator[GenerateResponse]:
-        """Validated and queued before the first chunk, so errors are still plain 4xx."""
+    async def generate_stream(
+        self, req: GenerateRequest, who: Principal
+    ) -> AsyncIterator[GenerateResponse]:
+        """Validated and queued before the first chunk, so errors are still plain 4xx.
+        The request is aborted when the iterator is closed, even before its first chunk."""
         start = time.monotonic()
-        stream = await self._submit(req)
+        stream, slot = await self._submit(req, who)
+        closed = False
 
         async def chunks() -> AsyncIterator[GenerateResponse]:
             acc = _Accumulator(stream.rid, start)
@@ -85,9 +113,26 @@ class EngineService:
                     acc.add(out)
                     yield acc.response()
             finally:
-                await stream.aclose()
+                await close()
 
-        return chunks()
+        async def close() -> None:
+            nonlocal closed
+            if not closed:
+                closed = True
+                await stream.aclose()
+                self._done(stream.rid, slot)
+
+        return _Closing(chunks(), close)
+
+    async def abort(self, who: Principal, rid: str | None) -> list[str]:
+        """Aborts `rid` (None: all): the caller's own requests, or any for the operator."""
+        if who.admin:
+            rids = await self.engine.call(lambda: list(self.engine.engine.requests))
+        else:
+            rids = [r for r, owner in self._owners.items() if owner == who.tenant.name]
+        if rid is not None:
+            rids = [rid] if rid in rids else []
+        return [r for r in rids if await self.engine.abort(r)]
 
     @property
     def tokenizer_path(self) -> str:
@@ -172,6 +217,28 @@ class EngineService:
                 generated_tokens_total=s.generated_tokens_total,
             )
         ]
+
+
+class _Closing:
+    """An async iterator whose `aclose` also runs `close`: a generator closed before its
+    first step never runs its `finally`, and the request would run on for nobody."""
+
+    def __init__(
+        self, chunks: AsyncIterator[GenerateResponse], close: Callable[[], Awaitable[None]]
+    ) -> None:
+        self._chunks, self._close = chunks, close
+
+    def __aiter__(self) -> _Closing:
+        return self
+
+    async def __anext__(self) -> GenerateResponse:
+        return await anext(self._chunks)
+
+    async def aclose(self) -> None:
+        try:
+            await self._chunks.aclose()  # type: ignore[attr-defined]
+        finally:
+            await self._close()
 
 
 class _Accumulator:

@@ -3,7 +3,7 @@ handlers and by services that report errors inside a stream (after the status wa
 
 from __future__ import annotations
 
-from .core.errors import ConflictError, LimitExceededError, NotFoundError
+from .core.errors import ConflictError, LimitExceededError, NotFoundError, PermissionDeniedError
 from .engine.errors import (
     ContextBusyError,
     ContextNotFoundError,
@@ -18,6 +18,7 @@ _STATUS: list[tuple[type[Exception], int, str]] = [
     (InvalidRequestError, 400, "invalid_request_error"),
     (ContextNotFoundError, 404, "not_found_error"),
     (NotFoundError, 404, "not_found_error"),
+    (PermissionDeniedError, 403, "permission_error"),
     (ConflictError, 409, "conflict_error"),
     (LimitExceededError, 429, "rate_limit_error"),
     (ContextBusyError, 409, "conflict_error"),

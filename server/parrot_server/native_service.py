@@ -23,6 +23,7 @@ from .core.graph import Call, Plan
 from .core.objective import deduce, mark
 from .core.serve_core import ServeCore
 from .core.session import Session
+from .core.tenants import Tenant
 from .engine.errors import PromptTooLongError
 from .engine.grammar_text import check_constraint
 
@@ -34,23 +35,23 @@ class NativeService:
         self.executor = core.executor
 
     # -- sessions -------------------------------------------------------------------------------
-    def create_session(self, ttl: float | None) -> SessionInfo:
-        return self.sessions.create(ttl).info()
+    def create_session(self, tenant: Tenant, ttl: float | None) -> SessionInfo:
+        return self.sessions.create(ttl, tenant).info()
 
-    def session_info(self, sid: str) -> SessionInfo:
-        return self.sessions.get(sid).info()
+    def session_info(self, tenant: Tenant, sid: str) -> SessionInfo:
+        return self.sessions.get(sid, tenant).info()
 
-    def close_session(self, sid: str) -> None:
-        self.sessions.close(sid)
+    def close_session(self, tenant: Tenant, sid: str) -> None:
+        self.sessions.close(sid, tenant=tenant)
 
     # -- variables ------------------------------------------------------------------------------
-    def create_variable(self, sid: str, spec: VariableCreate) -> VariableState:
-        session = self.sessions.get(sid)
+    def create_variable(self, tenant: Tenant, sid: str, spec: VariableCreate) -> VariableState:
+        session = self.sessions.get(sid, tenant)
         session.graph.add(Program(variables=[spec]))
         return session.graph.variables[spec.id].state()
 
-    def set_variable(self, sid: str, var_id: str, value: str) -> VariableState:
-        session = self.sessions.get(sid)
+    def set_variable(self, tenant: Tenant, sid: str, var_id: str, value: str) -> VariableState:
+        session = self.sessions.get(sid, tenant)
         var = self._variable(session, var_id)
         if var.producer is not None:
             raise ConflictError(f"variable {var_id!r} is written by call {var.producer!r}")
@@ -62,9 +63,9 @@ class NativeService:
         return var.state()
 
     async def get_variable(
-        self, sid: str, var_id: str, criteria: Criteria | None, timeout: float
+        self, tenant: Tenant, sid: str, var_id: str, criteria: Criteria | None, timeout: float
     ) -> VariableState:
-        session = self.sessions.get(sid)
+        session = self.sessions.get(sid, tenant)
         var = self._variable(session, var_id)
         self._read_with(session, var_id, criteria)
         await var.wait(min(timeout, self.core.config.max_get_wait_seconds))
@@ -72,9 +73,9 @@ class NativeService:
         return var.state()
 
     async def stream_variable(
-        self, sid: str, var_id: str, criteria: Criteria | None
+        self, tenant: Tenant, sid: str, var_id: str, criteria: Criteria | None
     ) -> AsyncIterator[VariableChunk]:
-        session = self.sessions.get(sid)
+        session = self.sessions.get(sid, tenant)
         var = self._variable(session, var_id)
         self._read_with(session, var_id, criteria)
 
@@ -99,8 +100,9 @@ class NativeService:
         return var
 
     # -- calls and programs ---------------------------------------------------------------------
-    async def submit(self, sid: str, program: Program) -> ProgramAccepted:
-        session = self.sessions.get(sid)
+    async def submit(self, tenant: Tenant, sid: str, program: Program) -> ProgramAccepted:
+        session = self.sessions.get(sid, tenant)
+        self.core.tenant_load.admit(tenant, len(program.calls))
         for spec in program.calls:  # sampling values the engine would refuse: 400 up front
             for binding in spec.outputs.values():
                 check_constraint(to_sampling_params(binding.sampling))
@@ -117,15 +119,15 @@ class NativeService:
             + [b.var for c in calls for b in c.outputs.values()],
         )
 
-    async def submit_call(self, sid: str, spec: CallSpec) -> CallInfo:
-        accepted = await self.submit(sid, Program(calls=[spec]))
+    async def submit_call(self, tenant: Tenant, sid: str, spec: CallSpec) -> CallInfo:
+        accepted = await self.submit(tenant, sid, Program(calls=[spec]))
         return accepted.calls[0]
 
-    def call_info(self, sid: str, call_id: str) -> CallInfo:
-        return self._call(self.sessions.get(sid), call_id).info()
+    def call_info(self, tenant: Tenant, sid: str, call_id: str) -> CallInfo:
+        return self._call(self.sessions.get(sid, tenant), call_id).info()
 
-    async def cancel_call(self, sid: str, call_id: str) -> CallInfo:
-        session = self.sessions.get(sid)
+    async def cancel_call(self, tenant: Tenant, sid: str, call_id: str) -> CallInfo:
+        session = self.sessions.get(sid, tenant)
         call = self._call(session, call_id)
         await self.executor.cancel_and_wait(session, call, "cancelled by the client")
         return call.info()

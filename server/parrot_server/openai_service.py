@@ -41,6 +41,7 @@ from .core.engine_client import EngineClient, OutputStream, default_max_tokens
 from .core.errors import NotFoundError
 from .core.metrics import Metrics
 from .core.objective import priority_of
+from .core.tenants import DEFAULT_TENANT, Tenant, cache_key
 from .engine.errors import RequestAbortedError
 from .engine.request import FinishKind, RequestOutput
 from .engine.sampling_params import SamplingParams
@@ -217,7 +218,12 @@ class OpenAIService:
 
     # -- submission ---------------------------------------------------------------------------
     async def _start(
-        self, req: SamplingRequest, prompt: str | list[int], rid: str, grammar: str | None
+        self,
+        req: SamplingRequest,
+        tenant: Tenant,
+        prompt: str | list[int],
+        rid: str,
+        grammar: str | None,
     ) -> _Run:
         start = time.monotonic()
         objective = req.criteria.value if req.criteria else "none"
@@ -225,7 +231,12 @@ class OpenAIService:
             limit = req.max_new_tokens or await default_max_tokens(self.engine, prompt)
             sampling = to_sampling_params(req, limit, grammar)
             stream = await self.engine.submit(
-                prompt, sampling, rid=rid, priority=priority_of(req.criteria), app=req.session_id
+                prompt,
+                sampling,
+                rid=rid,
+                priority=priority_of(req.criteria),
+                app=req.session_id,
+                namespace=cache_key(tenant.cache_namespace, None),
             )
         except Exception:
             if self.metrics is not None:
@@ -233,27 +244,31 @@ class OpenAIService:
             raise
         return _Run(stream, self.metrics, objective, start)
 
-    def _check(self, req: SamplingRequest) -> str:
-        """The model's served name; a named session must be live (and is kept alive)."""
+    def _check(self, req: SamplingRequest, tenant: Tenant) -> str:
+        """The model's served name; a named session must be live and the tenant's (and is
+        kept alive)."""
         model = self._model(req.model)
         if req.session_id is not None and self.sessions is not None:
-            self.sessions.get(req.session_id)  # NotFoundError (404) when closed or expired
+            self.sessions.get(req.session_id, tenant)  # NotFoundError (404): closed, expired
         return model
 
-    async def _start_chat(self, req: ChatCompletionRequest) -> tuple[_Run, str]:
-        model = self._check(req)
+    async def _start_chat(self, req: ChatCompletionRequest, tenant: Tenant) -> tuple[_Run, str]:
+        model = self._check(req, tenant)
         chat = self.tools.prompt(req)
         prompt = self.engine.render_chat(chat.messages, chat.tools)
         grammar = self.tools.output_grammar(req)
-        return await self._start(req, prompt, f"chatcmpl-{uuid.uuid4().hex}", grammar), model
+        run = await self._start(req, tenant, prompt, f"chatcmpl-{uuid.uuid4().hex}", grammar)
+        return run, model
 
-    async def _start_completion(self, req: CompletionRequest) -> tuple[_Run, str]:
-        model = self._check(req)
-        return await self._start(req, req.prompt, f"cmpl-{uuid.uuid4().hex}", None), model
+    async def _start_completion(self, req: CompletionRequest, tenant: Tenant) -> tuple[_Run, str]:
+        model = self._check(req, tenant)
+        return await self._start(req, tenant, req.prompt, f"cmpl-{uuid.uuid4().hex}", None), model
 
     # -- chat ---------------------------------------------------------------------------------
-    async def chat(self, req: ChatCompletionRequest) -> ChatCompletion:
-        run, model = await self._start_chat(req)
+    async def chat(
+        self, req: ChatCompletionRequest, tenant: Tenant = DEFAULT_TENANT
+    ) -> ChatCompletion:
+        run, model = await self._start_chat(req, tenant)
         parser = self.tools.parser(req)
         pieces: list[Piece] = []
         async with run:
@@ -275,9 +290,11 @@ class OpenAIService:
             usage=_usage(run.last),
         )
 
-    async def chat_stream(self, req: ChatCompletionRequest) -> AsyncIterator[str]:
+    async def chat_stream(
+        self, req: ChatCompletionRequest, tenant: Tenant = DEFAULT_TENANT
+    ) -> AsyncIterator[str]:
         """SSE events (`data: ...`); submitted before this returns, so errors are still 4xx."""
-        run, model = await self._start_chat(req)
+        run, model = await self._start_chat(req, tenant)
         created = int(time.time())
 
         def chunk(delta: ChatDelta, finish: str | None = None) -> str:
@@ -306,8 +323,10 @@ class OpenAIService:
         return self._events(run, render, first)
 
     # -- completions --------------------------------------------------------------------------
-    async def completion(self, req: CompletionRequest) -> Completion:
-        run, model = await self._start_completion(req)
+    async def completion(
+        self, req: CompletionRequest, tenant: Tenant = DEFAULT_TENANT
+    ) -> Completion:
+        run, model = await self._start_completion(req, tenant)
         text: list[str] = []
         async with run:
             async for out in run:
@@ -321,8 +340,10 @@ class OpenAIService:
             usage=_usage(run.last),
         )
 
-    async def completion_stream(self, req: CompletionRequest) -> AsyncIterator[str]:
-        run, model = await self._start_completion(req)
+    async def completion_stream(
+        self, req: CompletionRequest, tenant: Tenant = DEFAULT_TENANT
+    ) -> AsyncIterator[str]:
+        run, model = await self._start_completion(req, tenant)
         created = int(time.time())
 
         def render(out: RequestOutput) -> Iterable[str]:

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class ServeConfig:
-    api_key: str | None = None  # when set, every /api and /v1 request needs "Bearer <key>"
     max_sessions: int = 1024  # live sessions; creating one more is a 429
     session_ttl_seconds: float = 600.0  # idle sessions expire (variables, calls freed)
     max_session_ttl_seconds: float = 86400.0
@@ -20,5 +19,5 @@ class ServeConfig:
 
     def __post_init__(self) -> None:
         for name, value in self.__dict__.items():
-            if name != "api_key" and not value > 0:
+            if not value > 0:
                 raise ValueError(f"ServeConfig.{name} must be > 0, got {value!r}")

@@ -69,6 +69,8 @@ class Submission:
     # What a scheduler over many engines places by (one engine ignores them):
     task_group: str | None = None  # the maps of one reduce: kept together when they fit
     app: str | None = None  # the session the call belongs to (fairness, logs)
+    # Prefix-cache namespace (`tenants.cache_key`): requests in different ones never share KV.
+    namespace: str | None = None
 
 
 class EngineClient(abc.ABC):
@@ -82,11 +84,13 @@ class EngineClient(abc.ABC):
         rid: str | None = None,
         priority: int = 0,
         app: str | None = None,
+        namespace: str | None = None,
     ) -> OutputStream:
         """Queue one generation. Bad input (prompt too long, bad sampling) raises a typed
         `EngineError` here, before anything streams; a full queue raises
         `EngineOverloadedError`."""
-        (result,) = await self.submit_many([Submission(prompt, sampling, rid, priority, app=app)])
+        sub = Submission(prompt, sampling, rid, priority, app=app, namespace=namespace)
+        (result,) = await self.submit_many([sub])
         if isinstance(result, BaseException):
             raise result
         return result
@@ -181,7 +185,14 @@ class LocalEngineClient(EngineClient):
 
     async def submit_many(self, items: list[Submission]) -> list[OutputStream | Exception]:
         return await self.engine.submit_many(
-            [(s.prompt, s.sampling, {"rid": s.rid, "priority": s.priority}) for s in items]
+            [
+                (
+                    s.prompt,
+                    s.sampling,
+                    {"rid": s.rid, "priority": s.priority, "namespace": s.namespace},
+                )
+                for s in items
+            ]
         )
 
     async def abort(self, rid: str) -> bool:

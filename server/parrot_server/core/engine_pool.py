@@ -290,7 +290,11 @@ class EnginePool(EngineClient):
                 m.state.start(item)
                 try:
                     return m, await m.client.submit(
-                        sub.prompt, sub.sampling, rid=sub.rid, priority=sub.priority
+                        sub.prompt,
+                        sub.sampling,
+                        rid=sub.rid,
+                        priority=sub.priority,
+                        namespace=sub.namespace,
                     )
                 except (EngineUnavailableError, EngineOverloadedError) as exc:
                     m.state.finish(item)

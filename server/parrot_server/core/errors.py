@@ -20,3 +20,8 @@ class ConflictError(EngineError):
 
 class LimitExceededError(EngineError):
     """A documented ServeCore limit (sessions, variables, calls) is reached: a 429."""
+
+
+class PermissionDeniedError(EngineError):
+    """The caller's key does not grant this route (an operator route without the admin key):
+    a 403."""

@@ -32,6 +32,7 @@ from .metrics import Metrics
 from .objective import priority_of
 from .ready_queue import ReadyQueue
 from .submit_batcher import SubmitBatcher
+from .tenants import Tenant, cache_key
 from .variable import Variable
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ OVERLOAD_RETRY_SECONDS = 60.0  # how long a ready call retries an engine whose q
 class SessionLike(Protocol):
     id: str
     graph: Graph
+    tenant: Tenant
 
 
 class CallFailed(Exception):
@@ -231,7 +233,13 @@ class Executor:
                 sampling = to_sampling_params(binding.sampling, unset)
                 rid = f"{session.id}.{call.id}.{k}"
                 sub = Submission(
-                    prompt, sampling, rid, priority_of(call.objective), call.task_group, session.id
+                    prompt,
+                    sampling,
+                    rid,
+                    priority_of(call.objective),
+                    call.task_group,
+                    session.id,
+                    cache_key(session.tenant.cache_namespace, None),
                 )
                 value, first, last = await self._generate(sub, var.append)
                 if ttft is None and first is not None:

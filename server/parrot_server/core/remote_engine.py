@@ -142,14 +142,16 @@ class RemoteEngineClient(EngineClient):
         model: str | os.PathLike | None = None,
         config: RemoteEngineConfig | None = None,
         chat_template: str | None = None,
+        api_key: str | None = None,
     ) -> RemoteEngineClient:
         """Read the engine's `/model_info` and `/server_info` and load its tokenizer, unless
         given (an object, or a path for `load_tokenizer`): the engine's `tokenizer_path` if it
         exists here, else `model` (a local GGUF file or HF dir), else that path as a hub id.
-        `chat_template` (a Jinja file or text) replaces the tokenizer's."""
+        `chat_template` (a Jinja file or text) replaces the tokenizer's; `api_key` is sent as
+        `Authorization: Bearer` with every request."""
         config = config or RemoteEngineConfig()
         url = url.rstrip("/")
-        http = _http_client(url, config)
+        http = _http_client(url, config, api_key)
         try:
             model_info = await _get_json(http, url, "/model_info", "/get_model_info")
             server_info = await _get_json(http, url, "/server_info", "/get_server_info")
@@ -213,6 +215,8 @@ class RemoteEngineClient(EngineClient):
             "rid": rid,
             "stream": True,
         }
+        if s.namespace is not None:
+            body["extra_key"] = s.namespace
         if self._priorities:
             body["priority"] = -s.priority if self._low_first else s.priority
         cfg = self.config
@@ -358,14 +362,19 @@ def sampling_params_body(sp: SamplingParams) -> dict[str, Any]:
     ).model_dump(exclude_none=True)
 
 
-def _http_client(url: str, config: RemoteEngineConfig) -> httpx.AsyncClient:
+def _http_client(
+    url: str, config: RemoteEngineConfig, api_key: str | None = None
+) -> httpx.AsyncClient:
     limits = httpx.Limits(
         max_connections=config.max_connections,
         max_keepalive_connections=min(64, config.max_connections),
     )
     timeout = httpx.Timeout(config.request_timeout, connect=config.connect_timeout)
     # trust_env=False: an HTTP(S)_PROXY meant for the internet must not reroute engine traffic.
-    return httpx.AsyncClient(base_url=url, timeout=timeout, limits=limits, trust_env=False)
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
+    return httpx.AsyncClient(
+        base_url=url, timeout=timeout, limits=limits, headers=headers, trust_env=False
+    )
 
 
 async def _get_json(http: httpx.AsyncClient, url: str, *paths: str) -> dict[str, Any]:

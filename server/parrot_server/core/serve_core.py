@@ -10,6 +10,7 @@ from .engine_client import EngineClient
 from .executor import Executor
 from .metrics import Metrics
 from .session import SessionManager
+from .tenants import TenantLoad
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +22,7 @@ class ServeCore:
         self.metrics = Metrics()
         self.executor = Executor(engine, self.metrics, config.max_inflight_calls)
         self.sessions = SessionManager(config, self.executor)
+        self.tenant_load = TenantLoad(self.sessions.pending_calls)
 
     async def start(self) -> None:
         await self.engine.start()

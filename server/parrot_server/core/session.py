@@ -8,6 +8,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Iterator
 
 from parrot_integrations.protocol.native import CallStatus, SessionInfo
 
@@ -15,6 +16,7 @@ from .config import ServeConfig
 from .errors import LimitExceededError, NotFoundError
 from .executor import Executor
 from .graph import Graph, GraphLimits
+from .tenants import DEFAULT_TENANT, Tenant
 
 log = logging.getLogger(__name__)
 
@@ -22,9 +24,12 @@ REAP_PERIOD_SECONDS = 1.0  # how often idle sessions are looked for (expiry is t
 
 
 class Session:
-    def __init__(self, session_id: str, ttl: float, limits: GraphLimits) -> None:
+    def __init__(
+        self, session_id: str, ttl: float, limits: GraphLimits, tenant: Tenant = DEFAULT_TENANT
+    ) -> None:
         self.id = session_id
         self.ttl = ttl
+        self.tenant = tenant  # the owner: other tenants are told the session does not exist
         self.graph = Graph(limits)
         self.last_used = time.monotonic()
 
@@ -33,6 +38,9 @@ class Session:
 
     def expired(self, now: float, busy: bool) -> bool:
         return not busy and now - self.last_used > self.ttl
+
+    def unfinished_calls(self) -> int:
+        return sum(1 for c in self.graph.calls.values() if not c.finished)
 
     def info(self) -> SessionInfo:
         calls = self.graph.calls.values()
@@ -59,28 +67,49 @@ class SessionManager:
         )
         self._reaper: asyncio.Task | None = None
 
-    def create(self, ttl: float | None = None) -> Session:
+    def create(self, ttl: float | None = None, tenant: Tenant = DEFAULT_TENANT) -> Session:
         if len(self.sessions) >= self.config.max_sessions:
             raise LimitExceededError(
                 f"the server holds at most {self.config.max_sessions} sessions; close one or "
                 "wait for idle ones to expire"
             )
+        cap = tenant.max_sessions
+        if cap is not None and sum(1 for _ in self.of(tenant)) >= cap:
+            raise LimitExceededError(
+                f"tenant {tenant.name!r} may hold at most {cap} sessions; close one or wait "
+                "for idle ones to expire"
+            )
         ttl = min(ttl or self.config.session_ttl_seconds, self.config.max_session_ttl_seconds)
-        session = Session(uuid.uuid4().hex, ttl, self._limits)
+        session = Session(uuid.uuid4().hex, ttl, self._limits, tenant)
         self.sessions[session.id] = session
         return session
 
-    def get(self, session_id: str) -> Session:
-        session = self.sessions.get(session_id)
-        if session is None:
-            raise NotFoundError(f"session {session_id!r} not found (closed or expired)")
+    def of(self, tenant: Tenant) -> Iterator[Session]:
+        return (s for s in self.sessions.values() if s.tenant.name == tenant.name)
+
+    def pending_calls(self, tenant: Tenant) -> int:
+        return sum(s.unfinished_calls() for s in self.of(tenant))
+
+    def get(self, session_id: str, tenant: Tenant = DEFAULT_TENANT) -> Session:
+        session = self._owned(session_id, tenant)
         session.touch()
         return session
 
-    def close(self, session_id: str, reason: str = "session closed") -> None:
-        session = self.sessions.pop(session_id, None)
+    def _owned(self, session_id: str, tenant: Tenant) -> Session:
+        session = self.sessions.get(session_id)
+        # Another tenant's session gets the same answer as a missing one: ids stay secret.
+        if session is None or session.tenant.name != tenant.name:
+            raise NotFoundError(f"session {session_id!r} not found (closed or expired)")
+        return session
+
+    def close(
+        self, session_id: str, reason: str = "session closed", tenant: Tenant | None = None
+    ) -> None:
+        """`tenant`: the caller, who must own the session (None: the server itself)."""
+        session = self._owned(session_id, tenant) if tenant else self.sessions.get(session_id)
         if session is None:
             raise NotFoundError(f"session {session_id!r} not found (closed or expired)")
+        del self.sessions[session_id]
         for call in session.graph.calls.values():
             self.executor.cancel(session, call, reason)
         for var in session.graph.variables.values():

@@ -9,6 +9,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcon
 from fastapi import FastAPI
 
 from ..core.serve_core import ServeCore
+from ..core.tenants import KeyTable
 from ..engine.async_engine import AsyncEngine
 from ..engine_service import EngineService
 from ..native_service import NativeService
@@ -22,8 +23,8 @@ from .ops_routes import router as ops_router
 VERSION = "0.1.0"
 
 
-def create_engine_app(engine: AsyncEngine) -> FastAPI:
-    """One engine on SGLang's native runtime protocol."""
+def create_engine_app(engine: AsyncEngine, keys: KeyTable | None = None) -> FastAPI:
+    """One engine on SGLang's native runtime protocol; `keys` as for `create_app`."""
     loaded = engine.engine.loaded
 
     @asynccontextmanager
@@ -34,6 +35,7 @@ def create_engine_app(engine: AsyncEngine) -> FastAPI:
     app = FastAPI(title="Parrot engine", version=VERSION, lifespan=lifespan)
     app.state.engine_service = EngineService(engine, loaded.name, str(loaded.path))
     install_error_handlers(app)
+    install_auth(app, keys or KeyTable())
     app.include_router(engine_router)
     return app
 
@@ -42,10 +44,12 @@ def create_app(
     core: ServeCore,
     engine: AsyncEngine | None = None,
     around: Callable[[], AbstractAsyncContextManager] | None = None,
+    keys: KeyTable | None = None,
 ) -> FastAPI:
     """The ServeCore app. With the embedded `engine`, its SGLang routes (`/generate`, ...) are
     served too, for clients that speak SGLang's protocol. `around` wraps the core's life (entered
-    before it starts, left after it stops): for example the engine processes it drives."""
+    before it starts, left after it stops): for example the engine processes it drives.
+    `keys`: who may call (an empty table, the default, leaves the server open)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -60,12 +64,14 @@ def create_app(
     app.state.core = core
     app.state.native_service = NativeService(core)
     install_error_handlers(app)
-    install_auth(app, core.config.api_key)
+    install_auth(app, keys or KeyTable())
     app.include_router(ops_router)  # first: its /health wins over the engine router's
     app.include_router(native_router)
     app.include_router(openai_router)
     if engine is not None:
         loaded = engine.engine.loaded
-        app.state.engine_service = EngineService(engine, loaded.name, str(loaded.path))
+        app.state.engine_service = EngineService(
+            engine, loaded.name, str(loaded.path), core.tenant_load
+        )
         app.include_router(engine_router)
     return app

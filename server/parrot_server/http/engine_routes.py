@@ -7,15 +7,18 @@ from __future__ import annotations
 import json
 import logging
 
-from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from parrot_integrations.protocol.sglang import AbortRequest, GenerateRequest
 
 from ..engine_service import EngineService
 from ..error_status import status_of
+from .auth import Caller, require_admin
+from .client_gone import SSEResponse, unless_disconnected
 
 router = APIRouter()
+Admin = Depends(require_admin)  # operator routes: the whole engine, every tenant
 log = logging.getLogger(__name__)
 
 
@@ -30,11 +33,13 @@ async def health() -> Response:
 
 
 @router.api_route("/generate", methods=["POST", "PUT"], response_model=None)
-async def generate(body: GenerateRequest, request: Request) -> Response:
+async def generate(body: GenerateRequest, request: Request, who: Caller) -> Response:
+    """Stops generating when the client leaves, streamed or not."""
     service = _service(request)
     if not body.stream:
-        return JSONResponse((await service.generate(body)).model_dump())
-    chunks = await service.generate_stream(body)  # bad input raises here: a plain 4xx
+        result = await unless_disconnected(request, service.generate(body, who))
+        return result if isinstance(result, Response) else JSONResponse(result.model_dump())
+    chunks = await service.generate_stream(body, who)  # bad input raises here: a plain 4xx
 
     async def sse():
         try:
@@ -46,24 +51,22 @@ async def generate(body: GenerateRequest, request: Request) -> Response:
                 log.error("stream failed: %s: %s", type(exc).__name__, exc)
             error = {"message": str(exc), "type": kind, "code": status}
             yield f"data: {json.dumps({'error': error})}\n\n"
+        finally:
+            await chunks.aclose()
         yield "data: [DONE]\n\n"
 
-    return StreamingResponse(sse(), media_type="text/event-stream")
+    return SSEResponse(sse(), chunks.aclose)
 
 
 @router.post("/abort_request")
-async def abort_request(body: AbortRequest, request: Request) -> JSONResponse:
-    """200 as SGLang; the body (which requests were running and are now aborted) is ours."""
-    engine = _service(request).engine
-    if body.abort_all:
-        rids = await engine.call(lambda: list(engine.engine.requests))
-        aborted = [rid for rid in rids if await engine.abort(rid)]
-    else:
-        aborted = [body.rid] if await engine.abort(body.rid) else []
+async def abort_request(body: AbortRequest, request: Request, who: Caller) -> JSONResponse:
+    """200 as SGLang; the body (which requests were running and are now aborted) is ours. A
+    tenant aborts only its own `/generate` requests; the operator any."""
+    aborted = await _service(request).abort(who, None if body.abort_all else body.rid)
     return JSONResponse({"aborted": aborted})
 
 
-@router.api_route("/flush_cache", methods=["GET", "POST"])
+@router.api_route("/flush_cache", methods=["GET", "POST"], dependencies=[Admin])
 async def flush_cache(request: Request) -> PlainTextResponse:
     freed = await _service(request).engine.flush_cache()
     return PlainTextResponse(f"Cache flushed: {freed} cached tokens freed.\n")
@@ -75,13 +78,13 @@ async def model_info(request: Request) -> JSONResponse:
     return JSONResponse(await _service(request).model_info())
 
 
-@router.get("/server_info")
-@router.get("/get_server_info")
+@router.get("/server_info", dependencies=[Admin])
+@router.get("/get_server_info", dependencies=[Admin])
 async def server_info(request: Request) -> JSONResponse:
     return JSONResponse(await _service(request).server_info())
 
 
-@router.get("/get_load")
+@router.get("/get_load", dependencies=[Admin])
 async def get_load(request: Request) -> JSONResponse:
     loads = await _service(request).get_load()
     return JSONResponse([entry.model_dump() for entry in loads])

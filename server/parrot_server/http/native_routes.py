@@ -20,6 +20,7 @@ from parrot_integrations.protocol.native import (
 )
 
 from ..native_service import NativeService
+from .auth import Caller
 
 router = APIRouter(prefix=API_PREFIX, tags=["native"])
 
@@ -31,29 +32,35 @@ def _service(request: Request) -> NativeService:
 
 
 @router.post("/sessions", status_code=201)
-async def create_session(request: Request, body: SessionCreate | None = None) -> SessionInfo:
-    return _service(request).create_session(body.ttl_seconds if body else None)
+async def create_session(
+    who: Caller, request: Request, body: SessionCreate | None = None
+) -> SessionInfo:
+    return _service(request).create_session(who.tenant, body.ttl_seconds if body else None)
 
 
 @router.get("/sessions/{sid}")
-async def get_session(sid: str, request: Request) -> SessionInfo:
-    return _service(request).session_info(sid)
+async def get_session(sid: str, request: Request, who: Caller) -> SessionInfo:
+    return _service(request).session_info(who.tenant, sid)
 
 
 @router.delete("/sessions/{sid}", status_code=204)
-async def delete_session(sid: str, request: Request) -> Response:
-    _service(request).close_session(sid)
+async def delete_session(sid: str, request: Request, who: Caller) -> Response:
+    _service(request).close_session(who.tenant, sid)
     return Response(status_code=204)
 
 
 @router.post("/sessions/{sid}/variables", status_code=201)
-async def create_variable(sid: str, body: VariableCreate, request: Request) -> VariableState:
-    return _service(request).create_variable(sid, body)
+async def create_variable(
+    sid: str, body: VariableCreate, request: Request, who: Caller
+) -> VariableState:
+    return _service(request).create_variable(who.tenant, sid, body)
 
 
 @router.put("/sessions/{sid}/variables/{var_id}")
-async def set_variable(sid: str, var_id: str, body: VariableSet, request: Request) -> VariableState:
-    return _service(request).set_variable(sid, var_id, body.value)
+async def set_variable(
+    sid: str, var_id: str, body: VariableSet, request: Request, who: Caller
+) -> VariableState:
+    return _service(request).set_variable(who.tenant, sid, var_id, body.value)
 
 
 @router.get("/sessions/{sid}/variables/{var_id}")
@@ -61,17 +68,18 @@ async def get_variable(
     sid: str,
     var_id: str,
     request: Request,
+    who: Caller,
     criteria: Criteria | None = None,
     timeout: float = Query(DEFAULT_WAIT_SECONDS, ge=0, description="seconds to wait for a value"),
 ) -> VariableState:
-    return await _service(request).get_variable(sid, var_id, criteria, timeout)
+    return await _service(request).get_variable(who.tenant, sid, var_id, criteria, timeout)
 
 
 @router.get("/sessions/{sid}/variables/{var_id}/stream", response_model=None)
 async def stream_variable(
-    sid: str, var_id: str, request: Request, criteria: Criteria | None = None
+    sid: str, var_id: str, request: Request, who: Caller, criteria: Criteria | None = None
 ) -> StreamingResponse:
-    chunks = await _service(request).stream_variable(sid, var_id, criteria)
+    chunks = await _service(request).stream_variable(who.tenant, sid, var_id, criteria)
 
     async def sse():
         async for chunk in chunks:
@@ -82,20 +90,20 @@ async def stream_variable(
 
 
 @router.post("/sessions/{sid}/calls", status_code=201)
-async def submit_call(sid: str, body: CallSpec, request: Request) -> CallInfo:
-    return await _service(request).submit_call(sid, body)
+async def submit_call(sid: str, body: CallSpec, request: Request, who: Caller) -> CallInfo:
+    return await _service(request).submit_call(who.tenant, sid, body)
 
 
 @router.post("/sessions/{sid}/programs", status_code=201)
-async def submit_program(sid: str, body: Program, request: Request) -> ProgramAccepted:
-    return await _service(request).submit(sid, body)
+async def submit_program(sid: str, body: Program, request: Request, who: Caller) -> ProgramAccepted:
+    return await _service(request).submit(who.tenant, sid, body)
 
 
 @router.get("/sessions/{sid}/calls/{call_id}")
-async def get_call(sid: str, call_id: str, request: Request) -> CallInfo:
-    return _service(request).call_info(sid, call_id)
+async def get_call(sid: str, call_id: str, request: Request, who: Caller) -> CallInfo:
+    return _service(request).call_info(who.tenant, sid, call_id)
 
 
 @router.delete("/sessions/{sid}/calls/{call_id}")
-async def cancel_call(sid: str, call_id: str, request: Request) -> CallInfo:
-    return await _service(request).cancel_call(sid, call_id)
+async def cancel_call(sid: str, call_id: str, request: Request, who: Caller) -> CallInfo:
+    return await _service(request).cancel_call(who.tenant, sid, call_id)

@@ -1,27 +1,20 @@
-"""OpenAI-compatible routes (`/v1/...`). Thin: logic lives in `OpenAIService`.
-
-The only HTTP concern handled here is the client going away: a stream is closed (aborting its
-engine request) when the connection drops, and a non-streamed request is cancelled too,
-instead of generating for nobody.
-"""
+"""OpenAI-compatible routes (`/v1/...`). Thin: logic lives in `OpenAIService`; a request whose
+client leaves stops (`client_gone`), and counts against its tenant's pending work until then."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Awaitable
-from typing import Any, TypeVar
+from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 
 from parrot_integrations.protocol.openai import ChatCompletionRequest, CompletionRequest
 
 from ..openai_service import OpenAIService
+from .auth import Caller
+from .client_gone import SSEResponse, unless_disconnected
 
 router = APIRouter(prefix="/v1")
-T = TypeVar("T")
-
-CLIENT_CLOSED = 499  # nginx's "client closed request": nobody reads it, logs show why
 
 
 def _service(request: Request) -> OpenAIService:
@@ -34,62 +27,31 @@ def _service(request: Request) -> OpenAIService:
     return service
 
 
-class _SSEResponse(StreamingResponse):
-    """Closes its event generator however the response ends. Under ASGI spec 2.4 servers
-    Starlette ends a stream whose client left by raising from `send`, leaving the generator
-    suspended at a `yield`: until garbage collection closed it, the request would keep running."""
-
-    body_iterator: AsyncIterator[str]
-
-    def __init__(self, events: AsyncIterator[str]) -> None:
-        super().__init__(events, media_type="text/event-stream")
-        self.headers["cache-control"] = "no-cache"
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            await self.body_iterator.aclose()
-
-
-async def _disconnected(request: Request) -> None:
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
-
-
-async def _unless_disconnected(request: Request, work: Awaitable[T]) -> T | Response:
-    """`work`'s result, or a 499 if the client left first (then `work` is cancelled, which
-    aborts its engine request)."""
-    task = asyncio.ensure_future(work)
-    gone = asyncio.ensure_future(_disconnected(request))
+async def _answer(request: Request, who: Caller, body: Any, streamed: Any, whole: Any) -> Response:
+    """`streamed(body, tenant)` as SSE or `whole(body, tenant)` as JSON, the request counted
+    against its tenant's pending work until the answer ends."""
+    slot = request.app.state.core.tenant_load.slot(who.tenant)
     try:
-        await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        gone.cancel()
-        if not task.done():
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-    if task.cancelled():
-        return Response(status_code=CLIENT_CLOSED)
-    return task.result()
+        if body.stream:
+            return SSEResponse(await streamed(body, who.tenant), slot.release)
+        result = await unless_disconnected(request, whole(body, who.tenant))
+    except BaseException:
+        slot.release()
+        raise
+    slot.release()
+    return result if isinstance(result, Response) else JSONResponse(result.model_dump())
 
 
 @router.post("/chat/completions", response_model=None)
-async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
+async def chat_completions(body: ChatCompletionRequest, request: Request, who: Caller) -> Response:
     service = _service(request)
-    if body.stream:
-        return _SSEResponse(await service.chat_stream(body))
-    result = await _unless_disconnected(request, service.chat(body))
-    return result if isinstance(result, Response) else JSONResponse(result.model_dump())
+    return await _answer(request, who, body, service.chat_stream, service.chat)
 
 
 @router.post("/completions", response_model=None)
-async def completions(body: CompletionRequest, request: Request) -> Response:
+async def completions(body: CompletionRequest, request: Request, who: Caller) -> Response:
     service = _service(request)
-    if body.stream:
-        return _SSEResponse(await service.completion_stream(body))
-    result = await _unless_disconnected(request, service.completion(body))
-    return result if isinstance(result, Response) else JSONResponse(result.model_dump())
+    return await _answer(request, who, body, service.completion_stream, service.completion)
 
 
 @router.get("/models")

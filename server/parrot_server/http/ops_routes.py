@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
+
+from .auth import require_admin
 
 router = APIRouter(tags=["ops"])
 
@@ -29,7 +31,7 @@ async def health(request: Request) -> JSONResponse:
     )
 
 
-@router.get("/metrics")
+@router.get("/metrics", dependencies=[Depends(require_admin)])
 async def metrics(request: Request) -> Response:
     core = request.app.state.core
     await core.refresh_metrics()
