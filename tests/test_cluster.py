@@ -1,6 +1,7 @@
 """Many engines behind one ServeCore, end to end: `parrot serve --engines 2` (two real
 `parrot engine` processes on SGLang's protocol) on 127.0.0.1. Prefix-affinity placement is seen
-in the engines' own cached-token counts; a SIGKILLed engine loses no work."""
+in the engines' own cached-token counts; a SIGKILLed engine loses no work and is restarted,
+again and again."""
 
 from __future__ import annotations
 
@@ -23,33 +24,36 @@ SYSTEM = (
 ) * 12  # ~500 tokens: long enough that where it is cached shows clearly
 
 
+CLUSTER = [
+    "serve", "--engines", "2", "--kv-pool-tokens", "8192", "--max-context-len", "2048",
+    "--health-interval", "0.5", "--log-level", "warning",
+]  # fmt: skip
+
+
 def _health(url: str) -> dict:
     return httpx.get(f"{url}/health", timeout=5).json()
+
+
+def _wait_for(check, timeout: float, what: str):
+    """Poll `check` until it returns something true (returned), failing after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while not (got := check()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}: not within {timeout:g} s")
+        time.sleep(0.1)
+    return got
+
+
+def _start_cluster(parrot_process, name: str):
+    serve = parrot_process(CLUSTER, name).wait_healthy(240)  # healthy: one engine registered
+    _wait_for(lambda: _health(serve.url)["status"] == "ok", 120, "second engine registered")
+    return serve
 
 
 @pytest.fixture(scope="module")
 def cluster(parrot_process):
     """`parrot serve --engines 2`; yields (url, serve process)."""
-    serve = parrot_process(
-        [
-            "serve",
-            "--engines",
-            "2",
-            "--kv-pool-tokens",
-            "8192",
-            "--max-context-len",
-            "2048",
-            "--health-interval",
-            "0.5",
-            "--log-level",
-            "warning",
-        ],  # fmt: skip
-        "cluster",
-    ).wait_healthy(240)  # healthy: one engine registered
-    deadline = time.monotonic() + 120
-    while sum(e["healthy"] for e in _health(serve.url)["engines"]) < 2:
-        assert time.monotonic() < deadline, f"second engine missing:\n{serve.log.read_text()}"
-        time.sleep(0.5)
+    serve = _start_cluster(parrot_process, "cluster")
     yield serve.url, serve.proc
     serve.stop(grace=60)
     # The engines are stopped by the ServeCore on its way out: none may be left behind.
@@ -70,11 +74,12 @@ def _engine_stats(engine_url: str) -> dict:
 
 
 def test_health_lists_both_engines(cluster):
-    url, _ = cluster
+    url, proc = cluster
     h = _health(url)
     assert h["status"] == "ok"
     assert [e["healthy"] for e in h["engines"]] == [True, True]
     assert all(e["name"].startswith("http://127.0.0.1:") for e in h["engines"])
+    assert sorted(e["pid"] for e in h["engines"]) == sorted(_children(proc.pid))
 
 
 def test_apps_sharing_a_system_prompt_land_on_the_engine_holding_it(cluster):
@@ -218,3 +223,33 @@ def test_serve_attaches_a_running_engine_by_url(parrot_process):
     assert httpx.post(f"{front.url}/generate", json={"text": "x"}).status_code == 404
     front.stop()
     assert engine.proc.poll() is None  # attached engines are not the front's to stop
+
+
+def _complete(url: str) -> str:
+    body = {"prompt": "The lighthouse", "max_tokens": 2, "temperature": 0}
+    r = httpx.post(f"{url}/v1/completions", json=body, timeout=120)
+    assert r.status_code == 200, r.text
+    return r.json()["choices"][0]["text"]
+
+
+def test_engine_killed_again_and_again_is_restarted_each_time(cluster):
+    """Each restart waits longer (backoff), and every one happens; the other engine serves
+    meanwhile and `/health` says the pool is degraded, not down."""
+    url, _ = cluster
+    engine = _health(url)["engines"][0]
+    name, pid, restarts = engine["name"], engine["pid"], engine["restarts"]
+    for k in range(1, 4):
+        os.kill(pid, signal.SIGKILL)
+        # Observable: the restart waits its backoff, then the model loads.
+        _wait_for(lambda: _health(url)["status"] == "degraded", 30, f"degraded after kill {k}")
+        assert _complete(url)
+
+        def back(old=pid):
+            h = _health(url)
+            e = h["engines"][0]
+            return h["status"] == "ok" and e["pid"] not in (None, old) and e
+
+        engine = _wait_for(back, 120, f"engine restarted after kill {k}")
+        assert engine["name"] == name and engine["restarts"] == restarts + k
+        pid = engine["pid"]
+    assert _complete(url)

@@ -309,8 +309,8 @@ def _serve(args: argparse.Namespace) -> int:
     if args.engines > 1 or args.engine_url:
         from .cluster import build_pool
 
-        pool, around = build_pool(args)
-        app = create_app(ServeCore(pool, config), around=around)
+        pool, procs = build_pool(args)
+        app = create_app(ServeCore(pool, config), processes=procs)
     else:
         engine = _engine(args)
         if engine is None:
