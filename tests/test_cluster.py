@@ -1,12 +1,14 @@
 """Many engines behind one ServeCore, end to end: `parrot serve --engines 2` (two real
 `parrot engine` processes on SGLang's protocol) on 127.0.0.1. Prefix-affinity placement is seen
 in the engines' own cached-token counts; a SIGKILLed engine loses no work and is restarted,
-again and again."""
+again and again; the engines die with a SIGKILLed server."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
 import threading
 import time
 
@@ -253,3 +255,63 @@ def test_engine_killed_again_and_again_is_restarted_each_time(cluster):
         assert engine["name"] == name and engine["restarts"] == restarts + k
         pid = engine["pid"]
     assert _complete(url)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"  # a zombie has ended: only its exit status waits to be collected
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        # As a server binds: connections closed a moment ago (TIME_WAIT) do not hold the port.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def test_engines_die_with_a_sigkilled_server(parrot_process):
+    serve = _start_cluster(parrot_process, "orphans")
+    engines = _health(serve.url)["engines"]
+    pids = [e["pid"] for e in engines]
+    ports = [int(e["name"].rsplit(":", 1)[1]) for e in engines]
+    assert all(_alive(p) for p in pids) and not any(_port_free(p) for p in ports)
+    serve.proc.kill()
+    serve.proc.wait(10)
+    try:
+        _wait_for(
+            lambda: not any(_alive(p) for p in pids) and all(_port_free(p) for p in ports),
+            20,
+            "engines gone and their ports free",
+        )
+    finally:
+        for pid in pids:  # never leave a survivor behind, whatever the outcome
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_engine_stops_gracefully_when_its_parents_pipe_closes(parrot_process):
+    """The portable path (without Linux's parent-death signal): EOF on the engine's stdin means
+    its parent is gone. Here the parent, this test's process, lives on: only the pipe tells."""
+    read_end, write_end = os.pipe()
+    engine = parrot_process(
+        ["engine", "--kv-pool-tokens", "4096", "--max-context-len", "2048",
+         "--log-level", "warning", "--parent-pid", str(os.getpid())],
+        "piped",
+        stdin=read_end,
+    )  # fmt: skip
+    os.close(read_end)
+    try:
+        engine.wait_healthy()
+    finally:
+        os.close(write_end)
+    # Killed by its own SIGTERM after a graceful stop (a hard exit would be status 1).
+    assert engine.proc.wait(20) == -signal.SIGTERM
+    assert "is gone: stopping" in engine.log.read_text()

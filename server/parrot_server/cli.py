@@ -333,6 +333,10 @@ def _serve_engine(args: argparse.Namespace) -> int:
     from .http.app import create_engine_app
 
     _log_setup(args)
+    if args.parent_pid is not None:
+        from .engine_processes import die_with_parent
+
+        die_with_parent(args.parent_pid)
     engine = _engine(args)
     if engine is None:
         return 2
@@ -374,6 +378,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         _add_engine_args(_Options(p, file_values))
     _add_serve_args(_Options(serve, file_values))
+    # Internal, set by `parrot serve --engines N` for its children: die with that process.
+    engine.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     unknown = set(file_values) - {
         a.dest.replace("_", "-") for a in (serve if args.command == "serve" else engine)._actions

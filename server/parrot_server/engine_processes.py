@@ -1,17 +1,23 @@
 """`parrot serve --engines N`: N local `parrot engine` processes (each with its own model copy)
 for a one-command cluster on one machine, supervised: a process that dies is started again on
-the same port (with backoff), and the ServeCore's health checks re-register it."""
+the same port (with backoff), and the ServeCore's health checks re-register it.
+
+The children die with the server however it ends, SIGKILL included: each gets a pipe as stdin
+whose other end only the server holds (EOF: the server is gone), and on Linux the parent-death
+signal too (`die_with_parent`, opted into by the internal `--parent-pid` flag)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator
 
@@ -20,6 +26,7 @@ log = logging.getLogger(__name__)
 RESTART_BACKOFF_MIN = 1.0  # seconds before restarting an engine that exited
 RESTART_BACKOFF_MAX = 30.0  # seconds between restarts of an engine that keeps dying
 STABLE_AFTER = 60.0  # seconds up after which an engine's next exit counts as a first one
+ORPHAN_GRACE = 5.0  # seconds an orphaned engine gets to stop gracefully before it exits hard
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -36,12 +43,14 @@ class EngineProcess:
         self.argv = [
             sys.executable, "-m", "parrot_server.cli", "engine",
             "--host", host, "--port", str(port), *engine_args,
+            "--parent-pid", str(os.getpid()),
         ]  # fmt: skip
         self.proc: subprocess.Popen | None = None
         self.restarts = 0
         self.backoff = RESTART_BACKOFF_MIN  # the wait before the next restart
         self.started_at = 0.0  # time.monotonic() of the last spawn
         self.restart_at: float | None = None  # set while it is down, waiting to be restarted
+        self._lifeline: int | None = None  # write end of the child's stdin, never written
 
     @property
     def url(self) -> str:
@@ -49,8 +58,14 @@ class EngineProcess:
 
     def spawn(self) -> None:
         # Its own process group, so a terminal's Ctrl-C reaches only the ServeCore, which then
-        # stops its engines in order.
-        self.proc = subprocess.Popen(self.argv, start_new_session=True)
+        # stops its engines in order. Called on the event loop's thread, which lives as long as
+        # the server: the child's parent-death signal fires when the forking thread ends.
+        self._close_lifeline()
+        read_end, self._lifeline = os.pipe()
+        try:
+            self.proc = subprocess.Popen(self.argv, stdin=read_end, start_new_session=True)
+        finally:
+            os.close(read_end)
         self.started_at = time.monotonic()
         log.info("engine %d started: pid %d on %s", self.index, self.proc.pid, self.url)
 
@@ -94,6 +109,12 @@ class EngineProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        self._close_lifeline()
+
+    def _close_lifeline(self) -> None:
+        if self._lifeline is not None:
+            os.close(self._lifeline)
+            self._lifeline = None
 
     def status(self) -> dict[str, int | None]:
         """What `/health` adds to this engine's entry."""
@@ -152,6 +173,29 @@ class EngineProcesses:
     def status(self) -> dict[str, dict[str, int | None]]:
         """Per engine URL: its pid (None while down) and how often it was restarted."""
         return {p.url: p.status() for p in self.procs}
+
+
+def die_with_parent(parent_pid: int, grace: float = ORPHAN_GRACE) -> None:
+    """In a `parrot engine` started by `EngineProcess`: when the server is gone, stop (SIGTERM to
+    itself, so the graceful path runs; a hard exit if that takes longer than `grace`)."""
+    if sys.platform == "linux":
+        pr_set_pdeathsig = 1
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0) != 0:
+            log.warning("PR_SET_PDEATHSIG failed: errno %d", ctypes.get_errno())
+    if os.getppid() != parent_pid:  # it died before the signal was armed
+        raise SystemExit(f"parrot engine: parent process {parent_pid} is gone")
+
+    def watch() -> None:
+        with contextlib.suppress(OSError):
+            while os.read(0, 4096):  # the server never writes: only EOF ends this
+                pass
+        log.warning("parent process %d is gone: stopping", parent_pid)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(grace)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def engine_argv(args, count: int) -> list[str]:
