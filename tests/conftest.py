@@ -66,12 +66,13 @@ class ParrotProcess:
     log: Path
 
     @classmethod
-    def spawn(cls, args: list[str], log: Path) -> ParrotProcess:
-        """Start the real CLI: `args` is the command and its flags; a free port is added."""
+    def spawn(cls, args: list[str], log: Path, stdin: int | None = None) -> ParrotProcess:
+        """Start the real CLI: `args` is the command and its flags; a free port is added.
+        `stdin`: a file descriptor for its standard input (default: this process's)."""
         port = _free_port()
         cmd = [sys.executable, "-m", "parrot_server.cli", *args, "--port", str(port)]
         with open(log, "w") as f:
-            proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, text=True)
+            proc = subprocess.Popen(cmd, stdin=stdin, stdout=f, stderr=subprocess.STDOUT, text=True)
         return cls(args, proc, f"http://127.0.0.1:{port}", log)
 
     def wait_healthy(self, timeout: float = 180) -> ParrotProcess:
@@ -110,8 +111,9 @@ def parrot_process(tmp_path_factory):
     for: call `.wait_healthy()`), logging to a temp file; every process is stopped at the end."""
     started: list[ParrotProcess] = []
 
-    def spawn(args: list[str], name: str) -> ParrotProcess:
-        started.append(ParrotProcess.spawn(args, tmp_path_factory.mktemp(name) / f"{name}.log"))
+    def spawn(args: list[str], name: str, stdin: int | None = None) -> ParrotProcess:
+        log = tmp_path_factory.mktemp(name) / f"{name}.log"
+        started.append(ParrotProcess.spawn(args, log, stdin))
         return started[-1]
 
     yield spawn

@@ -1,11 +1,14 @@
 """Many engines behind one ServeCore, end to end: `parrot serve --engines 2` (two real
 `parrot engine` processes on SGLang's protocol) on 127.0.0.1. Prefix-affinity placement is seen
-in the engines' own cached-token counts; a SIGKILLed engine loses no work."""
+in the engines' own cached-token counts; a SIGKILLed engine loses no work and is restarted,
+again and again; the engines die with a SIGKILLed server."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
 import threading
 import time
 
@@ -25,37 +28,36 @@ SYSTEM = (
 
 ENGINE_KEY = "engine-key-for-tests-only"
 ENGINE_AUTH = {"Authorization": f"Bearer {ENGINE_KEY}"}
+CLUSTER = [
+    "serve", "--engines", "2", "--kv-pool-tokens", "8192", "--max-context-len", "2048",
+    "--health-interval", "0.5", "--log-level", "warning", "--engine-api-key", ENGINE_KEY,
+]  # fmt: skip
 
 
 def _health(url: str) -> dict:
     return httpx.get(f"{url}/health", timeout=5).json()
 
 
+def _wait_for(check, timeout: float, what: str):
+    """Poll `check` until it returns something true (returned), failing after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while not (got := check()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}: not within {timeout:g} s")
+        time.sleep(0.1)
+    return got
+
+
+def _start_cluster(parrot_process, name: str):
+    serve = parrot_process(CLUSTER, name).wait_healthy(240)  # healthy: one engine registered
+    _wait_for(lambda: _health(serve.url)["status"] == "ok", 120, "second engine registered")
+    return serve
+
+
 @pytest.fixture(scope="module")
 def cluster(parrot_process):
     """`parrot serve --engines 2`; yields (url, serve process)."""
-    serve = parrot_process(
-        [
-            "serve",
-            "--engines",
-            "2",
-            "--kv-pool-tokens",
-            "8192",
-            "--max-context-len",
-            "2048",
-            "--health-interval",
-            "0.5",
-            "--log-level",
-            "warning",
-            "--engine-api-key",
-            ENGINE_KEY,
-        ],  # fmt: skip
-        "cluster",
-    ).wait_healthy(240)  # healthy: one engine registered
-    deadline = time.monotonic() + 120
-    while sum(e["healthy"] for e in _health(serve.url)["engines"]) < 2:
-        assert time.monotonic() < deadline, f"second engine missing:\n{serve.log.read_text()}"
-        time.sleep(0.5)
+    serve = _start_cluster(parrot_process, "cluster")
     yield serve.url, serve.proc
     serve.stop(grace=60)
     # The engines are stopped by the ServeCore on its way out: none may be left behind.
@@ -76,11 +78,12 @@ def _engine_stats(engine_url: str) -> dict:
 
 
 def test_health_lists_both_engines(cluster):
-    url, _ = cluster
+    url, proc = cluster
     h = _health(url)
     assert h["status"] == "ok"
     assert [e["healthy"] for e in h["engines"]] == [True, True]
     assert all(e["name"].startswith("http://127.0.0.1:") for e in h["engines"])
+    assert sorted(e["pid"] for e in h["engines"]) == sorted(_children(proc.pid))
     for e in h["engines"]:  # the engines the server starts answer only to their key
         free = httpx.post(f"{e['name']}/generate", json={"text": "x"}, timeout=5)
         assert free.status_code == 401
@@ -213,7 +216,15 @@ def test_unresponsive_engine_is_taken_out_and_comes_back(cluster):
 def test_serve_attaches_a_running_engine_by_url(parrot_process):
     """`parrot serve --engine-url URL`: no embedded engine; calls go to the attached engine."""
     engine = parrot_process(
-        ["engine", "--kv-pool-tokens", "4096", "--max-context-len", "2048", "--api-key", ENGINE_KEY],
+        [
+            "engine",
+            "--kv-pool-tokens",
+            "4096",
+            "--max-context-len",
+            "2048",
+            "--api-key",
+            ENGINE_KEY,
+        ],
         "attached",
     ).wait_healthy()
     front = parrot_process(
@@ -231,3 +242,93 @@ def test_serve_attaches_a_running_engine_by_url(parrot_process):
     assert httpx.post(f"{front.url}/generate", json={"text": "x"}).status_code == 404
     front.stop()
     assert engine.proc.poll() is None  # attached engines are not the front's to stop
+
+
+def _complete(url: str) -> str:
+    body = {"prompt": "The lighthouse", "max_tokens": 2, "temperature": 0}
+    r = httpx.post(f"{url}/v1/completions", json=body, timeout=120)
+    assert r.status_code == 200, r.text
+    return r.json()["choices"][0]["text"]
+
+
+def test_engine_killed_again_and_again_is_restarted_each_time(cluster):
+    """Each restart waits longer (backoff), and every one happens; the other engine serves
+    meanwhile and `/health` says the pool is degraded, not down."""
+    url, _ = cluster
+    engine = _health(url)["engines"][0]
+    name, pid, restarts = engine["name"], engine["pid"], engine["restarts"]
+    for k in range(1, 4):
+        os.kill(pid, signal.SIGKILL)
+        # Observable: the restart waits its backoff, then the model loads.
+        _wait_for(lambda: _health(url)["status"] == "degraded", 30, f"degraded after kill {k}")
+        assert _complete(url)
+
+        def back(old=pid):
+            h = _health(url)
+            e = h["engines"][0]
+            return h["status"] == "ok" and e["pid"] not in (None, old) and e
+
+        engine = _wait_for(back, 120, f"engine restarted after kill {k}")
+        assert engine["name"] == name and engine["restarts"] == restarts + k
+        pid = engine["pid"]
+    assert _complete(url)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"  # a zombie has ended: only its exit status waits to be collected
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        # As a server binds: connections closed a moment ago (TIME_WAIT) do not hold the port.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def test_engines_die_with_a_sigkilled_server(parrot_process):
+    serve = _start_cluster(parrot_process, "orphans")
+    engines = _health(serve.url)["engines"]
+    pids = [e["pid"] for e in engines]
+    ports = [int(e["name"].rsplit(":", 1)[1]) for e in engines]
+    assert all(_alive(p) for p in pids) and not any(_port_free(p) for p in ports)
+    serve.proc.kill()
+    serve.proc.wait(10)
+    try:
+        _wait_for(
+            lambda: not any(_alive(p) for p in pids) and all(_port_free(p) for p in ports),
+            20,
+            "engines gone and their ports free",
+        )
+    finally:
+        for pid in pids:  # never leave a survivor behind, whatever the outcome
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_engine_stops_gracefully_when_its_parents_pipe_closes(parrot_process):
+    """The portable path (without Linux's parent-death signal): EOF on the engine's stdin means
+    its parent is gone. Here the parent, this test's process, lives on: only the pipe tells."""
+    read_end, write_end = os.pipe()
+    engine = parrot_process(
+        ["engine", "--kv-pool-tokens", "4096", "--max-context-len", "2048",
+         "--log-level", "warning", "--parent-pid", str(os.getpid())],
+        "piped",
+        stdin=read_end,
+    )  # fmt: skip
+    os.close(read_end)
+    try:
+        engine.wait_healthy()
+    finally:
+        os.close(write_end)
+    # Killed by its own SIGTERM after a graceful stop (a hard exit would be status 1).
+    assert engine.proc.wait(20) == -signal.SIGTERM
+    assert "is gone: stopping" in engine.log.read_text()

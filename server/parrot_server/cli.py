@@ -355,8 +355,8 @@ def _serve(args: argparse.Namespace) -> int:
     if args.engines > 1 or args.engine_url:
         from .cluster import build_pool
 
-        pool, around = build_pool(args)
-        app = create_app(ServeCore(pool, config), around=around, keys=keys)
+        pool, procs = build_pool(args)
+        app = create_app(ServeCore(pool, config), processes=procs, keys=keys)
     else:
         engine = _engine(args)
         if engine is None:
@@ -379,6 +379,10 @@ def _serve_engine(args: argparse.Namespace) -> int:
     from .http.app import create_engine_app
 
     _log_setup(args)
+    if args.parent_pid is not None:
+        from .engine_processes import die_with_parent
+
+        die_with_parent(args.parent_pid)
     keys = _keys(args)
     if keys is None:
         return 2
@@ -423,6 +427,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         _add_engine_args(_Options(p, file_values))
     _add_serve_args(_Options(serve, file_values))
+    # Internal, set by `parrot serve --engines N` for its children: die with that process.
+    engine.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     unknown = set(file_values) - {
         a.dest.replace("_", "-") for a in (serve if args.command == "serve" else engine)._actions

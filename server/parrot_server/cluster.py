@@ -5,8 +5,6 @@ running engines (SGLang workers included)."""
 from __future__ import annotations
 
 import argparse
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from functools import partial
 
 from .core.engine_pool import EnginePool, PoolConfig
@@ -15,11 +13,9 @@ from .core.remote_engine import RemoteEngineClient
 from .engine_processes import EngineProcesses, engine_argv
 
 
-def build_pool(
-    args: argparse.Namespace,
-) -> tuple[EnginePool, Callable[[], AbstractAsyncContextManager]]:
-    """The pool, and the context that owns the engine processes it drives (started before the
-    ServeCore, stopped after it)."""
+def build_pool(args: argparse.Namespace) -> tuple[EnginePool, EngineProcesses | None]:
+    """The pool, and the local engine processes it drives (None without `--engines N`): their
+    `running()` context is entered before the ServeCore starts and left after it stops."""
     procs = (
         EngineProcesses(
             args.engines, engine_argv(args, args.engines), args.host, api_key=args.engine_api_key
@@ -48,17 +44,4 @@ def build_pool(
         PlacementPolicy(args.placement).create(),
         PoolConfig(health_interval=args.health_interval, failover_wait=args.failover_wait),
     )
-
-    @asynccontextmanager
-    async def processes() -> AsyncIterator[None]:
-        if procs is None:
-            yield
-            return
-        procs.start()
-        procs.start_supervisor()
-        try:
-            yield
-        finally:
-            await procs.stop()
-
-    return pool, processes
+    return pool, procs

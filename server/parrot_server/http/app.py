@@ -3,14 +3,14 @@ plus SGLang's routes of the embedded engine) and `create_engine_app` (`parrot en
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
+from contextlib import asynccontextmanager, nullcontext
 
 from fastapi import FastAPI
 
 from ..core.serve_core import ServeCore
 from ..core.tenants import KeyTable
 from ..engine.async_engine import AsyncEngine
+from ..engine_processes import EngineProcesses
 from ..engine_service import EngineService
 from ..native_service import NativeService
 from .auth import install_auth
@@ -43,17 +43,17 @@ def create_engine_app(engine: AsyncEngine, keys: KeyTable | None = None) -> Fast
 def create_app(
     core: ServeCore,
     engine: AsyncEngine | None = None,
-    around: Callable[[], AbstractAsyncContextManager] | None = None,
+    processes: EngineProcesses | None = None,
     keys: KeyTable | None = None,
 ) -> FastAPI:
     """The ServeCore app. With the embedded `engine`, its SGLang routes (`/generate`, ...) are
-    served too, for clients that speak SGLang's protocol. `around` wraps the core's life (entered
-    before it starts, left after it stops): for example the engine processes it drives.
+    served too, for clients that speak SGLang's protocol. `processes`, the local engine
+    processes the core drives, run around the core's life (started before it, stopped after).
     `keys`: who may call (an empty table, the default, leaves the server open)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        async with around() if around is not None else nullcontext():
+        async with processes.running() if processes is not None else nullcontext():
             await core.start()
             try:
                 yield
@@ -62,6 +62,7 @@ def create_app(
 
     app = FastAPI(title="Parrot", version=VERSION, lifespan=lifespan)
     app.state.core = core
+    app.state.engine_processes = processes  # /health adds their pids and restart counts
     app.state.native_service = NativeService(core)
     install_error_handlers(app)
     install_auth(app, keys or KeyTable())

@@ -15,19 +15,27 @@ router = APIRouter(tags=["ops"])
 
 @router.get("/health")
 async def health(request: Request) -> JSONResponse:
-    """200 while at least one engine is healthy, else 503 (so a load balancer moves on)."""
+    """`ok` when every engine is healthy; `degraded` when only some are, still 200 so a load
+    balancer keeps sending (the healthy ones serve every request); `unavailable`, 503, when none
+    is (so a load balancer moves on). Local engine processes also show their pid and restarts."""
     core = request.app.state.core
-    engines = await core.engine.engines()
-    ok = any(e.healthy for e in engines)
+    engines = [dataclasses.asdict(e) for e in await core.engine.engines()]
+    processes = request.app.state.engine_processes
+    if processes is not None:
+        local = processes.status()
+        for e in engines:
+            e.update(local.get(e["name"], {}))
+    healthy = sum(e["healthy"] for e in engines)
+    status = "ok" if healthy == len(engines) else "degraded" if healthy else "unavailable"
     return JSONResponse(
         {
-            "status": "ok" if ok else "unavailable",
+            "status": status,
             "model": core.engine.info.model,
             "sessions": len(core.sessions.sessions),
             "running_calls": core.executor.running,
-            "engines": [dataclasses.asdict(e) for e in engines],
+            "engines": engines,
         },
-        status_code=200 if ok else 503,
+        status_code=503 if status == "unavailable" else 200,
     )
 
 
