@@ -218,7 +218,7 @@ def test_bad_tenant_files_are_refused(tmp_path):
         ('[tenants.a]\nkeys = ["0123456789abcdef"]\nquota = 1', "unknown keys"),
         ('[tenants.a]\nkeys = ["0123456789abcdef"]\n[tenants.b]\nkeys = ["0123456789abcdef"]',
          "twice"),
-        ("x = 1", "no [tenants.NAME]"),
+        ("x = 1", r"no \[tenants\.NAME\]"),
     ]:  # fmt: skip
         path.write_text(text)
         with pytest.raises(TenantConfigError, match=why):
