@@ -320,12 +320,11 @@ def _engine(args: argparse.Namespace):
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from .core.config import ServeConfig
     from .core.engine_client import LocalEngineClient
     from .core.serve_core import ServeCore
     from .http.app import create_app
+    from .http.serving import serve
 
     _log_setup(args)
     try:
@@ -362,21 +361,21 @@ def _serve(args: argparse.Namespace) -> int:
         if engine is None:
             return 2
         app = create_app(ServeCore(LocalEngineClient(engine), config), engine, keys=keys)
-    uvicorn.run(
+    serve(
         app,
+        core=app.state.core,
+        grace=args.graceful_shutdown,
         host=args.host,
         port=args.port,
         log_level=args.log_level,
         log_config=None,  # uvicorn's loggers go through ours (text or json)
-        timeout_graceful_shutdown=args.graceful_shutdown,
     )
     return 0
 
 
 def _serve_engine(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from .http.app import create_engine_app
+    from .http.serving import serve
 
     _log_setup(args)
     keys = _keys(args)
@@ -385,7 +384,7 @@ def _serve_engine(args: argparse.Namespace) -> int:
     engine = _engine(args)
     if engine is None:
         return 2
-    uvicorn.run(
+    serve(
         create_engine_app(engine, keys),
         host=args.host,
         port=args.port,
