@@ -9,69 +9,14 @@ then the built-in default.
 from __future__ import annotations
 
 import argparse
-import json
-import logging
 import os
 import sys
-import tomllib
-from typing import Any
 
+from .cli_config import Options, load_config, log_setup
 from .core.tenants import DEFAULT_PUBLIC_PATHS, KeyTable, TenantConfigError
 
 
-def _load_config(argv: list[str] | None) -> tuple[str | None, dict[str, Any]]:
-    """The `--config` file (or PARROT_CONFIG), read before the real parser is built so its
-    values can serve as defaults."""
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--config", default=os.environ.get("PARROT_CONFIG"))
-    known, _ = pre.parse_known_args(argv)
-    if not known.config:
-        return None, {}
-    try:
-        with open(known.config, "rb") as f:
-            data = tomllib.load(f)
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise SystemExit(f"parrot: cannot read config file {known.config}: {exc}") from None
-    return known.config, {str(k).replace("_", "-"): v for k, v in data.items()}
-
-
-class _Options:
-    """Adds flags whose defaults come from the environment or the config file."""
-
-    def __init__(self, parser: argparse.ArgumentParser, file_values: dict[str, Any]) -> None:
-        self.parser = parser
-        self.file_values = file_values
-
-    def __call__(self, flag: str, default, help: str, **kwargs) -> None:
-        env = "PARROT_" + flag.lstrip("-").replace("-", "_").upper()
-        typ = kwargs.pop("type", str)
-        raw = os.environ.get(env)
-        key = flag.lstrip("-")
-        try:
-            if raw not in (None, ""):
-                value = typ(raw)
-            elif key in self.file_values:
-                value = typ(self.file_values[key])
-            else:
-                value = default
-        except (TypeError, ValueError):
-            self.parser.error(
-                f"{flag}: {raw or self.file_values.get(key)!r} is not a valid {typ.__name__}"
-            )
-        choices = kwargs.get("choices")
-        if choices is not None and value is not None and value not in choices:
-            # argparse checks choices on the command line only, not on defaults.
-            self.parser.error(
-                f"{flag}: {value!r} (from {env} or the config file) is not one of "
-                f"{', '.join(map(str, choices))}"
-            )
-        shown = "%(default)s" if default is not None else "see above"
-        self.parser.add_argument(
-            flag, type=typ, default=value, help=f"{help} [env {env}; default: {shown}]", **kwargs
-        )
-
-
-def _add_access_args(_option: _Options) -> None:
+def _add_access_args(_option: Options) -> None:
     _option(
         "--api-key",
         None,
@@ -91,7 +36,7 @@ def _add_access_args(_option: _Options) -> None:
     )
 
 
-def _add_engine_args(_option: _Options) -> None:
+def _add_engine_args(_option: Options) -> None:
     from .engine.config import DTYPES, EngineConfig
 
     d = EngineConfig()
@@ -151,7 +96,7 @@ def _add_engine_args(_option: _Options) -> None:
     )
 
 
-def _add_serve_args(_option: _Options) -> None:
+def _add_serve_args(_option: Options) -> None:
     from .core.config import ServeConfig
 
     d = ServeConfig()
@@ -252,36 +197,6 @@ def _add_serve_args(_option: _Options) -> None:
     )
 
 
-class _JsonFormatter(logging.Formatter):
-    """One JSON object per line, for log shippers; `extra=` fields of a record are kept."""
-
-    _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "color_message"}
-
-    def format(self, record: logging.LogRecord) -> str:
-        out = {
-            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        out |= {k: v for k, v in record.__dict__.items() if k not in self._STANDARD}
-        if record.exc_info:
-            out["exception"] = self.formatException(record.exc_info)
-        return json.dumps(out, default=str)
-
-
-def _log_setup(args: argparse.Namespace) -> None:
-    handler = logging.StreamHandler()
-    if args.log_format == "json":
-        handler.setFormatter(_JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=args.log_level.upper(), handlers=[handler])
-    # httpx logs every request at info: with engines behind the ServeCore that is one line per
-    # health check and per engine request.
-    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
-
-
 def _keys(args: argparse.Namespace) -> KeyTable | None:
     """The key table of the flags, or None (message printed) when it is unusable."""
     paths = tuple(p.strip() for p in (args.public_paths or "").split(",") if p.strip())
@@ -320,14 +235,13 @@ def _engine(args: argparse.Namespace):
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from .core.config import ServeConfig
     from .core.engine_client import LocalEngineClient
     from .core.serve_core import ServeCore
     from .http.app import create_app
+    from .http.serving import serve
 
-    _log_setup(args)
+    log_setup(args)
     try:
         config = ServeConfig(
             max_sessions=args.max_sessions,
@@ -362,23 +276,23 @@ def _serve(args: argparse.Namespace) -> int:
         if engine is None:
             return 2
         app = create_app(ServeCore(LocalEngineClient(engine), config), engine, keys=keys)
-    uvicorn.run(
+    serve(
         app,
+        core=app.state.core,
+        grace=args.graceful_shutdown,
         host=args.host,
         port=args.port,
         log_level=args.log_level,
         log_config=None,  # uvicorn's loggers go through ours (text or json)
-        timeout_graceful_shutdown=args.graceful_shutdown,
     )
     return 0
 
 
 def _serve_engine(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from .http.app import create_engine_app
+    from .http.serving import serve
 
-    _log_setup(args)
+    log_setup(args)
     if args.parent_pid is not None:
         from .engine_processes import die_with_parent
 
@@ -389,7 +303,7 @@ def _serve_engine(args: argparse.Namespace) -> int:
     engine = _engine(args)
     if engine is None:
         return 2
-    uvicorn.run(
+    serve(
         create_engine_app(engine, keys),
         host=args.host,
         port=args.port,
@@ -400,7 +314,7 @@ def _serve_engine(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    config_path, file_values = _load_config(argv)
+    config_path, file_values = load_config(argv)
     parser = argparse.ArgumentParser(
         prog="parrot",
         description="Parrot: serving LLM applications. Flag values come from the command line, "
@@ -425,8 +339,8 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument(
             "--config", default=config_path, help="TOML file of flag values [env PARROT_CONFIG]"
         )
-        _add_engine_args(_Options(p, file_values))
-    _add_serve_args(_Options(serve, file_values))
+        _add_engine_args(Options(p, file_values))
+    _add_serve_args(Options(serve, file_values))
     # Internal, set by `parrot serve --engines N` for its children: die with that process.
     engine.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -124,6 +124,11 @@ class EngineService:
 
         return _Closing(chunks(), close)
 
+    async def stop_all(self) -> None:
+        """The server is stopping: every request sent here ends (as aborted)."""
+        for rid in list(self._owners):
+            self.engine.abort_soon(rid)
+
     async def abort(self, who: Principal, rid: str | None) -> list[str]:
         """Aborts `rid` (None: all): the caller's own requests, or any for the operator."""
         if who.admin:

@@ -3,7 +3,13 @@ handlers and by services that report errors inside a stream (after the status wa
 
 from __future__ import annotations
 
-from .core.errors import ConflictError, LimitExceededError, NotFoundError, PermissionDeniedError
+from .core.errors import (
+    ConflictError,
+    LimitExceededError,
+    NotFoundError,
+    PermissionDeniedError,
+    ServerShuttingDownError,
+)
 from .engine.errors import (
     ContextBusyError,
     ContextNotFoundError,
@@ -23,6 +29,7 @@ _STATUS: list[tuple[type[Exception], int, str]] = [
     (LimitExceededError, 429, "rate_limit_error"),
     (ContextBusyError, 409, "conflict_error"),
     (EngineOverloadedError, 503, "overloaded_error"),
+    (ServerShuttingDownError, 503, "unavailable_error"),
     (EngineUnavailableError, 503, "engine_unavailable_error"),
     (RequestAbortedError, 499, "aborted_error"),
 ]

@@ -15,9 +15,10 @@ from parrot_integrations.protocol.native import (
     VariableChunk,
     VariableCreate,
     VariableState,
+    VariableStatus,
 )
 
-from .core.errors import ConflictError, NotFoundError
+from .core.errors import ConflictError, NotFoundError, ServerShuttingDownError
 from .core.executor import render_prompt, to_sampling_params
 from .core.graph import Call, Plan
 from .core.objective import deduce, mark
@@ -69,6 +70,8 @@ class NativeService:
         var = self._variable(session, var_id)
         self._read_with(session, var_id, criteria)
         await var.wait(min(timeout, self.core.config.max_get_wait_seconds))
+        if self.core.draining and var.status is VariableStatus.FAILED:
+            raise ServerShuttingDownError(f"variable {var_id!r}: {var.error}")
         session.touch()
         return var.state()
 

@@ -38,7 +38,7 @@ from parrot_integrations.protocol.openai import (
 from parrot_integrations.protocol.openai_tools import FunctionCallDelta, ToolCallDelta
 
 from .core.engine_client import EngineClient, OutputStream, default_max_tokens
-from .core.errors import NotFoundError
+from .core.errors import NotFoundError, ServerShuttingDownError
 from .core.metrics import Metrics
 from .core.objective import priority_of
 from .core.tenants import DEFAULT_TENANT, Tenant, cache_key
@@ -124,9 +124,17 @@ class _Run:
     (error, disconnect, cancellation) aborts it. Records the request's metrics once."""
 
     def __init__(
-        self, stream: OutputStream, metrics: Metrics | None, objective: str, start: float
+        self,
+        stream: OutputStream,
+        metrics: Metrics | None,
+        objective: str,
+        start: float,
+        live: set[_Run],
     ) -> None:
         self.stream, self.metrics, self.objective, self.start = stream, metrics, objective, start
+        self.live = live  # the service's runs in flight, this one until it ends
+        live.add(self)
+        self.stopped = False  # ended by the server's shutdown
         self.rid = stream.rid
         self.ttft: float | None = None
         self.last: RequestOutput | None = None
@@ -143,6 +151,8 @@ class _Run:
             self.last = out
             reason = out.finish_reason
             if reason is not None:
+                if reason.kind is FinishKind.ABORT and self.stopped:
+                    raise ServerShuttingDownError("the server is shutting down")
                 if reason.kind is FinishKind.ABORT:
                     raise RequestAbortedError(f"request aborted: {reason.message or 'aborted'}")
                 self.finish_reason = "stop" if reason.kind is FinishKind.STOP else "length"
@@ -157,7 +167,12 @@ class _Run:
     async def __aenter__(self) -> _Run:
         return self
 
+    async def stop(self) -> None:
+        self.stopped = True
+        await self.stream.aclose()
+
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: Any, tb: Any) -> None:
+        self.live.discard(self)
         if self.finish_reason is not None:
             outcome = "ok"
         elif exc_type is None or issubclass(
@@ -193,6 +208,12 @@ class OpenAIService:
         self.metrics = metrics
         self.sessions = sessions
         self.created = int(time.time())
+        self._live: set[_Run] = set()
+
+    async def stop_all(self) -> None:
+        """The server is stopping: every request in flight ends with `ServerShuttingDownError`
+        (a JSON 503, or an error event before `[DONE]`)."""
+        await asyncio.gather(*(run.stop() for run in list(self._live)))
 
     @functools.cached_property
     def tools(self) -> ToolFormat:
@@ -242,7 +263,7 @@ class OpenAIService:
             if self.metrics is not None:
                 self.metrics.observe("openai", objective, "error", time.monotonic() - start, None)
             raise
-        return _Run(stream, self.metrics, objective, start)
+        return _Run(stream, self.metrics, objective, start, self._live)
 
     def _check(self, req: SamplingRequest, tenant: Tenant) -> str:
         """The model's served name; a named session must be live and the tenant's (and is

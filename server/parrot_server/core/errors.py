@@ -25,3 +25,7 @@ class LimitExceededError(EngineError):
 class PermissionDeniedError(EngineError):
     """The caller's key does not grant this route (an operator route without the admin key):
     a 403."""
+
+
+class ServerShuttingDownError(EngineError):
+    """The server is stopping: new work is refused and unfinished work ends with this: a 503."""

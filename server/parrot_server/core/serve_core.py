@@ -3,7 +3,9 @@ once per server (`parrot serve`) and handed to the HTTP layer; no global state."
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 
 from .config import ServeConfig
 from .engine_client import EngineClient
@@ -14,6 +16,8 @@ from .tenants import TenantLoad
 
 log = logging.getLogger(__name__)
 
+STOP_MARGIN_SECONDS = 2.0  # before the grace period ends: time for readers to get the error
+
 
 class ServeCore:
     def __init__(self, engine: EngineClient, config: ServeConfig | None = None) -> None:
@@ -23,10 +27,33 @@ class ServeCore:
         self.executor = Executor(engine, self.metrics, config.max_inflight_calls)
         self.sessions = SessionManager(config, self.executor)
         self.tenant_load = TenantLoad(self.sessions.pending_calls)
+        self.draining = False  # shutting down: new work is refused (503)
+        # Work outside sessions (/v1, /generate) ends through these when the server stops.
+        self.stop_hooks: list[Callable[[], Awaitable[None]]] = []
+        self._stop_timer: asyncio.TimerHandle | None = None
 
     async def start(self) -> None:
         await self.engine.start()
         self.sessions.start()
+
+    def begin_shutdown(self, grace: float) -> None:
+        """The server was told to stop: refuse new work now, let what runs finish for most of
+        the `grace` seconds, then end the rest with a typed error while its readers are still
+        connected (the HTTP server cancels whatever is left when the grace period is over)."""
+        if self.draining:
+            return
+        self.draining = True
+        log.info("draining: new work is refused; in-flight work ends within %.1f s", grace)
+        delay = max(0.0, grace - min(STOP_MARGIN_SECONDS, grace / 2))
+        loop = asyncio.get_running_loop()
+        self._stop_timer = loop.call_later(delay, lambda: loop.create_task(self.stop_work()))
+
+    async def stop_work(self) -> None:
+        """Sessions closed (their calls cancelled, readers woken with the reason), requests
+        outside sessions ended with `ServerShuttingDownError`."""
+        await self.sessions.shutdown()
+        await self.executor.shutdown()
+        await asyncio.gather(*(hook() for hook in self.stop_hooks), return_exceptions=True)
 
     async def shutdown(self) -> None:
         """Graceful: sessions are closed (their calls cancelled, readers woken with the
@@ -36,8 +63,10 @@ class ServeCore:
             len(self.sessions.sessions),
             self.executor.running,
         )
-        await self.sessions.shutdown()
-        await self.executor.shutdown()
+        self.draining = True
+        if self._stop_timer is not None:
+            self._stop_timer.cancel()
+        await self.stop_work()
         await self.engine.shutdown()
 
     async def refresh_metrics(self) -> None:

@@ -14,6 +14,7 @@ from ..engine_processes import EngineProcesses
 from ..engine_service import EngineService
 from ..native_service import NativeService
 from .auth import install_auth
+from .draining import install_draining
 from .engine_routes import router as engine_router
 from .errors import install_error_handlers
 from .native_routes import router as native_router
@@ -66,13 +67,15 @@ def create_app(
     app.state.native_service = NativeService(core)
     install_error_handlers(app)
     install_auth(app, keys or KeyTable())
+    install_draining(app, core)  # added last: runs first, before the key check
     app.include_router(ops_router)  # first: its /health wins over the engine router's
     app.include_router(native_router)
     app.include_router(openai_router)
     if engine is not None:
         loaded = engine.engine.loaded
-        app.state.engine_service = EngineService(
+        app.state.engine_service = service = EngineService(
             engine, loaded.name, str(loaded.path), core.tenant_load
         )
+        core.stop_hooks.append(service.stop_all)
         app.include_router(engine_router)
     return app

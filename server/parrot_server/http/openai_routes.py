@@ -24,6 +24,7 @@ def _service(request: Request) -> OpenAIService:
         core = state.core
         sessions = getattr(core, "sessions", None)
         service = state.openai_service = OpenAIService(core.engine, core.metrics, sessions)
+        core.stop_hooks.append(service.stop_all)
     return service
 
 
