@@ -7,15 +7,16 @@ from __future__ import annotations
 import json
 import logging
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
 from parrot_integrations.protocol.sglang import AbortRequest, GenerateRequest
 
 from ..engine_service import EngineService
 from ..error_status import status_of
+from .valid_text import reject_lone_surrogates
 
-router = APIRouter()
+router = APIRouter(dependencies=[Depends(reject_lone_surrogates)])
 log = logging.getLogger(__name__)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
 from parrot_integrations.protocol.native import (
@@ -20,8 +20,11 @@ from parrot_integrations.protocol.native import (
 )
 
 from ..native_service import NativeService
+from .valid_text import reject_lone_surrogates
 
-router = APIRouter(prefix=API_PREFIX, tags=["native"])
+router = APIRouter(
+    prefix=API_PREFIX, tags=["native"], dependencies=[Depends(reject_lone_surrogates)]
+)
 
 DEFAULT_WAIT_SECONDS = 30.0
 

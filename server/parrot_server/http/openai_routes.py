@@ -11,14 +11,15 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any, TypeVar
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from parrot_integrations.protocol.openai import ChatCompletionRequest, CompletionRequest
 
 from ..openai_service import OpenAIService
+from .valid_text import reject_lone_surrogates
 
-router = APIRouter(prefix="/v1")
+router = APIRouter(prefix="/v1", dependencies=[Depends(reject_lone_surrogates)])
 T = TypeVar("T")
 
 CLIENT_CLOSED = 499  # nginx's "client closed request": nobody reads it, logs show why
