@@ -136,3 +136,56 @@ def test_every_route_taking_a_body_refuses_a_lone_surrogate(client, session):
         resp = _post_raw(client, method, url, body)
         assert resp.status_code == 400, (method, path, resp.text)
         assert resp.json()["error"]["param"] == "deep.0.k", (method, path)
+
+
+# -- headers and bodies of small answers -----------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_405_lists_every_method_the_path_takes(client, session):
+    resp = client.request("PATCH", f"{API}/sessions/{session}")
+    assert resp.status_code == 405
+    assert set(resp.headers["allow"].split(", ")) == {"GET", "DELETE"}
+    assert resp.json()["error"]["code"] == 405
+    resp = client.delete("/generate")
+    assert set(resp.headers["allow"].split(", ")) == {"POST", "PUT"}
+
+
+@pytest.mark.slow
+def test_health_generate_answers_json(client):
+    resp = client.get("/health_generate")
+    assert resp.status_code == 200 and resp.headers["content-type"] == "application/json"
+    assert resp.json() == {"status": "ok"}
+
+
+# -- the OpenAPI document says what the server answers --------------------------------------------
+
+
+@pytest.mark.slow
+def test_openapi_document_matches_the_answers(client):
+    doc = client.get("/openapi.json").json()
+    ops = {(method, path): op for path, item in doc["paths"].items() for method, op in item.items()}
+    ids = [op["operationId"] for op in ops.values()]
+    assert len(ids) == len(set(ids)), sorted(i for i in ids if ids.count(i) > 1)
+    error_ref = {"$ref": "#/components/schemas/ErrorResponse"}
+    for (method, path), op in ops.items():
+        assert "422" not in op["responses"], (method, path)  # validation errors are 400s
+        for status, answer in op["responses"].items():
+            if status.startswith(("4", "5")) or status == "default":
+                if path == "/health":
+                    continue  # its 503 is the health report itself
+                schema = answer["content"]["application/json"]["schema"]
+                assert schema == error_ref, (method, path, status)
+        if "requestBody" in op:
+            assert {"400", "413", "408"} <= set(op["responses"]), (method, path)
+    assert "HTTPValidationError" not in doc["components"]["schemas"]
+    programs = ops[("post", "/api/v1/sessions/{sid}/programs")]["responses"]
+    assert {"404", "409", "429", "503"} <= set(programs)
+    assert "Retry-After" in programs["429"]["headers"]
+    assert list(ops[("get", "/metrics")]["responses"]["200"]["content"]) == ["text/plain"]
+    assert "text/plain" in ops[("post", "/flush_cache")]["responses"]["200"]["content"]
+    chat = ops[("post", "/v1/chat/completions")]["responses"]["200"]["content"]
+    assert set(chat) == {"application/json", "text/event-stream"}
+    # What the server says matches: a text route answers text, a 404 the error body.
+    assert client.get("/metrics").headers["content-type"].startswith("text/plain")
+    assert client.get(f"{API}/sessions/nope").json()["error"]["code"] == 404

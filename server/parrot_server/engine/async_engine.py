@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
 from .engine import Engine, EngineStats
+from .errors import EngineUnavailableError
 from .request import FinishKind, FinishReason, RequestOutput
 from .sampling_params import SamplingParams
 
@@ -86,7 +87,7 @@ class AsyncEngine:
     async def call(self, fn: Callable[[], T]) -> T:
         """Run `fn(engine)`-style code on the engine thread and await its result."""
         if self._stopping:
-            raise RuntimeError("engine is shut down")
+            raise EngineUnavailableError("the engine is shut down (the server is stopping)")
         fut: concurrent.futures.Future = concurrent.futures.Future()
         self._commands.put((fn, fut))
         self._wake.set()

@@ -13,6 +13,7 @@ from ..engine.async_engine import AsyncEngine
 from ..engine_service import EngineService
 from ..native_service import NativeService
 from .auth import install_auth
+from .engine_routes import health_router as engine_health_router
 from .engine_routes import router as engine_router
 from .errors import install_error_handlers
 from .native_routes import router as native_router
@@ -34,6 +35,7 @@ def create_engine_app(engine: AsyncEngine) -> FastAPI:
     app = FastAPI(title="Parrot engine", version=VERSION, lifespan=lifespan)
     app.state.engine_service = EngineService(engine, loaded.name, str(loaded.path))
     install_error_handlers(app)
+    app.include_router(engine_health_router)
     app.include_router(engine_router)
     return app
 
@@ -61,7 +63,7 @@ def create_app(
     app.state.native_service = NativeService(core)
     install_error_handlers(app)
     install_auth(app, core.config.api_key)
-    app.include_router(ops_router)  # first: its /health wins over the engine router's
+    app.include_router(ops_router)
     app.include_router(native_router)
     app.include_router(openai_router)
     if engine is not None:

@@ -1,6 +1,7 @@
 """SGLang 0.5.x native runtime endpoints (`/generate`, `/health`, ...). Thin: logic lives in
 `EngineService`. Both route names of SGLang's info endpoints are served (`/model_info` and the
-0.5.5 name `/get_model_info`, likewise `/server_info`), so clients of either release work."""
+0.5.5 name `/get_model_info`, likewise `/server_info`), so clients of either release work.
+`/health` is on a router of its own: `parrot serve` answers it with the ServeCore's."""
 
 from __future__ import annotations
 
@@ -10,13 +11,15 @@ import logging
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
-from parrot_integrations.protocol.sglang import AbortRequest, GenerateRequest
+from parrot_integrations.protocol.sglang import AbortRequest, GenerateRequest, GenerateResponse
 
 from ..engine_service import EngineService
 from ..error_status import status_of
+from .openapi_doc import BODY, TEXT, errors, event_stream
 from .valid_text import reject_lone_surrogates
 
 router = APIRouter(dependencies=[Depends(reject_lone_surrogates)])
+health_router = APIRouter()
 log = logging.getLogger(__name__)
 
 
@@ -24,13 +27,23 @@ def _service(request: Request) -> EngineService:
     return request.app.state.engine_service
 
 
-@router.get("/health")
+@health_router.get("/health")
+async def health() -> JSONResponse:
+    return JSONResponse({"status": "ok"})
+
+
 @router.get("/health_generate")
-async def health() -> Response:
-    return Response(status_code=200)
+async def health_generate() -> JSONResponse:
+    return JSONResponse({"status": "ok"})
 
 
-@router.api_route("/generate", methods=["POST", "PUT"], response_model=None)
+_GENERATE_RESPONSES = event_stream(GenerateResponse) | errors(*BODY, 503)
+
+
+# One route per method: a route's operation id in the OpenAPI document is per route, not per
+# method, so a route taking two methods repeats it.
+@router.post("/generate", response_model=None, responses=_GENERATE_RESPONSES)
+@router.put("/generate", response_model=None, responses=_GENERATE_RESPONSES)
 async def generate(body: GenerateRequest, request: Request) -> Response:
     service = _service(request)
     if not body.stream:
@@ -52,7 +65,7 @@ async def generate(body: GenerateRequest, request: Request) -> Response:
     return StreamingResponse(sse(), media_type="text/event-stream")
 
 
-@router.post("/abort_request")
+@router.post("/abort_request", responses=errors(*BODY))
 async def abort_request(body: AbortRequest, request: Request) -> JSONResponse:
     """200 as SGLang; the body (which requests were running and are now aborted) is ours."""
     engine = _service(request).engine
@@ -64,7 +77,8 @@ async def abort_request(body: AbortRequest, request: Request) -> JSONResponse:
     return JSONResponse({"aborted": aborted})
 
 
-@router.api_route("/flush_cache", methods=["GET", "POST"])
+@router.get("/flush_cache", response_class=PlainTextResponse, responses=TEXT)
+@router.post("/flush_cache", response_class=PlainTextResponse, responses=TEXT)
 async def flush_cache(request: Request) -> PlainTextResponse:
     freed = await _service(request).engine.flush_cache()
     return PlainTextResponse(f"Cache flushed: {freed} cached tokens freed.\n")

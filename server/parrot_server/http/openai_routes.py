@@ -14,12 +14,23 @@ from typing import Any, TypeVar
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from parrot_integrations.protocol.openai import ChatCompletionRequest, CompletionRequest
+from parrot_integrations.protocol.openai import (
+    ChatCompletion,
+    ChatCompletionRequest,
+    Completion,
+    CompletionRequest,
+    Model,
+    ModelList,
+)
 
 from ..openai_service import OpenAIService
+from .openapi_doc import BODY, errors, event_stream
 from .valid_text import reject_lone_surrogates
 
 router = APIRouter(prefix="/v1", dependencies=[Depends(reject_lone_surrogates)])
+# What a completion route may answer: a bad body, a key, an unknown model or session, a full
+# engine queue.
+_COMPLETION_ERRORS = errors(*BODY, 401, 404, 503)
 T = TypeVar("T")
 
 CLIENT_CLOSED = 499  # nginx's "client closed request": nobody reads it, logs show why
@@ -75,7 +86,11 @@ async def _unless_disconnected(request: Request, work: Awaitable[T]) -> T | Resp
     return task.result()
 
 
-@router.post("/chat/completions", response_model=None)
+@router.post(
+    "/chat/completions",
+    response_model=None,
+    responses=event_stream(ChatCompletion) | _COMPLETION_ERRORS,
+)
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
     service = _service(request)
     if body.stream:
@@ -84,7 +99,9 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
     return result if isinstance(result, Response) else JSONResponse(result.model_dump())
 
 
-@router.post("/completions", response_model=None)
+@router.post(
+    "/completions", response_model=None, responses=event_stream(Completion) | _COMPLETION_ERRORS
+)
 async def completions(body: CompletionRequest, request: Request) -> Response:
     service = _service(request)
     if body.stream:
@@ -93,11 +110,11 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
     return result if isinstance(result, Response) else JSONResponse(result.model_dump())
 
 
-@router.get("/models")
+@router.get("/models", response_model=ModelList, responses=errors(401))
 async def list_models(request: Request) -> JSONResponse:
     return JSONResponse(_service(request).list_models().model_dump())
 
 
-@router.get("/models/{model:path}")
+@router.get("/models/{model:path}", response_model=Model, responses=errors(401, 404))
 async def get_model(model: str, request: Request) -> JSONResponse:
     return JSONResponse(_service(request).get_model(model).model_dump())
