@@ -8,11 +8,13 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcon
 
 from fastapi import FastAPI
 
+from ..core.config import ServeConfig
 from ..core.serve_core import ServeCore
 from ..engine.async_engine import AsyncEngine
 from ..engine_service import EngineService
 from ..native_service import NativeService
 from .auth import install_auth
+from .body_limit import install_body_limit
 from .engine_routes import health_router as engine_health_router
 from .engine_routes import router as engine_router
 from .errors import install_error_handlers
@@ -23,8 +25,12 @@ from .ops_routes import router as ops_router
 VERSION = "0.1.0"
 
 
-def create_engine_app(engine: AsyncEngine) -> FastAPI:
-    """One engine on SGLang's native runtime protocol."""
+def create_engine_app(
+    engine: AsyncEngine,
+    max_request_bytes: int = ServeConfig.max_request_bytes,
+    request_body_timeout_seconds: float = ServeConfig.request_body_timeout_seconds,
+) -> FastAPI:
+    """One engine on SGLang's native runtime protocol (body limits as `ServeConfig`'s)."""
     loaded = engine.engine.loaded
 
     @asynccontextmanager
@@ -35,6 +41,7 @@ def create_engine_app(engine: AsyncEngine) -> FastAPI:
     app = FastAPI(title="Parrot engine", version=VERSION, lifespan=lifespan)
     app.state.engine_service = EngineService(engine, loaded.name, str(loaded.path))
     install_error_handlers(app)
+    install_body_limit(app, max_request_bytes, request_body_timeout_seconds)
     app.include_router(engine_health_router)
     app.include_router(engine_router)
     return app
@@ -62,6 +69,7 @@ def create_app(
     app.state.core = core
     app.state.native_service = NativeService(core)
     install_error_handlers(app)
+    install_body_limit(app, core.config.max_request_bytes, core.config.request_body_timeout_seconds)
     install_auth(app, core.config.api_key)
     app.include_router(ops_router)
     app.include_router(native_router)
