@@ -1,5 +1,5 @@
 """Bounds on what one request can make the server do: body size (413) and the time its body may
-take (408), and `Retry-After` on 429 and 503.
+take (408), over-long prompts refused from their length, and `Retry-After` on 429 and 503.
 A real `parrot serve` with small limits, driven over raw sockets where HTTP clients would not
 misbehave as needed."""
 
@@ -122,9 +122,30 @@ def test_a_client_that_leaves_mid_body_leaves_the_server_well(url, tmp_path):
 def test_bodies_within_the_limit_reach_their_routes(url):
     prompt = "word " * ((LIMIT - 200) // 5)  # within the body limit, too long for the window
     resp = httpx.post(f"{url}/v1/completions", json={"prompt": prompt, "max_tokens": 1}, timeout=60)
-    assert resp.status_code == 400 and "context window" in resp.json()["error"]["message"]
+    # Refused from its length (in characters), before it was tokenized.
+    message = resp.json()["error"]["message"]
+    assert resp.status_code == 400 and "characters" in message and "context window" in message
     ok = httpx.post(f"{url}/v1/completions", json={"prompt": "Hi", "max_tokens": 1}, timeout=60)
     assert ok.status_code == 200
+
+
+@pytest.mark.slow
+def test_a_native_call_over_the_window_is_refused_from_its_length(url):
+    with httpx.Client(base_url=f"{url}/api/v1", timeout=60) as client:
+        sid = client.post("/sessions", json={}).json()["session_id"]
+        try:
+            call = {
+                "id": "c",
+                "template": "Summarize: {{input:doc}} {{output:o}}",
+                "inputs": {"doc": "doc"},
+                "outputs": {"o": {"var": "o", "sampling": {"max_tokens": 4}}},
+            }
+            program = {"variables": [{"id": "doc", "value": "word " * 12_000}], "calls": [call]}
+            resp = client.post(f"/sessions/{sid}/programs", json=program)
+        finally:
+            client.delete(f"/sessions/{sid}")
+    assert resp.status_code == 400
+    assert "call 'c'" in resp.text and "characters" in resp.text
 
 
 @pytest.mark.slow
