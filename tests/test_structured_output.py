@@ -20,6 +20,7 @@ from parrot_integrations import InvalidRequestError as SDKInvalid
 from parrot_integrations import ParrotClient, SemanticFunction
 from parrot_server.engine.engine import Engine
 from parrot_server.engine.errors import InvalidRequestError
+from parrot_server.engine.grammar_text import check_constraint
 from parrot_server.engine.request import FinishKind
 from parrot_server.engine.sampling_params import SamplingParams
 
@@ -129,6 +130,8 @@ def test_resumed_request_continues_its_grammar(engine):
         (dict(json_schema=json.dumps({"type": "frob"})), 'Unsupported type "frob"'),
         (dict(regex="a(b"), "invalid regex: .*parenthesis is not closed"),
         (dict(ebnf="root ::= rule_that_is_missing"), "invalid ebnf: .*not defined"),
+        # xgrammar's message cuts this input inside a character: the message is not UTF-8.
+        (dict(ebnf='root ::= "a" \U0001f600\U0001f600'), "invalid ebnf: it does not parse"),
         (dict(regex="a", ebnf='root ::= "a"'), "at most one of json_schema, regex and ebnf"),
         (dict(constrained_prompt_tail=2), "0 without a constraint"),
     ],
@@ -137,6 +140,9 @@ def test_bad_constraints_are_typed_errors(engine, kw, needle):
     with pytest.raises(InvalidRequestError, match=needle):
         engine.submit([1, 2, 3], SamplingParams(**kw))
     assert not engine.has_work()
+    if "ebnf" in kw and "regex" not in kw:  # the check a front server makes says the same
+        with pytest.raises(InvalidRequestError, match=needle):
+            check_constraint(SamplingParams(**kw))
 
 
 # -- server: /v1 and /generate ------------------------------------------------------------------

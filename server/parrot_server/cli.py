@@ -96,6 +96,25 @@ def _add_engine_args(_option: Options) -> None:
     )
 
 
+def _add_http_args(_option: Options) -> None:
+    """Limits of the HTTP server itself, for `parrot serve` and `parrot engine` alike."""
+    from .core.config import ServeConfig
+
+    d = ServeConfig()
+    _option(
+        "--max-request-bytes",
+        d.max_request_bytes,
+        "largest request body, in bytes (then 413)",
+        type=int,
+    )
+    _option(
+        "--request-body-timeout",
+        d.request_body_timeout_seconds,
+        "seconds a request's whole body may take to arrive (then 408)",
+        type=float,
+    )
+
+
 def _add_serve_args(_option: Options) -> None:
     from .core.config import ServeConfig
 
@@ -253,6 +272,8 @@ def _serve(args: argparse.Namespace) -> int:
             max_get_wait_seconds=args.max_get_wait,
             max_value_chars=args.max_value_chars,
             max_inflight_calls=args.max_inflight_calls,
+            max_request_bytes=args.max_request_bytes,
+            request_body_timeout_seconds=args.request_body_timeout,
         )
     except ValueError as exc:
         print(f"parrot: {exc}", file=sys.stderr)
@@ -300,11 +321,18 @@ def _serve_engine(args: argparse.Namespace) -> int:
     keys = _keys(args)
     if keys is None:
         return 2
+    for flag, value in (
+        ("--max-request-bytes", args.max_request_bytes),
+        ("--request-body-timeout", args.request_body_timeout),
+    ):
+        if not value > 0:
+            print(f"parrot: {flag} must be > 0, got {value!r}", file=sys.stderr)
+            return 2
     engine = _engine(args)
     if engine is None:
         return 2
     serve(
-        create_engine_app(engine, keys),
+        create_engine_app(engine, keys, args.max_request_bytes, args.request_body_timeout),
         host=args.host,
         port=args.port,
         log_level=args.log_level,
@@ -340,6 +368,7 @@ def main(argv: list[str] | None = None) -> int:
             "--config", default=config_path, help="TOML file of flag values [env PARROT_CONFIG]"
         )
         _add_engine_args(Options(p, file_values))
+        _add_http_args(Options(p, file_values))
     _add_serve_args(Options(serve, file_values))
     # Internal, set by `parrot serve --engines N` for its children: die with that process.
     engine.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)

@@ -152,7 +152,10 @@ class NativeService:
                 continue
             first = next(iter(call.outputs.values()))
             prompt = render_prompt(self.core.engine, plan.value_of, call, 0)
-            n = await self.core.engine.count_tokens(prompt)
+            try:
+                n = await self.core.engine.count_tokens(prompt)
+            except PromptTooLongError as exc:  # refused by its length alone
+                raise PromptTooLongError(f"call {call.id!r}: {exc}") from None
             max_tokens = first.sampling.max_tokens
             if max_tokens is None and n + 1 > limit:
                 raise PromptTooLongError(

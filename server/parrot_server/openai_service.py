@@ -249,6 +249,8 @@ class OpenAIService:
         start = time.monotonic()
         objective = req.criteria.value if req.criteria else "none"
         try:
+            if isinstance(prompt, str):  # once, here: both the limit and the engine need it
+                prompt = await self.engine.encode(prompt)
             limit = req.max_new_tokens or await default_max_tokens(self.engine, prompt)
             sampling = to_sampling_params(req, limit, grammar)
             stream = await self.engine.submit(

@@ -16,6 +16,10 @@ class ServeConfig:
     max_get_wait_seconds: float = 300.0  # longest a GET on a pending variable may block
     max_value_chars: int = 1_000_000  # one variable's value (set by a client)
     max_inflight_calls: int = 256  # calls submitted to the engines at once; the rest queue here
+    # One request's body (then 413): room for a variable of max_value_chars even if every
+    # character is sent as a JSON escape pair (12 bytes).
+    max_request_bytes: int = 16 * 1024 * 1024
+    request_body_timeout_seconds: float = 30.0  # for the whole body to arrive (then 408)
 
     def __post_init__(self) -> None:
         for name, value in self.__dict__.items():

@@ -123,7 +123,9 @@ class EngineClient(abc.ABC):
 
     @abc.abstractmethod
     async def encode(self, text: str) -> list[int]:
-        """`text` as the engine tokenizes a text prompt (no special tokens added)."""
+        """`text` as the engine tokenizes a text prompt (no special tokens added), off the event
+        loop and the engine's thread; `PromptTooLongError` for a text that cannot fit the
+        context window, found from its length before tokenizing (`PromptEncoder`)."""
 
     async def start(self) -> None:  # noqa: B027 - optional hook, nothing to do by default
         """Called once on the server's event loop before the first request."""
@@ -221,9 +223,7 @@ class LocalEngineClient(EngineClient):
         return template_text(self._tokenizer)
 
     async def encode(self, text: str) -> list[int]:
-        # On the engine thread: a Rust tokenizer used from two threads can fail ("Already
-        # borrowed").
-        return await self.engine.call(lambda: self.engine.engine.encode(text))
+        return await self.engine.encode(text)
 
     async def shutdown(self) -> None:
         await self.engine.shutdown()

@@ -37,6 +37,7 @@ from ..engine.errors import (
     InvalidRequestError,
     PromptTooLongError,
 )
+from ..engine.prompt_encoder import PromptEncoder
 from ..engine.sampling_params import SamplingParams
 from ..engine.tokenizer import TokenizerNotFoundError, load_hf_tokenizer, read_chat_template
 from .engine_client import (
@@ -120,7 +121,7 @@ class RemoteEngineClient(EngineClient):
         http: httpx.AsyncClient | None = None,
     ) -> None:
         self.url = url.rstrip("/")
-        self.tokenizer = tokenizer  # an HF tokenizer, used from the event loop's thread only
+        self.tokenizer = tokenizer  # an HF tokenizer: chat templates, on the event loop's thread
         self.info = info
         self.config = config = config or RemoteEngineConfig()
         s = server_info or {}
@@ -176,8 +177,13 @@ class RemoteEngineClient(EngineClient):
     def chat_template(self) -> str | None:
         return template_text(self.tokenizer)
 
+    @functools.cached_property
+    def _encoder(self) -> PromptEncoder:
+        return PromptEncoder(self.tokenizer)
+
     async def encode(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text, add_special_tokens=False)
+        # Off the event loop: megabytes of text take seconds.
+        return await self._encoder.encode(text, self.info.max_context_len)
 
     # -- requests -------------------------------------------------------------------------------
     async def submit_many(self, items: list[Submission]) -> list[OutputStream | Exception]:
@@ -340,6 +346,8 @@ class RemoteEngineClient(EngineClient):
         if self._aborts:
             await asyncio.wait(set(self._aborts), timeout=self.config.request_timeout)
         await self._http.aclose()
+        if "_encoder" in self.__dict__:
+            self._encoder.close()
 
 
 def sampling_params_body(sp: SamplingParams) -> dict[str, Any]:

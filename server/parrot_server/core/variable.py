@@ -18,7 +18,8 @@ class Variable:
         self.producer: str | None = None  # call id
         self.usage: OutputUsage | None = None  # how its producer generated it
         self.consumers: list[str] = []  # call ids, in submission order
-        self._parts: list[str] = []  # streamed text of the producer's generation so far
+        # What a stream reader is sent: the producer's generation so far, or a given value whole.
+        self._parts: list[str] = [value] if value is not None else []
         self._changed = asyncio.Event()
 
     @property

@@ -1,7 +1,9 @@
 """asyncio front of the engine: one worker thread steps the engine, coroutines talk to it.
 
 Every engine mutation runs on the worker thread (commands are queued to it), so the engine
-itself needs no locks. Outputs come back to the caller's event loop through its queue.
+itself needs no locks. Outputs come back to the caller's event loop through its queue. Text
+prompts are tokenized before they are queued, on a thread of their own (`PromptEncoder`): the
+worker thread gets token ids and only steps.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
 from .engine import Engine, EngineStats
+from .errors import EngineError, EngineUnavailableError
+from .prompt_encoder import PromptEncoder
 from .request import FinishKind, FinishReason, RequestOutput
 from .sampling_params import SamplingParams
 
@@ -41,6 +45,7 @@ class AsyncEngine:
         )
         self._thread.start()
         self.engine = built.result()
+        self.encoder = PromptEncoder(self.engine.tokenizer)
 
     def _run(self, make: Callable[[], Engine], built: concurrent.futures.Future) -> None:
         try:
@@ -86,13 +91,18 @@ class AsyncEngine:
     async def call(self, fn: Callable[[], T]) -> T:
         """Run `fn(engine)`-style code on the engine thread and await its result."""
         if self._stopping:
-            raise RuntimeError("engine is shut down")
+            raise EngineUnavailableError("the engine is shut down (the server is stopping)")
         fut: concurrent.futures.Future = concurrent.futures.Future()
         self._commands.put((fn, fut))
         self._wake.set()
         return await asyncio.wrap_future(fut)
 
     # -- API ----------------------------------------------------------------------------------
+    async def encode(self, text: str) -> list[int]:
+        """`text` as `Engine.encode` tokenizes it, off the worker thread; a text that cannot
+        fit the context window raises `PromptTooLongError` without being tokenized."""
+        return await self.encoder.encode(text, self.engine.max_context_len)
+
     async def submit(
         self, prompt: list[int] | str | None, sampling: SamplingParams | None = None, **kwargs: Any
     ) -> RequestStream:
@@ -110,13 +120,22 @@ class AsyncEngine:
         same step (a task group starts together). Each item gets its stream or its own error."""
         loop = asyncio.get_running_loop()
         queues = [asyncio.Queue() for _ in items]
+        prompts: list[Any] = []
+        for prompt, _, _ in items:
+            try:
+                prompts.append(await self.encode(prompt) if isinstance(prompt, str) else prompt)
+            except EngineError as exc:  # this item's error; the others still go in
+                prompts.append(exc)
 
         def callback(outputs: asyncio.Queue) -> Callable[[RequestOutput], None]:
             return lambda out: loop.call_soon_threadsafe(outputs.put_nowait, out)
 
         def submit_all() -> list[Any]:
             results: list[Any] = []
-            for (prompt, sampling, kwargs), outputs in zip(items, queues, strict=True):
+            for prompt, (_, sampling, kwargs), outputs in zip(prompts, items, queues, strict=True):
+                if isinstance(prompt, Exception):
+                    results.append(prompt)
+                    continue
                 try:
                     req = self.engine.submit(
                         prompt, sampling, on_output=callback(outputs), **kwargs
@@ -200,6 +219,7 @@ class AsyncEngine:
         await self.call(abort_all)
         self._stopping = True
         self._wake.set()
+        self.encoder.close()
         await asyncio.to_thread(self._thread.join)
 
 

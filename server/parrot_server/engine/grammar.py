@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from .errors import InvalidRequestError
-from .grammar_text import xgrammar_message
+from .grammar_text import XGRAMMAR_ERRORS, xgrammar_message
 from .sampling_params import ConstraintKind, SamplingParams
 
 try:
@@ -77,7 +77,7 @@ class Grammars:
                 grammar = self.compiler.compile_regex(text)
             else:
                 grammar = self.compiler.compile_grammar(text)
-        except RuntimeError as e:
+        except XGRAMMAR_ERRORS as e:
             raise InvalidRequestError(f"invalid {kind.value}: {xgrammar_message(e)}") from None
         state = GrammarState(xgr.GrammarMatcher(grammar), self)
         for i, token in enumerate(done):

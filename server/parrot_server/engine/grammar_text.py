@@ -20,8 +20,14 @@ from .sampling_params import ConstraintKind, SamplingParams
 # xgrammar's messages start with where in its C++ sources they were raised.
 _SOURCE_PREFIX = re.compile(r"^\[[\d:]+\] \S+:\d+: (Check failed: .*? is false: )?")
 
+# What xgrammar raises for input it refuses. Its message quotes the input cut at a byte count:
+# cut inside a character, the message itself fails to decode, and that is what is raised.
+XGRAMMAR_ERRORS = (RuntimeError, UnicodeDecodeError)
+
 
 def xgrammar_message(err: Exception) -> str:
+    if isinstance(err, UnicodeDecodeError):
+        return "it does not parse (xgrammar's message about it is not valid UTF-8)"
     return _SOURCE_PREFIX.sub("", str(err).strip())
 
 
@@ -49,7 +55,7 @@ def check_constraint(sampling: SamplingParams) -> None:
             grammar.from_regex(text)
         else:
             grammar.from_ebnf(text)
-    except RuntimeError as e:
+    except XGRAMMAR_ERRORS as e:
         raise InvalidRequestError(f"invalid {kind.value}: {xgrammar_message(e)}") from None
 
 
@@ -59,7 +65,7 @@ def compact_json_grammar(schema: str) -> str:
     them (", " and ": ", no other whitespace), so a model cannot spend tokens on layout."""
     try:
         return str(_xgr().Grammar.from_json_schema(schema, any_whitespace=False))
-    except RuntimeError as e:
+    except XGRAMMAR_ERRORS as e:
         raise InvalidRequestError(f"invalid JSON schema: {xgrammar_message(e)}") from None
 
 

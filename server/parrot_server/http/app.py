@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager, nullcontext
 
 from fastapi import FastAPI
 
+from ..core.config import ServeConfig
 from ..core.serve_core import ServeCore
 from ..core.tenants import KeyTable
 from ..engine.async_engine import AsyncEngine
@@ -14,7 +15,9 @@ from ..engine_processes import EngineProcesses
 from ..engine_service import EngineService
 from ..native_service import NativeService
 from .auth import install_auth
+from .body_limit import install_body_limit
 from .draining import install_draining
+from .engine_routes import health_router as engine_health_router
 from .engine_routes import router as engine_router
 from .errors import install_error_handlers
 from .native_routes import router as native_router
@@ -24,8 +27,14 @@ from .ops_routes import router as ops_router
 VERSION = "0.1.0"
 
 
-def create_engine_app(engine: AsyncEngine, keys: KeyTable | None = None) -> FastAPI:
-    """One engine on SGLang's native runtime protocol; `keys` as for `create_app`."""
+def create_engine_app(
+    engine: AsyncEngine,
+    keys: KeyTable | None = None,
+    max_request_bytes: int = ServeConfig.max_request_bytes,
+    request_body_timeout_seconds: float = ServeConfig.request_body_timeout_seconds,
+) -> FastAPI:
+    """One engine on SGLang's native runtime protocol; `keys` as for `create_app`, body limits
+    as `ServeConfig`'s."""
     loaded = engine.engine.loaded
 
     @asynccontextmanager
@@ -36,7 +45,9 @@ def create_engine_app(engine: AsyncEngine, keys: KeyTable | None = None) -> Fast
     app = FastAPI(title="Parrot engine", version=VERSION, lifespan=lifespan)
     app.state.engine_service = EngineService(engine, loaded.name, str(loaded.path))
     install_error_handlers(app)
-    install_auth(app, keys or KeyTable())
+    install_body_limit(app, max_request_bytes, request_body_timeout_seconds)
+    install_auth(app, keys or KeyTable())  # added after: checked before the body is read
+    app.include_router(engine_health_router)
     app.include_router(engine_router)
     return app
 
@@ -66,9 +77,11 @@ def create_app(
     app.state.engine_processes = processes  # /health adds their pids and restart counts
     app.state.native_service = NativeService(core)
     install_error_handlers(app)
+    # The last added runs first: draining, then the key check, then the body limit.
+    install_body_limit(app, core.config.max_request_bytes, core.config.request_body_timeout_seconds)
     install_auth(app, keys or KeyTable())
-    install_draining(app, core)  # added last: runs first, before the key check
-    app.include_router(ops_router)  # first: its /health wins over the engine router's
+    install_draining(app, core)
+    app.include_router(ops_router)
     app.include_router(native_router)
     app.include_router(openai_router)
     if engine is not None:

@@ -8,8 +8,6 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from ..core.serve_core import ServeCore
 from .errors import error_response
 
-RETRY_AFTER_SECONDS = 5
-
 
 class _RefuseWhileDraining:
     def __init__(self, app: ASGIApp, core: ServeCore) -> None:
@@ -19,8 +17,7 @@ class _RefuseWhileDraining:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and self.core.draining:
             response = error_response(503, "unavailable_error", "the server is shutting down")
-            response.headers["retry-after"] = str(RETRY_AFTER_SECONDS)
-            await response(scope, receive, send)
+            await response(scope, receive, send)  # with Retry-After, as every 503
             return
         await self.app(scope, receive, send)
 

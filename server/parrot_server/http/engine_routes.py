@@ -1,6 +1,7 @@
 """SGLang 0.5.x native runtime endpoints (`/generate`, `/health`, ...). Thin: logic lives in
 `EngineService`. Both route names of SGLang's info endpoints are served (`/model_info` and the
-0.5.5 name `/get_model_info`, likewise `/server_info`), so clients of either release work."""
+0.5.5 name `/get_model_info`, likewise `/server_info`), so clients of either release work.
+`/health` is on a router of its own: `parrot serve` answers it with the ServeCore's."""
 
 from __future__ import annotations
 
@@ -10,14 +11,17 @@ import logging
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
-from parrot_integrations.protocol.sglang import AbortRequest, GenerateRequest
+from parrot_integrations.protocol.sglang import AbortRequest, GenerateRequest, GenerateResponse
 
 from ..engine_service import EngineService
 from ..error_status import status_of
 from .auth import Caller, require_admin
 from .client_gone import SSEResponse, unless_disconnected
+from .openapi_doc import BODY, TEXT, errors, event_stream
+from .valid_text import reject_lone_surrogates
 
-router = APIRouter()
+router = APIRouter(dependencies=[Depends(reject_lone_surrogates)])
+health_router = APIRouter()
 Admin = Depends(require_admin)  # operator routes: the whole engine, every tenant
 log = logging.getLogger(__name__)
 
@@ -26,13 +30,23 @@ def _service(request: Request) -> EngineService:
     return request.app.state.engine_service
 
 
-@router.get("/health")
+@health_router.get("/health")
+async def health() -> JSONResponse:
+    return JSONResponse({"status": "ok"})
+
+
 @router.get("/health_generate")
-async def health() -> Response:
-    return Response(status_code=200)
+async def health_generate() -> JSONResponse:
+    return JSONResponse({"status": "ok"})
 
 
-@router.api_route("/generate", methods=["POST", "PUT"], response_model=None)
+_GENERATE_RESPONSES = event_stream(GenerateResponse) | errors(*BODY, 429, 503)
+
+
+# One route per method: a route's operation id in the OpenAPI document is per route, not per
+# method, so a route taking two methods repeats it.
+@router.post("/generate", response_model=None, responses=_GENERATE_RESPONSES)
+@router.put("/generate", response_model=None, responses=_GENERATE_RESPONSES)
 async def generate(body: GenerateRequest, request: Request, who: Caller) -> Response:
     """Stops generating when the client leaves, streamed or not."""
     service = _service(request)
@@ -58,7 +72,7 @@ async def generate(body: GenerateRequest, request: Request, who: Caller) -> Resp
     return SSEResponse(sse(), chunks.aclose)
 
 
-@router.post("/abort_request")
+@router.post("/abort_request", responses=errors(*BODY))
 async def abort_request(body: AbortRequest, request: Request, who: Caller) -> JSONResponse:
     """200 as SGLang; the body (which requests were running and are now aborted) is ours. A
     tenant aborts only its own `/generate` requests; the operator any."""
@@ -66,7 +80,8 @@ async def abort_request(body: AbortRequest, request: Request, who: Caller) -> JS
     return JSONResponse({"aborted": aborted})
 
 
-@router.api_route("/flush_cache", methods=["GET", "POST"], dependencies=[Admin])
+@router.get("/flush_cache", response_class=PlainTextResponse, responses=TEXT, dependencies=[Admin])
+@router.post("/flush_cache", response_class=PlainTextResponse, responses=TEXT, dependencies=[Admin])
 async def flush_cache(request: Request) -> PlainTextResponse:
     freed = await _service(request).engine.flush_cache()
     return PlainTextResponse(f"Cache flushed: {freed} cached tokens freed.\n")

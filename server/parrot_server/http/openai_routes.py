@@ -5,16 +5,28 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
-from parrot_integrations.protocol.openai import ChatCompletionRequest, CompletionRequest
+from parrot_integrations.protocol.openai import (
+    ChatCompletion,
+    ChatCompletionRequest,
+    Completion,
+    CompletionRequest,
+    Model,
+    ModelList,
+)
 
 from ..openai_service import OpenAIService
 from .auth import Caller
 from .client_gone import SSEResponse, unless_disconnected
+from .openapi_doc import BODY, errors, event_stream
+from .valid_text import reject_lone_surrogates
 
-router = APIRouter(prefix="/v1")
+router = APIRouter(prefix="/v1", dependencies=[Depends(reject_lone_surrogates)])
+# What a completion route may answer: a bad body, a key, an unknown model or session, a
+# tenant's quota, a full engine queue.
+_COMPLETION_ERRORS = errors(*BODY, 401, 404, 429, 503)
 
 
 def _service(request: Request) -> OpenAIService:
@@ -43,23 +55,29 @@ async def _answer(request: Request, who: Caller, body: Any, streamed: Any, whole
     return result if isinstance(result, Response) else JSONResponse(result.model_dump())
 
 
-@router.post("/chat/completions", response_model=None)
+@router.post(
+    "/chat/completions",
+    response_model=None,
+    responses=event_stream(ChatCompletion) | _COMPLETION_ERRORS,
+)
 async def chat_completions(body: ChatCompletionRequest, request: Request, who: Caller) -> Response:
     service = _service(request)
     return await _answer(request, who, body, service.chat_stream, service.chat)
 
 
-@router.post("/completions", response_model=None)
+@router.post(
+    "/completions", response_model=None, responses=event_stream(Completion) | _COMPLETION_ERRORS
+)
 async def completions(body: CompletionRequest, request: Request, who: Caller) -> Response:
     service = _service(request)
     return await _answer(request, who, body, service.completion_stream, service.completion)
 
 
-@router.get("/models")
+@router.get("/models", response_model=ModelList, responses=errors(401))
 async def list_models(request: Request) -> JSONResponse:
     return JSONResponse(_service(request).list_models().model_dump())
 
 
-@router.get("/models/{model:path}")
+@router.get("/models/{model:path}", response_model=Model, responses=errors(401, 404))
 async def get_model(model: str, request: Request) -> JSONResponse:
     return JSONResponse(_service(request).get_model(model).model_dump())

@@ -5,15 +5,17 @@ from __future__ import annotations
 import dataclasses
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from .auth import require_admin
+from .errors import RETRY_AFTER_SECONDS
+from .openapi_doc import TEXT
 
 router = APIRouter(tags=["ops"])
 
 
-@router.get("/health")
+@router.get("/health", responses={503: {"description": "no engine is healthy"}})
 async def health(request: Request) -> JSONResponse:
     """`ok` when every engine is healthy; `degraded` when only some are, still 200 so a load
     balancer keeps sending (the healthy ones serve every request); `unavailable`, 503, when none
@@ -36,10 +38,16 @@ async def health(request: Request) -> JSONResponse:
             "engines": engines,
         },
         status_code=503 if status == "unavailable" else 200,
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS[503])} if status == "unavailable" else None,
     )
 
 
-@router.get("/metrics", dependencies=[Depends(require_admin)])
+@router.get(
+    "/metrics",
+    response_class=PlainTextResponse,
+    responses=TEXT,
+    dependencies=[Depends(require_admin)],
+)
 async def metrics(request: Request) -> Response:
     core = request.app.state.core
     await core.refresh_metrics()
