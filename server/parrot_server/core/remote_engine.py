@@ -56,6 +56,7 @@ from .remote_stream import (
     finish_reason_from_sglang,
     typed_error,
 )
+from .tokenizer_worker import TokenizerWorker
 
 __all__ = [
     "EngineProtocolError",
@@ -132,6 +133,7 @@ class RemoteEngineClient(EngineClient):
         self._streams: dict[str, RemoteStream] = {}
         self._aborts: set[asyncio.Task] = set()
         self._load_path: str | None = None  # whichever load route the engine has
+        self._worker: TokenizerWorker | None = None
 
     @classmethod
     async def connect(
@@ -168,16 +170,37 @@ class RemoteEngineClient(EngineClient):
         return cls(url, tokenizer, info, config, server_info=server_info, http=http)
 
     def render_chat(
-        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
+        self,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]] | None = None,
+        *,
+        add_generation_prompt: bool = True,
+        continue_final_message: bool = False,
     ) -> str:
-        return render_chat(self.tokenizer, messages, tools)
+        return render_chat(
+            self.tokenizer, messages, tools, add_generation_prompt, continue_final_message
+        )
 
     @property
     def chat_template(self) -> str | None:
         return template_text(self.tokenizer)
 
-    async def encode(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text, add_special_tokens=False)
+    @property
+    def _tokens(self) -> TokenizerWorker:
+        """Made at the first use, on the event loop: the only thread that uses `tokenizer`
+        (shared by the clients of one model) apart from the workers' own copies."""
+        if self._worker is None:
+            self._worker = TokenizerWorker(self.tokenizer)
+        return self._worker
+
+    async def encode(self, text: str, *, add_special_tokens: bool = False) -> list[int]:
+        return await self._tokens.encode(text, add_special_tokens)
+
+    async def decode(self, ids: list[int]) -> str:
+        return await self._tokens.decode(ids)
+
+    async def token_strs(self, ids: list[int]) -> list[str]:
+        return await self._tokens.token_strs(ids)
 
     # -- requests -------------------------------------------------------------------------------
     async def submit_many(self, items: list[Submission]) -> list[OutputStream | Exception]:
@@ -340,6 +363,8 @@ class RemoteEngineClient(EngineClient):
         if self._aborts:
             await asyncio.wait(set(self._aborts), timeout=self.config.request_timeout)
         await self._http.aclose()
+        if self._worker is not None:
+            self._worker.close()
 
 
 def sampling_params_body(sp: SamplingParams) -> dict[str, Any]:
