@@ -14,7 +14,7 @@ class ServeConfig:
     max_calls_per_session: int = 2048
     max_calls_per_program: int = 512
     max_get_wait_seconds: float = 300.0  # longest a GET on a pending variable may block
-    max_value_chars: int = 1_000_000  # one variable's value (set by a client)
+    max_value_chars: int = 1_000_000  # one variable's value (set by a client); /tokenize's text
     max_inflight_calls: int = 256  # calls submitted to the engines at once; the rest queue here
 
     def __post_init__(self) -> None:

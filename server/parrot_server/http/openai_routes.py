@@ -17,7 +17,7 @@ from .client_gone import SSEResponse, unless_disconnected
 router = APIRouter(prefix="/v1")
 
 
-def _service(request: Request) -> OpenAIService:
+def openai_service(request: Request) -> OpenAIService:
     state = request.app.state
     service = getattr(state, "openai_service", None)
     if service is None:  # one per app: `created` of /v1/models stays put
@@ -45,21 +45,21 @@ async def _answer(request: Request, who: Caller, body: Any, streamed: Any, whole
 
 @router.post("/chat/completions", response_model=None)
 async def chat_completions(body: ChatCompletionRequest, request: Request, who: Caller) -> Response:
-    service = _service(request)
+    service = openai_service(request)
     return await _answer(request, who, body, service.chat_stream, service.chat)
 
 
 @router.post("/completions", response_model=None)
 async def completions(body: CompletionRequest, request: Request, who: Caller) -> Response:
-    service = _service(request)
+    service = openai_service(request)
     return await _answer(request, who, body, service.completion_stream, service.completion)
 
 
 @router.get("/models")
 async def list_models(request: Request) -> JSONResponse:
-    return JSONResponse(_service(request).list_models().model_dump())
+    return JSONResponse(openai_service(request).list_models().model_dump())
 
 
 @router.get("/models/{model:path}")
 async def get_model(model: str, request: Request) -> JSONResponse:
-    return JSONResponse(_service(request).get_model(model).model_dump())
+    return JSONResponse(openai_service(request).get_model(model).model_dump())
