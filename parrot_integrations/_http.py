@@ -52,6 +52,12 @@ from .protocol.openai import (
     CompletionRequest,
     ModelList,
 )
+from .protocol.tokenize import (
+    DetokenizeRequest,
+    DetokenizeResponse,
+    TokenizeRequest,
+    TokenizeResponse,
+)
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000"
 DEFAULT_TIMEOUT = 60.0
@@ -268,9 +274,9 @@ def _nothing(_: httpx.Response) -> None:
     return None
 
 
-def body(model: type[BaseModel], **fields: Any) -> dict[str, Any]:
+def body(model: type[BaseModel], /, **fields: Any) -> dict[str, Any]:
     """A request body validated on the client (a bad value is an InvalidRequestError here,
-    not a round trip)."""
+    not a round trip). `model` is positional-only: requests have a field of that name."""
     try:
         return model(**fields).model_dump(mode="json", exclude_none=True)
     except ValidationError as exc:
@@ -400,6 +406,18 @@ def completion_stream(request: CompletionRequest) -> Call[None]:
 
 def list_models() -> Call[ModelList]:
     return Call("GET", f"{OPENAI_PREFIX}/models", _model(ModelList))
+
+
+# -- tokenizer endpoints (vLLM's) ----------------------------------------------------------------
+def tokenize(prompt: str | None, messages: Any, options: dict[str, Any]) -> Call[TokenizeResponse]:
+    json = body(TokenizeRequest, prompt=prompt, messages=messages, **options)
+    return Call("POST", "/tokenize", _model(TokenizeResponse), json=json)
+
+
+def detokenize(tokens: Any, model: str | None) -> Call[str]:
+    parse = _model(DetokenizeResponse)
+    json = body(DetokenizeRequest, tokens=tokens, model=model)
+    return Call("POST", "/detokenize", lambda r: parse(r).prompt, json=json)
 
 
 # -- server-sent events -------------------------------------------------------------------------

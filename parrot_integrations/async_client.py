@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, TypeVar
 
 import httpx
@@ -26,10 +26,12 @@ from .protocol.openai import (
     ChatCompletion,
     ChatCompletionChunk,
     ChatCompletionRequest,
+    ChatMessage,
     Completion,
     CompletionRequest,
     ModelList,
 )
+from .protocol.tokenize import TokenizeResponse
 from .session import AsyncSession
 
 T = TypeVar("T")
@@ -172,6 +174,21 @@ class AsyncParrotClient:
     async def list_models(self) -> ModelList:
         """`GET /v1/models`: the served model."""
         return await self._call(_http.list_models())
+
+    # -- tokenizer (/tokenize, /detokenize) -----------------------------------------------------
+    async def tokenize(
+        self,
+        prompt: str | None = None,
+        *,
+        messages: Sequence[ChatMessage | dict[str, Any]] | None = None,
+        **options: Any,
+    ) -> TokenizeResponse:
+        """As `ParrotClient.tokenize`, awaited."""
+        return await self._call(_http.tokenize(prompt, messages, options))
+
+    async def detokenize(self, tokens: Sequence[int], *, model: str | None = None) -> str:
+        """As `ParrotClient.detokenize`, awaited."""
+        return await self._call(_http.detokenize(tokens, model))
 
     async def _openai_stream(self, call: _http.Call[None], cls: type[M]) -> AsyncIterator[M]:
         """As `ParrotClient._openai_stream`, awaited."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, TypeVar
 
 import httpx
@@ -25,10 +25,12 @@ from .protocol.openai import (
     ChatCompletion,
     ChatCompletionChunk,
     ChatCompletionRequest,
+    ChatMessage,
     Completion,
     CompletionRequest,
     ModelList,
 )
+from .protocol.tokenize import TokenizeResponse
 from .session import Session
 
 T = TypeVar("T")
@@ -179,6 +181,25 @@ class ParrotClient:
     def list_models(self) -> ModelList:
         """`GET /v1/models`: the served model."""
         return self._call(_http.list_models())
+
+    # -- tokenizer (/tokenize, /detokenize) -----------------------------------------------------
+    def tokenize(
+        self,
+        prompt: str | None = None,
+        *,
+        messages: Sequence[ChatMessage | dict[str, Any]] | None = None,
+        **options: Any,
+    ) -> TokenizeResponse:
+        """`POST /tokenize`: `prompt` (a text) or `messages` (a chat, rendered with the
+        model's chat template as `/v1/chat/completions` renders it) as the server's model
+        tokenizes it. `options`: the other fields of `TokenizeRequest`
+        (`add_special_tokens`, `add_generation_prompt`, `continue_final_message`, `tools`,
+        `return_token_strs`, `model`)."""
+        return self._call(_http.tokenize(prompt, messages, options))
+
+    def detokenize(self, tokens: Sequence[int], *, model: str | None = None) -> str:
+        """`POST /detokenize`: the text of `tokens` (special tokens included)."""
+        return self._call(_http.detokenize(tokens, model))
 
     def _openai_stream(self, call: _http.Call[None], cls: type[M]) -> Iterator[M]:
         """Chunks until `[DONE]`; an error event raises its typed exception, and a stream cut

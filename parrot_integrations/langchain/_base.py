@@ -28,6 +28,7 @@ from ..async_client import AsyncParrotClient
 from ..client import ParrotClient
 from ..errors import InvalidRequestError, ParrotError
 from ..protocol.native import Criteria
+from ._errors import mapped_errors
 from ._sessions import SessionPool
 
 T = TypeVar("T")
@@ -159,6 +160,17 @@ class ParrotBase(BaseModel):
             return cls(**params)
         except ValidationError as exc:
             raise InvalidRequestError(_http.validation_message(exc)) from exc
+
+    # -- token counting -------------------------------------------------------------------------
+    def get_token_ids(self, text: str) -> list[int]:
+        """`text`'s token ids as the server's model tokenizes a text prompt (`POST /tokenize`);
+        never a download. `custom_get_token_ids`, when set, wins (as in LangChain's models)."""
+        custom = getattr(self, "custom_get_token_ids", None)  # BaseLanguageModel's field
+        if custom is not None:
+            return custom(text)
+        with mapped_errors():
+            # No special tokens: the server adds none to a text prompt either.
+            return self.client.tokenize(text, add_special_tokens=False, model=self.model).tokens
 
     def _ls_model_name(self, kwargs: dict[str, Any]) -> str:
         model = kwargs.get("model")

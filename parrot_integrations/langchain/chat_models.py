@@ -181,6 +181,23 @@ class ChatParrot(ParrotBase, BaseChatModel):
                     yield out
             yield state.last()
 
+    # -- token counting -------------------------------------------------------------------------
+    def get_num_tokens_from_messages(
+        self, messages: list[BaseMessage], tools: Sequence[Any] | None = None
+    ) -> int:
+        """The prompt tokens `/v1/chat/completions` would count for `messages` offered `tools`
+        (its `usage.prompt_tokens`): rendered by the server's chat template, the assistant's
+        turn opened (`POST /tokenize`). `get_num_tokens(text)` counts a text through
+        `get_token_ids`."""
+        if not messages:
+            return 0
+        with mapped_errors():
+            return self.client.tokenize(
+                messages=_convert.messages_to_dicts(messages),
+                tools=_structured.openai_tools(tools, None) if tools else None,
+                model=self.model,
+            ).count
+
     # -- tools and structured output -----------------------------------------------------------
     def bind_tools(
         self,

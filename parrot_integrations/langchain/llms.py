@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseLLM, LangSmithParams
+from langchain_core.messages import BaseMessage, get_buffer_string
 from langchain_core.outputs import GenerationChunk, LLMResult
 from pydantic import AliasChoices, ConfigDict, Field
 
@@ -40,6 +41,15 @@ class ParrotLLM(ParrotBase, BaseLLM):
     @property
     def _llm_type(self) -> str:
         return "parrot"
+
+    def get_num_tokens_from_messages(
+        self, messages: list[BaseMessage], tools: Sequence[Any] | None = None
+    ) -> int:
+        """The prompt tokens of `messages` as this model sends them: one text prompt, LangChain's
+        buffer string of the messages (`POST /tokenize`). A completion model takes no tools."""
+        if tools:
+            raise ValueError("ParrotLLM takes no tools: count the messages alone")
+        return len(self.get_token_ids(get_buffer_string(messages))) if messages else 0
 
     @property
     def _identifying_params(self) -> dict[str, Any]:

@@ -1,11 +1,13 @@
-"""LlamaIndex adapter (docs/llamaindex.md): the drop-in `Parrot` LLM, and response synthesizers
-that ship the whole synthesis to Parrot as one program (`ParrotTreeSummarize`, `ParrotRefine`,
-`ParrotCompactAndRefine`, `ParrotAccumulate`). The offline embedding model is in `.embeddings`
-(it needs torch and transformers, so it is not imported here)."""
+"""LlamaIndex adapter (docs/llamaindex.md): the drop-in `Parrot` LLM, its `ParrotTokenizer`
+(counts with the server), and response synthesizers that ship the whole synthesis to Parrot as
+one program (`ParrotTreeSummarize`, `ParrotRefine`, `ParrotCompactAndRefine`,
+`ParrotAccumulate`). The offline embedding model is in `.embeddings` (it needs torch and
+transformers, so it is not imported here)."""
 
 from .accumulate import ParrotAccumulate
 from .llm import Parrot
 from .refine import ParrotCompactAndRefine, ParrotRefine
+from .tokenizer import ParrotTokenizer
 from .tree_summarize import ParrotTreeSummarize
 
 __all__ = [
@@ -13,5 +15,6 @@ __all__ = [
     "ParrotAccumulate",
     "ParrotCompactAndRefine",
     "ParrotRefine",
+    "ParrotTokenizer",
     "ParrotTreeSummarize",
 ]

@@ -59,6 +59,7 @@ from ._convert import (
     usage_fields,
     user_message,
 )
+from .tokenizer import ParrotTokenizer
 
 log = logging.getLogger(__name__)
 
@@ -207,6 +208,11 @@ class Parrot(FunctionCallingLLM):
             is_function_calling_model=self.is_chat_model,
             model_name=self._served_name(),
         )
+
+    @property
+    def tokenizer(self) -> ParrotTokenizer:
+        """Counts with the server's model: `Settings.tokenizer = llm.tokenizer`."""
+        return ParrotTokenizer(self)
 
     # -- requests ---------------------------------------------------------------------------------
     def _fields(self, kwargs: dict[str, Any]) -> dict[str, Any]:

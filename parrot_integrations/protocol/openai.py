@@ -65,6 +65,7 @@ from .openai_tools import (
     ToolCallDelta,
     ToolChoice,
     ToolUse,
+    unique_tool_names,
 )
 
 FinishReasonName = Literal["stop", "length", "tool_calls"]
@@ -304,9 +305,7 @@ class ChatCompletionRequest(SamplingRequest):
 
     @model_validator(mode="after")
     def _choice_among_tools(self) -> ChatCompletionRequest:
-        names = [t.function.name for t in self.tools or ()]
-        if len(set(names)) != len(names):
-            raise PydanticCustomError("invalid_value", "tool names must be unique")
+        names = unique_tool_names(self.tools)
         choice = self.tool_choice
         if choice is not None and not isinstance(choice, str):
             if choice.function.name not in names:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
+from pydantic_core import PydanticCustomError
 
 from ._strict import StrictModel
 
@@ -40,6 +41,14 @@ class FunctionDefinition(StrictModel):
 class ChatTool(StrictModel):
     type: Literal["function"] = "function"
     function: FunctionDefinition
+
+
+def unique_tool_names(tools: list[ChatTool] | None) -> list[str]:
+    """The tools' names; two tools of one name are a validation error."""
+    names = [t.function.name for t in tools or ()]
+    if len(set(names)) != len(names):
+        raise PydanticCustomError("invalid_value", "tool names must be unique")
+    return names
 
 
 class NamedFunction(StrictModel):

@@ -165,7 +165,12 @@ def _add_serve_args(_option: Options) -> None:
         "longest a GET on a pending variable blocks, seconds",
         type=float,
     )
-    _option("--max-value-chars", d.max_value_chars, "characters in one variable value", type=int)
+    _option(
+        "--max-value-chars",
+        d.max_value_chars,
+        "characters in one variable value (and in a text /tokenize takes)",
+        type=int,
+    )
     _option(
         "--max-inflight-calls",
         d.max_inflight_calls,

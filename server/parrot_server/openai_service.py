@@ -226,7 +226,9 @@ class OpenAIService:
     def model_name(self) -> str:
         return self.engine.info.model
 
-    def _model(self, requested: str | None) -> str:
+    def served_model(self, requested: str | None) -> str:
+        """The served model's name for a request's `model`; an unknown name raises
+        `ModelNotFoundError` (404)."""
         if requested in (None, "", DEFAULT_MODEL_ALIAS, self.model_name):
             return self.model_name
         raise ModelNotFoundError(requested)
@@ -235,7 +237,7 @@ class OpenAIService:
         return ModelList(data=[Model(id=self.model_name, created=self.created)])
 
     def get_model(self, name: str) -> Model:
-        return Model(id=self._model(name), created=self.created)
+        return Model(id=self.served_model(name), created=self.created)
 
     # -- submission ---------------------------------------------------------------------------
     async def _start(
@@ -270,15 +272,31 @@ class OpenAIService:
     def _check(self, req: SamplingRequest, tenant: Tenant) -> str:
         """The model's served name; a named session must be live and the tenant's (and is
         kept alive)."""
-        model = self._model(req.model)
+        model = self.served_model(req.model)
         if req.session_id is not None and self.sessions is not None:
             self.sessions.get(req.session_id, tenant)  # NotFoundError (404): closed, expired
         return model
 
+    def chat_prompt(
+        self,
+        req: ChatCompletionRequest,
+        *,
+        add_generation_prompt: bool = True,
+        continue_final_message: bool = False,
+    ) -> str:
+        """The prompt `req` is served with: its turns and tools through the model's tool
+        format, then the chat template."""
+        chat = self.tools.prompt(req)
+        return self.engine.render_chat(
+            chat.messages,
+            chat.tools,
+            add_generation_prompt=add_generation_prompt,
+            continue_final_message=continue_final_message,
+        )
+
     async def _start_chat(self, req: ChatCompletionRequest, tenant: Tenant) -> tuple[_Run, str]:
         model = self._check(req, tenant)
-        chat = self.tools.prompt(req)
-        prompt = self.engine.render_chat(chat.messages, chat.tools)
+        prompt = self.chat_prompt(req)
         grammar = self.tools.output_grammar(req)
         run = await self._start(req, tenant, prompt, f"chatcmpl-{uuid.uuid4().hex}", grammar)
         return run, model

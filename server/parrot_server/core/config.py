@@ -14,7 +14,7 @@ class ServeConfig:
     max_calls_per_session: int = 2048
     max_calls_per_program: int = 512
     max_get_wait_seconds: float = 300.0  # longest a GET on a pending variable may block
-    max_value_chars: int = 1_000_000  # one variable's value (set by a client)
+    max_value_chars: int = 1_000_000  # one variable's value (set by a client); /tokenize's text
     max_inflight_calls: int = 256  # calls submitted to the engines at once; the rest queue here
     # One request's body (then 413): room for a variable of max_value_chars even if every
     # character is sent as a JSON escape pair (12 bytes).

@@ -12,6 +12,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from jinja2 import TemplateError
+
+from ..engine.errors import InvalidRequestError
 from ..engine.request import RequestOutput
 from ..engine.sampling_params import SamplingParams
 
@@ -108,10 +111,17 @@ class EngineClient(abc.ABC):
 
     @abc.abstractmethod
     def render_chat(
-        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
+        self,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]] | None = None,
+        *,
+        add_generation_prompt: bool = True,
+        continue_final_message: bool = False,
     ) -> str:
         """The model's chat template applied to `messages` (and `tools`, for a template that
-        renders them), ending with the assistant's turn."""
+        renders them), ending with the assistant's turn (`add_generation_prompt`), or with the
+        last message left open (`continue_final_message`). A chat the template refuses raises
+        `InvalidRequestError`."""
 
     @property
     @abc.abstractmethod
@@ -122,10 +132,22 @@ class EngineClient(abc.ABC):
         return len(await self.encode(text))
 
     @abc.abstractmethod
-    async def encode(self, text: str) -> list[int]:
-        """`text` as the engine tokenizes a text prompt (no special tokens added), off the event
-        loop and the engine's thread; `PromptTooLongError` for a text that cannot fit the
-        context window, found from its length before tokenizing (`PromptEncoder`)."""
+    async def encode(
+        self, text: str, *, add_special_tokens: bool = False, fit_window: bool = True
+    ) -> list[int]:
+        """`text` as the engine tokenizes a text prompt (no special tokens added, unless asked
+        for), off the event loop and the engine's thread (`TokenizerThread`). With
+        `fit_window`, a text that cannot fit the context window raises `PromptTooLongError`,
+        found from its length before tokenizing."""
+
+    @abc.abstractmethod
+    async def decode(self, ids: list[int]) -> str:
+        """The text of `ids`, special tokens included; an id outside the vocabulary raises
+        `InvalidRequestError`."""
+
+    @abc.abstractmethod
+    async def token_strs(self, ids: list[int]) -> list[str]:
+        """The vocabulary entry of each of `ids` (`InvalidRequestError` as `decode`)."""
 
     async def start(self) -> None:  # noqa: B027 - optional hook, nothing to do by default
         """Called once on the server's event loop before the first request."""
@@ -145,10 +167,26 @@ class EngineClient(abc.ABC):
         """Stop: in-flight requests end as aborted."""
 
 
-def render_chat(tokenizer: Any, messages: list[dict[str, Any]], tools: list | None) -> str:
-    return tokenizer.apply_chat_template(
-        messages, tools=tools, tokenize=False, add_generation_prompt=True
-    )
+def render_chat(
+    tokenizer: Any,
+    messages: list[dict[str, Any]],
+    tools: list | None,
+    add_generation_prompt: bool = True,
+    continue_final_message: bool = False,
+) -> str:
+    try:
+        return tokenizer.apply_chat_template(
+            messages,
+            tools=tools,
+            tokenize=False,
+            add_generation_prompt=add_generation_prompt,
+            continue_final_message=continue_final_message,
+        )
+    # The template's own `raise_exception` (roles that must alternate, ...) and transformers'
+    # checks of the chat (a final message to continue that the template drops) are about the
+    # request.
+    except (TemplateError, ValueError) as exc:
+        raise InvalidRequestError(f"the model's chat template refused the chat: {exc}") from exc
 
 
 def template_text(tokenizer: Any) -> str | None:
@@ -214,16 +252,33 @@ class LocalEngineClient(EngineClient):
         )
 
     def render_chat(
-        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
+        self,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]] | None = None,
+        *,
+        add_generation_prompt: bool = True,
+        continue_final_message: bool = False,
     ) -> str:
-        return render_chat(self._tokenizer, messages, tools)
+        return render_chat(
+            self._tokenizer, messages, tools, add_generation_prompt, continue_final_message
+        )
 
     @property
     def chat_template(self) -> str | None:
         return template_text(self._tokenizer)
 
-    async def encode(self, text: str) -> list[int]:
-        return await self.engine.encode(text)
+    async def encode(
+        self, text: str, *, add_special_tokens: bool = False, fit_window: bool = True
+    ) -> list[int]:
+        window = self.info.max_context_len if fit_window else None
+        return await self.engine.tokens.encode(text, window, add_special_tokens)
+
+    async def decode(self, ids: list[int]) -> str:
+        return await self.engine.tokens.decode(ids)
+
+    async def token_strs(self, ids: list[int]) -> list[str]:
+        return await self.engine.tokens.token_strs(ids)
 
     async def shutdown(self) -> None:
+        self._tokens.close()
         await self.engine.shutdown()

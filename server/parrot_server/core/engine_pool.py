@@ -201,13 +201,33 @@ class EnginePool(EngineClient):
                 return m.client
         raise EngineUnavailableError("no engine connected")
 
-    async def encode(self, text: str) -> list[int]:
-        return await self._any_client().encode(text)
+    async def encode(
+        self, text: str, *, add_special_tokens: bool = False, fit_window: bool = True
+    ) -> list[int]:
+        return await self._any_client().encode(
+            text, add_special_tokens=add_special_tokens, fit_window=fit_window
+        )
+
+    async def decode(self, ids: list[int]) -> str:
+        return await self._any_client().decode(ids)
+
+    async def token_strs(self, ids: list[int]) -> list[str]:
+        return await self._any_client().token_strs(ids)
 
     def render_chat(
-        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
+        self,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]] | None = None,
+        *,
+        add_generation_prompt: bool = True,
+        continue_final_message: bool = False,
     ) -> str:
-        return self._any_client().render_chat(messages, tools)
+        return self._any_client().render_chat(
+            messages,
+            tools,
+            add_generation_prompt=add_generation_prompt,
+            continue_final_message=continue_final_message,
+        )
 
     @property
     def chat_template(self) -> str | None:

@@ -37,9 +37,9 @@ from ..engine.errors import (
     InvalidRequestError,
     PromptTooLongError,
 )
-from ..engine.prompt_encoder import PromptEncoder
 from ..engine.sampling_params import SamplingParams
 from ..engine.tokenizer import TokenizerNotFoundError, load_hf_tokenizer, read_chat_template
+from ..engine.tokenizer_thread import TokenizerThread
 from .engine_client import (
     EngineClient,
     EngineInfo,
@@ -169,21 +169,38 @@ class RemoteEngineClient(EngineClient):
         return cls(url, tokenizer, info, config, server_info=server_info, http=http)
 
     def render_chat(
-        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
+        self,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]] | None = None,
+        *,
+        add_generation_prompt: bool = True,
+        continue_final_message: bool = False,
     ) -> str:
-        return render_chat(self.tokenizer, messages, tools)
+        return render_chat(
+            self.tokenizer, messages, tools, add_generation_prompt, continue_final_message
+        )
 
     @property
     def chat_template(self) -> str | None:
         return template_text(self.tokenizer)
 
     @functools.cached_property
-    def _encoder(self) -> PromptEncoder:
-        return PromptEncoder(self.tokenizer)
+    def _tokens(self) -> TokenizerThread:
+        """Made at the first use, on the event loop: the only thread that uses `tokenizer`
+        (shared by the clients of one model) apart from the threads' own copies."""
+        return TokenizerThread(self.tokenizer)
 
-    async def encode(self, text: str) -> list[int]:
-        # Off the event loop: megabytes of text take seconds.
-        return await self._encoder.encode(text, self.info.max_context_len)
+    async def encode(
+        self, text: str, *, add_special_tokens: bool = False, fit_window: bool = True
+    ) -> list[int]:
+        window = self.info.max_context_len if fit_window else None
+        return await self._tokens.encode(text, window, add_special_tokens)
+
+    async def decode(self, ids: list[int]) -> str:
+        return await self._tokens.decode(ids)
+
+    async def token_strs(self, ids: list[int]) -> list[str]:
+        return await self._tokens.token_strs(ids)
 
     # -- requests -------------------------------------------------------------------------------
     async def submit_many(self, items: list[Submission]) -> list[OutputStream | Exception]:
@@ -346,8 +363,8 @@ class RemoteEngineClient(EngineClient):
         if self._aborts:
             await asyncio.wait(set(self._aborts), timeout=self.config.request_timeout)
         await self._http.aclose()
-        if "_encoder" in self.__dict__:
-            self._encoder.close()
+        if "_tokens" in self.__dict__:
+            self._tokens.close()
 
 
 def sampling_params_body(sp: SamplingParams) -> dict[str, Any]:

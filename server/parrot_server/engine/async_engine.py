@@ -2,7 +2,7 @@
 
 Every engine mutation runs on the worker thread (commands are queued to it), so the engine
 itself needs no locks. Outputs come back to the caller's event loop through its queue. Text
-prompts are tokenized before they are queued, on a thread of their own (`PromptEncoder`): the
+prompts are tokenized before they are queued, on a thread of their own (`TokenizerThread`): the
 worker thread gets token ids and only steps.
 """
 
@@ -18,9 +18,9 @@ from typing import Any, TypeVar
 
 from .engine import Engine, EngineStats
 from .errors import EngineError, EngineUnavailableError
-from .prompt_encoder import PromptEncoder
 from .request import FinishKind, FinishReason, RequestOutput
 from .sampling_params import SamplingParams
+from .tokenizer_thread import TokenizerThread
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -45,7 +45,7 @@ class AsyncEngine:
         )
         self._thread.start()
         self.engine = built.result()
-        self.encoder = PromptEncoder(self.engine.tokenizer)
+        self.tokens = TokenizerThread(self.engine.tokenizer)
 
     def _run(self, make: Callable[[], Engine], built: concurrent.futures.Future) -> None:
         try:
@@ -101,7 +101,7 @@ class AsyncEngine:
     async def encode(self, text: str) -> list[int]:
         """`text` as `Engine.encode` tokenizes it, off the worker thread; a text that cannot
         fit the context window raises `PromptTooLongError` without being tokenized."""
-        return await self.encoder.encode(text, self.engine.max_context_len)
+        return await self.tokens.encode(text, self.engine.max_context_len)
 
     async def submit(
         self, prompt: list[int] | str | None, sampling: SamplingParams | None = None, **kwargs: Any
@@ -219,7 +219,7 @@ class AsyncEngine:
         await self.call(abort_all)
         self._stopping = True
         self._wake.set()
-        self.encoder.close()
+        self.tokens.close()
         await asyncio.to_thread(self._thread.join)
 
 

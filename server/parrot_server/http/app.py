@@ -1,5 +1,5 @@
-"""Builds the FastAPI apps: `create_app` (ServeCore: native, OpenAI-compatible and ops routes,
-plus SGLang's routes of the embedded engine) and `create_engine_app` (`parrot engine`)."""
+"""Builds the FastAPI apps: `create_app` (ServeCore: native, OpenAI-compatible, tokenize and ops
+routes, plus SGLang's routes of the embedded engine) and `create_engine_app` (`parrot engine`)."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from .errors import install_error_handlers
 from .native_routes import router as native_router
 from .openai_routes import router as openai_router
 from .ops_routes import router as ops_router
+from .tokenize_routes import router as tokenize_router
 
 VERSION = "0.1.0"
 
@@ -84,6 +85,7 @@ def create_app(
     app.include_router(ops_router)
     app.include_router(native_router)
     app.include_router(openai_router)
+    app.include_router(tokenize_router)
     if engine is not None:
         loaded = engine.engine.loaded
         app.state.engine_service = service = EngineService(

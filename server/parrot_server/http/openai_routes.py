@@ -29,7 +29,7 @@ router = APIRouter(prefix="/v1", dependencies=[Depends(reject_lone_surrogates)])
 _COMPLETION_ERRORS = errors(*BODY, 401, 404, 429, 503)
 
 
-def _service(request: Request) -> OpenAIService:
+def openai_service(request: Request) -> OpenAIService:
     state = request.app.state
     service = getattr(state, "openai_service", None)
     if service is None:  # one per app: `created` of /v1/models stays put
@@ -61,7 +61,7 @@ async def _answer(request: Request, who: Caller, body: Any, streamed: Any, whole
     responses=event_stream(ChatCompletion) | _COMPLETION_ERRORS,
 )
 async def chat_completions(body: ChatCompletionRequest, request: Request, who: Caller) -> Response:
-    service = _service(request)
+    service = openai_service(request)
     return await _answer(request, who, body, service.chat_stream, service.chat)
 
 
@@ -69,15 +69,15 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, who: C
     "/completions", response_model=None, responses=event_stream(Completion) | _COMPLETION_ERRORS
 )
 async def completions(body: CompletionRequest, request: Request, who: Caller) -> Response:
-    service = _service(request)
+    service = openai_service(request)
     return await _answer(request, who, body, service.completion_stream, service.completion)
 
 
 @router.get("/models", response_model=ModelList, responses=errors(401))
 async def list_models(request: Request) -> JSONResponse:
-    return JSONResponse(_service(request).list_models().model_dump())
+    return JSONResponse(openai_service(request).list_models().model_dump())
 
 
 @router.get("/models/{model:path}", response_model=Model, responses=errors(401, 404))
 async def get_model(model: str, request: Request) -> JSONResponse:
-    return JSONResponse(_service(request).get_model(model).model_dump())
+    return JSONResponse(openai_service(request).get_model(model).model_dump())

@@ -12,9 +12,9 @@ from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
 
 from parrot_server.engine.async_engine import AsyncEngine
 from parrot_server.engine.errors import PromptTooLongError
-from parrot_server.engine.prompt_encoder import PromptEncoder
 from parrot_server.engine.sampling_params import SamplingParams
 from parrot_server.engine.token_bound import token_bound
+from parrot_server.engine.tokenizer_thread import TokenizerThread
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +69,7 @@ def test_tokenizers_that_can_make_text_vanish_get_no_bound():
 
 
 async def test_encoder_matches_the_engine_and_refuses_by_length(tokenizer):
-    encoder = PromptEncoder(tokenizer)
+    encoder = TokenizerThread(tokenizer)
     try:
         for text in ["hi <|im_start|>user\nyo<|im_end|>", "日本語 😀", " " * 300, ""]:
             assert await encoder.encode(text, 2048) == tokenizer.encode(

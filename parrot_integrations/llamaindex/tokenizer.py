@@ -1,0 +1,27 @@
+"""`ParrotTokenizer`: LlamaIndex's tokenizer (a callable text -> token ids, with an `encode`
+method) counting with the server's model (`POST /tokenize`), so prompt packing, text splitting and
+memory buffers count the tokens the server will see. One round trip per text."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .llm import Parrot
+
+
+class ParrotTokenizer:
+    """`Settings.tokenizer = llm.tokenizer`, or `tokenizer=` / `tokenizer_fn=` of one component.
+    Uses the LLM's client, so its server, key, timeout and retries."""
+
+    def __init__(self, llm: Parrot) -> None:
+        self.llm = llm
+
+    def encode(self, text: str) -> list[int]:
+        # No special tokens: the server adds none to a text prompt either.
+        return self.llm.client.tokenize(text, add_special_tokens=False, model=self.llm.model).tokens
+
+    __call__ = encode
+
+    def __repr__(self) -> str:
+        return f"ParrotTokenizer({self.llm.api_base!r})"
