@@ -1,14 +1,18 @@
 """The default model and the engine on a CUDA GPU (skipped without one): fp32 on the GPU computes
 what fp32 on the CPU does, the engine's batching, prefix cache and Triton shared-prefix kernels
-decode what its plain path does, and the half-precision types still answer."""
+decode what its plain path does, constrained decoding (JSON schema) on the GPU engine gives the
+CPU engine's tokens, and the half-precision types still answer."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 import torch
 from model_helpers import PROMPTS, QUESTIONS, chat_ids, logits_of, small_engine
 
 from parrot_server.engine.model import LoadedModel, load_model
+from parrot_server.engine.request import FinishKind
 from parrot_server.engine.sampling_params import SamplingParams
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -94,6 +98,51 @@ def test_triton_shared_prefix_kernels_decode_what_the_plain_path_does(cuda_model
     plain, unused = run(0)
     assert shared == plain
     assert used >= len(QUESTIONS) * 5 and unused == 0
+
+
+PERSON = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "maxLength": 20},
+        "age": {"type": "integer", "minimum": 0, "maximum": 150},
+        "pets": {"type": "array", "items": {"enum": ["cat", "dog", "fish"]}, "maxItems": 2},
+    },
+    "required": ["name", "age", "pets"],
+}
+
+
+def test_json_schema_on_the_gpu_decodes_what_the_cpu_engine_decodes(dense_model, cuda_model):
+    """The grammar's token masks on the GPU engine's logits, alone and beside a free row of the
+    same batch: valid JSON for the schema, and the CPU engine's tokens at temperature 0. (The
+    runner copies the sampled rows' logits to the CPU before masking, so xgrammar applies its
+    bitmask to CPU tensors here too; its CUDA kernels are not used.)"""
+    cpu, gpu = small_engine(dense_model), small_engine(cuda_model)
+    ask = chat_ids(cpu.tokenizer, "Describe a person named Ann, aged 31, who has a cat, as JSON.")
+    free = chat_ids(cpu.tokenizer, QUESTIONS[0])
+    person = SamplingParams(json_schema=PERSON, max_new_tokens=60, temperature=0)
+    [want] = cpu.generate([ask], person)
+    [want_free] = cpu.generate([free], GREEDY)
+
+    [alone] = gpu.generate([ask], person)
+    assert alone.finish_reason.kind is FinishKind.STOP
+    value = json.loads(alone.new_text)
+    assert set(value) == {"name", "age", "pets"}
+    assert isinstance(value["name"], str) and len(value["name"]) <= 20
+    assert isinstance(value["age"], int) and 0 <= value["age"] <= 150
+    assert len(value["pets"]) <= 2 and set(value["pets"]) <= {"cat", "dog", "fish"}
+    assert alone.new_token_ids == want.new_token_ids
+
+    gpu.flush_cache()
+    outs: dict[str, list[int]] = {}
+    for rid, prompt, sampling in (("json", ask, person), ("free", free, GREEDY)):
+        gpu.submit(
+            prompt,
+            sampling,
+            rid=rid,
+            on_output=lambda o: outs.setdefault(o.rid, []).extend(o.new_token_ids),
+        )
+    gpu.run_until_idle()
+    assert outs == {"json": want.new_token_ids, "free": want_free.new_token_ids}
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
