@@ -5,6 +5,17 @@ from __future__ import annotations
 
 from typing import Any
 
+# Small enough for a 135M model to fill in a few dozen tokens.
+PERSON = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "maxLength": 20},
+        "age": {"type": "integer", "minimum": 0, "maximum": 150},
+        "pets": {"type": "array", "items": {"enum": ["cat", "dog", "fish"]}, "maxItems": 2},
+    },
+    "required": ["name", "age", "pets"],
+}
+
 ADDRESS = {
     "type": "object",
     "properties": {"street": {"type": "string"}, "city": {"type": "string"}},

@@ -10,6 +10,7 @@ import json
 import pytest
 import torch
 from model_helpers import PROMPTS, QUESTIONS, chat_ids, logits_of, small_engine
+from structured_schemas import PERSON
 
 from parrot_server.engine.model import LoadedModel, load_model
 from parrot_server.engine.request import FinishKind
@@ -98,17 +99,6 @@ def test_triton_shared_prefix_kernels_decode_what_the_plain_path_does(cuda_model
     plain, unused = run(0)
     assert shared == plain
     assert used >= len(QUESTIONS) * 5 and unused == 0
-
-
-PERSON = {
-    "type": "object",
-    "properties": {
-        "name": {"type": "string", "maxLength": 20},
-        "age": {"type": "integer", "minimum": 0, "maximum": 150},
-        "pets": {"type": "array", "items": {"enum": ["cat", "dog", "fish"]}, "maxItems": 2},
-    },
-    "required": ["name", "age", "pets"],
-}
 
 
 def test_json_schema_on_the_gpu_decodes_what_the_cpu_engine_decodes(dense_model, cuda_model):

@@ -14,7 +14,7 @@ import openai
 import pytest
 from model_helpers import chat_ids
 from pydantic import BaseModel, Field
-from structured_schemas import SCHEMAS
+from structured_schemas import PERSON, SCHEMAS
 
 from parrot_integrations import InvalidRequestError as SDKInvalid
 from parrot_integrations import ParrotClient, SemanticFunction
@@ -24,15 +24,6 @@ from parrot_server.engine.grammar_text import check_constraint
 from parrot_server.engine.request import FinishKind
 from parrot_server.engine.sampling_params import SamplingParams
 
-PERSON = {
-    "type": "object",
-    "properties": {
-        "name": {"type": "string", "maxLength": 20},
-        "age": {"type": "integer", "minimum": 0, "maximum": 150},
-        "pets": {"type": "array", "items": {"enum": ["cat", "dog", "fish"]}, "maxItems": 2},
-    },
-    "required": ["name", "age", "pets"],
-}
 ASK = "Describe a person named Ann, aged 31, who has a cat, as JSON."
 
 
