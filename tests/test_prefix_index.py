@@ -143,3 +143,14 @@ def test_never_holds_more_than_capacity(prompts):
         assert len(idx) <= 5
         # The prompt just inserted keeps its beginning, however much it had to evict.
         assert idx.match(p) == min(len(p) // 4, 5) * 4
+
+
+def test_cache_namespaces_never_share_a_block():
+    idx = PrefixIndex(capacity_tokens=1000, block_tokens=4)
+    ids = list(range(16))
+    idx.insert(ids, '["tenant:a", null]')
+    assert idx.match(ids, '["tenant:a", null]') == 16
+    assert idx.match(ids, '["tenant:b", null]') == 0
+    assert idx.match(ids) == 0  # the default namespace is one of its own
+    idx.insert(ids)
+    assert idx.match(ids) == 16

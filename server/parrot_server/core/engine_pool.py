@@ -247,6 +247,7 @@ class EnginePool(EngineClient):
                 model=None,
                 task_group=s.task_group,
                 app=s.app,
+                namespace=s.namespace,
             )
             for s, p in zip(items, ids, strict=True)
         ]

@@ -40,6 +40,7 @@ class PlacementItem:
     model: str | None = None  # None: any engine
     task_group: str | None = None
     app: str | None = None
+    namespace: str | None = None  # the engine's cache namespace (`Submission.namespace`)
 
     @property
     def tokens(self) -> int:
@@ -69,10 +70,10 @@ class EngineState:
         self.running += 1
         self.running_latency += item.priority >= LATENCY_PRIORITY
         self.running_throughput += item.priority <= THROUGHPUT_PRIORITY
-        charge = item.tokens - self.prefixes.match(item.prompt_ids, touch=False)
+        charge = item.tokens - self.prefixes.match(item.prompt_ids, item.namespace, touch=False)
         self._charged[item.rid] = charge
         self.reserved_tokens += charge
-        self.prefixes.insert(item.prompt_ids)  # the engine will have cached it
+        self.prefixes.insert(item.prompt_ids, item.namespace)  # the engine will have cached it
 
     def finish(self, item: PlacementItem) -> None:
         # Clamped: a counter gone negative would skew every later placement.
@@ -159,7 +160,7 @@ class _Batch:
         key = (id(item), index.block_tokens)  # engines may differ in block size
         got = self._hashes.get(key)
         if got is None:
-            got = self._hashes[key] = index.hashes(item.prompt_ids)
+            got = self._hashes[key] = index.hashes(item.prompt_ids, item.namespace)
         return got
 
     def cached(self, item: PlacementItem, view: _View) -> int:

@@ -41,11 +41,12 @@ class PrefixIndex:
         self.capacity_blocks = max(1, capacity_tokens // block_tokens)
         self._blocks: OrderedDict[int, None] = OrderedDict()  # chained hash, oldest first
 
-    def hashes(self, ids: Sequence[int]) -> list[int]:
-        """The chained key of every full block of `ids`, in order (pure: touches nothing)."""
+    def hashes(self, ids: Sequence[int], namespace: str | None = None) -> list[int]:
+        """The chained key of every full block of `ids` in the engine's cache `namespace`, in
+        order (pure: touches nothing). Namespaces never share a block, as in the engine."""
         bt = self.block_tokens
         out: list[int] = []
-        h = _ROOT
+        h = _ROOT if namespace is None else hash((_ROOT, namespace))
         for start in range(0, len(ids) - bt + 1, bt):
             h = hash((h, tuple(ids[start : start + bt])))
             out.append(h)
@@ -65,14 +66,14 @@ class PrefixIndex:
             self._touch(hashes[:n])
         return n
 
-    def match(self, ids: Sequence[int], *, touch: bool = True) -> int:
+    def match(self, ids: Sequence[int], namespace: str | None = None, *, touch: bool = True) -> int:
         """Number of leading tokens of `ids` (a multiple of `block_tokens`) whose blocks are all
         held. `touch=False` only looks (a scheduler scoring engines it may not pick)."""
-        return self.match_hashes(self.hashes(ids), touch=touch) * self.block_tokens
+        return self.match_hashes(self.hashes(ids, namespace), touch=touch) * self.block_tokens
 
-    def insert(self, ids: Sequence[int]) -> None:
+    def insert(self, ids: Sequence[int], namespace: str | None = None) -> None:
         """Record that `ids` was sent: its full blocks become the most recently used."""
-        hashes = self.hashes(ids)
+        hashes = self.hashes(ids, namespace)
         self._touch(hashes)
         while len(self._blocks) > self.capacity_blocks:
             self._blocks.popitem(last=False)  # oldest: a leaf, given the touch order
