@@ -280,5 +280,4 @@ class LocalEngineClient(EngineClient):
         return await self.engine.tokens.token_strs(ids)
 
     async def shutdown(self) -> None:
-        self._tokens.close()
-        await self.engine.shutdown()
+        await self.engine.shutdown()  # closes its tokenizer thread too
