@@ -56,7 +56,7 @@ def test_config_file_env_and_api_key(tmp_path):
     cfg = tmp_path / "parrot.toml"
     cfg.write_text(
         f'port = {port}\napi-key = "s3cret"\nkv-pool-tokens = 4096\nmax-context-len = 1024\n'
-        "session-ttl = 99\nmax-sessions = 3\n"
+        'session-ttl = 99\nmax-sessions = 3\nserved-model-name = "smol, tiny"\n'
     )
     env = os.environ | {"PARROT_MAX_SESSIONS": "2"}  # env beats the file
     log = tmp_path / "serve.log"
@@ -91,6 +91,17 @@ def test_config_file_env_and_api_key(tmp_path):
         assert full.status_code == 429 and "at most 2 sessions" in full.json()["error"]["message"]
         assert httpx.get(url + "/v1/models").status_code == 401
         assert httpx.get(url + "/health").status_code == 200  # the one public route
+        cards = httpx.get(url + "/v1/models", headers=auth).json()["data"]
+        assert [c["id"] for c in cards] == ["smol", "tiny"]
+        assert {c["max_model_len"] for c in cards} == {1024}
+        assert all(c["root"].endswith(".gguf") for c in cards)
+        body = {"prompt": "Hi", "max_tokens": 1}
+        done = httpx.post(url + "/v1/completions", json=body | {"model": "tiny"}, headers=auth)
+        assert done.json()["model"] == "tiny"
+        unnamed = httpx.post(url + "/v1/completions", json=body, headers=auth, timeout=60)
+        assert unnamed.json()["model"] == "smol"
+        other = httpx.post(url + "/v1/completions", json=body | {"model": "SmolLM2"}, headers=auth)
+        assert other.status_code == 404
         assert httpx.get(url + "/metrics").status_code == 401
         assert httpx.get(url + "/metrics", headers=auth).status_code == 200  # also the operator
     finally:

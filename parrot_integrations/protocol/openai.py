@@ -464,6 +464,9 @@ class Model(BaseModel):
     object: Literal["model"] = "model"
     created: int
     owned_by: str = "parrot"
+    # vLLM's and SGLang's additions: what the name stands for, and its context window.
+    root: str | None = None
+    max_model_len: int | None = None
 
 
 class ModelList(BaseModel):

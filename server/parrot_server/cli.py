@@ -126,6 +126,12 @@ def _add_serve_args(_option: Options) -> None:
         "(docs/deploy.md); a tenant sees only its own sessions and cached prefixes",
     )
     _option(
+        "--served-model-name",
+        None,
+        "comma-separated names clients call the model by (the first is the one answers carry "
+        "when a request names none); default: the model's own name",
+    )
+    _option(
         "--engine-api-key",
         None,
         "the engines' key: sent to those attached with --engine-url (their --api-key), and "
@@ -286,6 +292,7 @@ def _serve(args: argparse.Namespace) -> int:
     keys = _keys(args)
     if keys is None:
         return 2
+    names = tuple(n.strip() for n in (args.served_model_name or "").split(",") if n.strip())
     if args.engine_url is None:
         env_urls = os.environ.get("PARROT_ENGINE_URL", "")
         args.engine_url = [u for u in env_urls.split(",") if u.strip()]
@@ -296,12 +303,12 @@ def _serve(args: argparse.Namespace) -> int:
         from .cluster import build_pool
 
         pool, procs = build_pool(args)
-        app = create_app(ServeCore(pool, config), processes=procs, keys=keys)
+        app = create_app(ServeCore(pool, config, names), processes=procs, keys=keys)
     else:
         engine = _engine(args)
         if engine is None:
             return 2
-        app = create_app(ServeCore(LocalEngineClient(engine), config), engine, keys=keys)
+        app = create_app(ServeCore(LocalEngineClient(engine), config, names), engine, keys=keys)
     serve(
         app,
         core=app.state.core,

@@ -29,8 +29,6 @@ from parrot_integrations.protocol.openai import (
     Completion,
     CompletionChoice,
     CompletionRequest,
-    Model,
-    ModelList,
     PromptTokensDetails,
     SamplingRequest,
     Usage,
@@ -38,9 +36,10 @@ from parrot_integrations.protocol.openai import (
 from parrot_integrations.protocol.openai_tools import FunctionCallDelta, ToolCallDelta
 
 from .core.engine_client import EngineClient, OutputStream, default_max_tokens
-from .core.errors import NotFoundError, ServerShuttingDownError
+from .core.errors import ServerShuttingDownError
 from .core.metrics import Metrics
 from .core.objective import priority_of
+from .core.served_models import ServedModels
 from .core.tenants import DEFAULT_TENANT, Tenant, cache_key
 from .engine.errors import RequestAbortedError
 from .engine.request import FinishKind, RequestOutput
@@ -53,15 +52,6 @@ if TYPE_CHECKING:
     from .core.session import SessionManager
 
 log = logging.getLogger(__name__)
-
-DEFAULT_MODEL_ALIAS = "default"  # accepted as a name for the served model, like an absent one
-
-
-class ModelNotFoundError(NotFoundError):
-    """An unknown model name: a 404, as OpenAI answers."""
-
-    def __init__(self, model: str) -> None:
-        super().__init__(f"The model `{model}` does not exist; GET /v1/models lists the served one")
 
 
 def to_sampling_params(
@@ -203,11 +193,12 @@ class OpenAIService:
         engine: EngineClient,
         metrics: Metrics | None = None,
         sessions: SessionManager | None = None,
+        models: ServedModels | None = None,
     ) -> None:
         self.engine = engine
         self.metrics = metrics
         self.sessions = sessions
-        self.created = int(time.time())
+        self.models = models or ServedModels(engine)
         self._live: set[_Run] = set()
 
     async def stop_all(self) -> None:
@@ -220,24 +211,6 @@ class OpenAIService:
         """The model's tool format, chosen at the first chat request (a pool's engines may not
         be connected when the service is built)."""
         return tool_format(self.engine.chat_template)
-
-    # -- models -------------------------------------------------------------------------------
-    @property
-    def model_name(self) -> str:
-        return self.engine.info.model
-
-    def served_model(self, requested: str | None) -> str:
-        """The served model's name for a request's `model`; an unknown name raises
-        `ModelNotFoundError` (404)."""
-        if requested in (None, "", DEFAULT_MODEL_ALIAS, self.model_name):
-            return self.model_name
-        raise ModelNotFoundError(requested)
-
-    def list_models(self) -> ModelList:
-        return ModelList(data=[Model(id=self.model_name, created=self.created)])
-
-    def get_model(self, name: str) -> Model:
-        return Model(id=self.served_model(name), created=self.created)
 
     # -- submission ---------------------------------------------------------------------------
     async def _start(
@@ -272,7 +245,7 @@ class OpenAIService:
     def _check(self, req: SamplingRequest, tenant: Tenant) -> str:
         """The model's served name; a named session must be live and the tenant's (and is
         kept alive)."""
-        model = self.served_model(req.model)
+        model = self.models.resolve(req.model)
         if req.session_id is not None and self.sessions is not None:
             self.sessions.get(req.session_id, tenant)  # NotFoundError (404): closed, expired
         return model

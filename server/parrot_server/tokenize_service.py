@@ -26,7 +26,7 @@ class TokenizeService:
         self.max_chars = max_chars  # longest text tokenized, most ids detokenized
 
     async def tokenize(self, req: TokenizeRequest) -> TokenizeResponse:
-        self.openai.served_model(req.model)
+        self.openai.models.resolve(req.model)
         if req.prompt is not None:
             text = req.prompt
             self._bound(len(text), "characters in prompt")
@@ -51,7 +51,7 @@ class TokenizeService:
         )
 
     async def detokenize(self, req: DetokenizeRequest) -> DetokenizeResponse:
-        self.openai.served_model(req.model)
+        self.openai.models.resolve(req.model)
         self._bound(len(req.tokens), "tokens")
         return DetokenizeResponse(prompt=await self.engine.decode(req.tokens))
 

@@ -11,6 +11,7 @@ from .config import ServeConfig
 from .engine_client import EngineClient
 from .executor import Executor
 from .metrics import Metrics
+from .served_models import ServedModels
 from .session import SessionManager
 from .tenants import TenantLoad
 
@@ -20,9 +21,17 @@ STOP_MARGIN_SECONDS = 2.0  # before the grace period ends: time for readers to g
 
 
 class ServeCore:
-    def __init__(self, engine: EngineClient, config: ServeConfig | None = None) -> None:
+    def __init__(
+        self,
+        engine: EngineClient,
+        config: ServeConfig | None = None,
+        served_names: tuple[str, ...] = (),
+    ) -> None:
+        """`served_names`: what clients call the model (`--served-model-name`; default: the
+        engine's own name)."""
         self.config = config = config or ServeConfig()
         self.engine = engine
+        self.models = ServedModels(engine, served_names)
         self.metrics = Metrics()
         self.executor = Executor(engine, self.metrics, config.max_inflight_calls)
         self.sessions = SessionManager(config, self.executor)

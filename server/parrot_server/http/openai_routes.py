@@ -32,10 +32,11 @@ _COMPLETION_ERRORS = errors(*BODY, 401, 404, 429, 503)
 def openai_service(request: Request) -> OpenAIService:
     state = request.app.state
     service = getattr(state, "openai_service", None)
-    if service is None:  # one per app: `created` of /v1/models stays put
+    if service is None:  # one per app
         core = state.core
         sessions = getattr(core, "sessions", None)
-        service = state.openai_service = OpenAIService(core.engine, core.metrics, sessions)
+        service = OpenAIService(core.engine, core.metrics, sessions, core.models)
+        state.openai_service = service
         core.stop_hooks.append(service.stop_all)
     return service
 
@@ -75,9 +76,9 @@ async def completions(body: CompletionRequest, request: Request, who: Caller) ->
 
 @router.get("/models", response_model=ModelList, responses=errors(401))
 async def list_models(request: Request) -> JSONResponse:
-    return JSONResponse(openai_service(request).list_models().model_dump())
+    return JSONResponse(openai_service(request).models.list().model_dump())
 
 
 @router.get("/models/{model:path}", response_model=Model, responses=errors(401, 404))
 async def get_model(model: str, request: Request) -> JSONResponse:
-    return JSONResponse(openai_service(request).get_model(model).model_dump())
+    return JSONResponse(openai_service(request).models.get(model).model_dump())

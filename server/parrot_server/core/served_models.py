@@ -1,0 +1,56 @@
+"""The names the served model answers to (`--served-model-name`, several allowed; else the
+engine's own name) and its `/v1/models` cards, with what vLLM and SGLang put there."""
+
+from __future__ import annotations
+
+import time
+
+from parrot_integrations.protocol.openai import Model, ModelList
+
+from .engine_client import EngineClient
+from .errors import NotFoundError
+
+DEFAULT_MODEL_ALIAS = "default"  # accepted as a name for the served model, like an absent one
+
+
+class ModelNotFoundError(NotFoundError):
+    """An unknown model name: a 404, as OpenAI answers."""
+
+    def __init__(self, model: str) -> None:
+        super().__init__(f"The model `{model}` does not exist; GET /v1/models lists the served one")
+
+
+class ServedModels:
+    def __init__(self, engine: EngineClient, names: tuple[str, ...] = ()) -> None:
+        self.engine = engine
+        self.names = names
+        self.created = int(time.time())  # stays put for the server's life
+
+    @property
+    def primary(self) -> str:
+        """The name responses carry when a request names none (or the default alias)."""
+        return self.names[0] if self.names else self.engine.info.model
+
+    def resolve(self, requested: str | None) -> str:
+        """The name a response carries for a request's `model`; an unknown name raises
+        `ModelNotFoundError`."""
+        if requested in (None, "", DEFAULT_MODEL_ALIAS):
+            return self.primary
+        if requested in (self.names or (self.engine.info.model,)):
+            return requested
+        raise ModelNotFoundError(requested)
+
+    def card(self, name: str) -> Model:
+        info = self.engine.info
+        return Model(
+            id=name,
+            created=self.created,
+            root=info.model_path or info.model,
+            max_model_len=info.max_context_len,
+        )
+
+    def list(self) -> ModelList:
+        return ModelList(data=[self.card(n) for n in self.names or (self.engine.info.model,)])
+
+    def get(self, name: str) -> Model:
+        return self.card(self.resolve(name))
