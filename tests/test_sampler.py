@@ -8,7 +8,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from parrot_server.engine.sampler import TOP_P_CANDIDATES, candidates
+from parrot_server.engine.sampler import TOP_P_CANDIDATES, candidates, sample, sample_row
+from parrot_server.engine.sampling_params import SamplingParams
 
 VOCAB = 5000
 
@@ -50,3 +51,17 @@ def test_no_filter_keeps_every_token():
     logits = torch.randn(VOCAB)
     values, ids = candidates(logits, -1, 1.0)
     assert torch.equal(ids, torch.arange(VOCAB)) and torch.equal(values, logits)
+
+
+def test_a_tiny_temperature_samples_the_best_token():
+    """Logits divided by 1e-300 overflow to inf; the sampler answers as greedy, never with NaN
+    probabilities (which failed the whole engine step, every request in it)."""
+    logits = torch.tensor([1.0, 3.0, 2.0, -5.0])
+    rng = torch.Generator().manual_seed(0)
+    for t in (1e-300, 1e-30, 1e-6):
+        params = SamplingParams(temperature=t, max_new_tokens=1)
+        assert params.greedy
+        assert sample(logits[None], [params], [rng]) == [1]
+    # Past the greedy threshold an overflow still falls back to the best token.
+    huge = torch.tensor([1e38, 3e38, -1e38])
+    assert sample_row(huge, SamplingParams(temperature=0.5, max_new_tokens=1), rng) == 1

@@ -51,6 +51,8 @@ def sample_row(logits: torch.Tensor, params: SamplingParams, generator: torch.Ge
         return int(torch.argmax(logits))
     values, ids = candidates(logits.float() / params.temperature, params.top_k, params.top_p)
     probs = torch.softmax(values, dim=-1)
+    if not bool(torch.isfinite(probs).all()):  # one odd row must not fail the whole step
+        return int(ids[torch.argmax(values)])
     return int(ids[torch.multinomial(probs, 1, generator=generator)])
 
 

@@ -28,6 +28,7 @@ MAX_NEW_TOKENS = 2**31 - 1
 MAX_STOPS = 16
 MAX_STOP_CHARS = 512
 MAX_STOP_TOKEN_IDS = 256
+GREEDY_BELOW_TEMPERATURE = 1e-5
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,9 @@ class SamplingParams:
 
     @property
     def greedy(self) -> bool:
-        return self.temperature == 0 or self.top_k == 1
+        # A temperature this small is greedy in all but name, and dividing logits by it
+        # overflows to inf (then NaN probabilities), as SGLang also reasons.
+        return self.temperature < GREEDY_BELOW_TEMPERATURE or self.top_k == 1
 
     @property
     def constraint(self) -> tuple[ConstraintKind, str] | None:
