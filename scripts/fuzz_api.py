@@ -46,8 +46,9 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def _server(timeout: float) -> Iterator[str]:
-    """A `parrot serve` with small limits on a free loopback port, stopped on exit."""
+def _server(timeout: float) -> Iterator[tuple[str, Path]]:
+    """A `parrot serve` with small limits on a free loopback port and its log, stopped on
+    exit."""
     port = _free_port()
     log = Path(tempfile.mkdtemp(prefix="parrot-fuzz-")) / "serve.log"
     cmd = [sys.executable, "-m", "parrot_server.cli", "serve", *SERVER_FLAGS, "--port", str(port)]
@@ -64,15 +65,13 @@ def _server(timeout: float) -> Iterator[str]:
                     break
             time.sleep(0.5)
         print(f"parrot serve at {url}, log {log}", flush=True)
-        yield url
+        yield url, log
     finally:
         proc.terminate()
         try:
             proc.wait(30)
         except subprocess.TimeoutExpired:
             proc.kill()
-        if "Traceback" in log.read_text():
-            print(f"the server logged a traceback: {log}", file=sys.stderr)
 
 
 def fuzz(url: str, max_examples: int, max_time: int, seed: int) -> int:
@@ -97,8 +96,13 @@ def main() -> int:
     args = parser.parse_args()
     if args.url:
         return fuzz(args.url.rstrip("/"), args.max_examples, args.max_time, args.seed)
-    with _server(args.start_timeout) as url:
-        return fuzz(url, args.max_examples, args.max_time, args.seed)
+    with _server(args.start_timeout) as (url, log):
+        code = fuzz(url, args.max_examples, args.max_time, args.seed)
+    # A bug the answers do not show (an engine step that failed, say) is a failure too.
+    if "Traceback" in log.read_text():
+        print(f"the server logged a traceback: {log}", file=sys.stderr)
+        return code or 1
+    return code
 
 
 if __name__ == "__main__":
