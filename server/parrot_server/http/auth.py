@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
+from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..core.errors import PermissionDeniedError
@@ -31,23 +32,18 @@ class _KeyCheck:
             return
         principal: Principal | None = OPEN
         if not self.keys.open and scope["path"] not in self.keys.public_paths:
-            principal = self.keys.lookup(_header(scope, b"authorization"))
+            principal = self.keys.lookup(Headers(scope=scope).get("authorization"))
             if principal is None:
                 response = error_response(
-                    401, "authentication_error", "missing or wrong API key (Authorization: Bearer)"
+                    401,
+                    "authentication_error",
+                    "missing or wrong API key (Authorization: Bearer)",
+                    headers={"WWW-Authenticate": "Bearer"},
                 )
-                response.headers["www-authenticate"] = "Bearer"
                 await response(scope, receive, send)
                 return
         scope.setdefault("state", {})[_STATE_KEY] = principal
         await self.app(scope, receive, send)
-
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope.get("headers", ()):
-        if key.lower() == name:
-            return value.decode("latin-1")
-    return None
 
 
 def install_auth(app: FastAPI, keys: KeyTable) -> None:

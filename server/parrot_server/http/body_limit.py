@@ -16,9 +16,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from parrot_integrations.protocol.errors import ErrorInfo, ErrorResponse
+from .errors import error_response
 
 
 class BodyLimitMiddleware:
@@ -33,7 +34,9 @@ class BodyLimitMiddleware:
             return
         announced = _content_length(scope)
         if announced is not None and announced > self.max_bytes:
-            await self._refuse(send, 413, f"the request body of {announced} bytes is over")
+            await self._refuse(
+                scope, receive, send, 413, f"the request body of {announced} bytes is over"
+            )
             return
         chunks: list[bytes] = []
         size = 0
@@ -46,13 +49,15 @@ class BodyLimitMiddleware:
                     chunk = message.get("body", b"")
                     size += len(chunk)
                     if size > self.max_bytes:
-                        await self._refuse(send, 413, "the request body is over")
+                        await self._refuse(scope, receive, send, 413, "the request body is over")
                         return
                     chunks.append(chunk)
                     if not message.get("more_body", False):
                         break
         except TimeoutError:
             await self._refuse(
+                scope,
+                receive,
                 send,
                 408,
                 f"the request body did not arrive within {self.timeout_seconds:g} s "
@@ -74,32 +79,24 @@ class BodyLimitMiddleware:
 
         await self.app(scope, replay, send)
 
-    async def _refuse(self, send: Send, status: int, message: str) -> None:
+    async def _refuse(
+        self, scope: Scope, receive: Receive, send: Send, status: int, message: str
+    ) -> None:
         if status == 413:
             message += f" the limit of {self.max_bytes} bytes (--max-request-bytes)"
         else:
             message += " (--request-body-timeout)"
-        error = ErrorResponse(
-            error=ErrorInfo(message=message, type="invalid_request_error", code=status)
+        response = error_response(
+            status, "invalid_request_error", message, headers={"Connection": "close"}
         )
-        payload = error.model_dump_json().encode()
-        headers: list[Any] = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(payload)).encode()),
-            (b"connection", b"close"),
-        ]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": payload})
+        await response(scope, receive, send)
 
 
 def _content_length(scope: Scope) -> int | None:
-    for name, value in scope["headers"]:
-        if name == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None  # the server refuses a malformed one before we run
-    return None
+    try:
+        return int(Headers(scope=scope).get("content-length", ""))
+    except ValueError:
+        return None  # absent; a malformed one the server refuses before we run
 
 
 def install_body_limit(app: Any, max_bytes: int, timeout_seconds: float) -> None:
