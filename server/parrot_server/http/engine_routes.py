@@ -65,11 +65,9 @@ async def generate(body: GenerateRequest, request: Request, who: Caller) -> Resp
                 log.error("stream failed: %s: %s", type(exc).__name__, exc)
             error = {"message": str(exc), "type": kind, "code": status}
             yield f"data: {json.dumps({'error': error})}\n\n"
-        finally:
-            await chunks.aclose()
         yield "data: [DONE]\n\n"
 
-    return SSEResponse(sse(), chunks.aclose)
+    return SSEResponse(sse(), chunks.aclose)  # closed however the response ends
 
 
 @router.post("/abort_request", responses=errors(*BODY))
