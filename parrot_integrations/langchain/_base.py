@@ -28,12 +28,11 @@ from ..async_client import AsyncParrotClient
 from ..client import ParrotClient
 from ..errors import InvalidRequestError, ParrotError
 from ..protocol.native import Criteria
+from ..protocol.openai import DEFAULT_MODEL_ALIAS
 from ._errors import mapped_errors
 from ._sessions import SessionPool
 
 T = TypeVar("T")
-
-DEFAULT_MODEL_ALIAS = "default"  # what the server accepts as its one model's name
 
 
 class ParrotBase(BaseModel):

@@ -459,6 +459,10 @@ CompletionChunk = Completion
 # -- models -----------------------------------------------------------------------------------
 
 
+# The name every Parrot server accepts for its model, as if none were given.
+DEFAULT_MODEL_ALIAS = "default"
+
+
 class Model(BaseModel):
     id: str
     object: Literal["model"] = "model"

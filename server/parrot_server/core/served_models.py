@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import time
 
-from parrot_integrations.protocol.openai import Model, ModelList
+from parrot_integrations.protocol.openai import DEFAULT_MODEL_ALIAS, Model, ModelList
 
 from .engine_client import EngineClient
 from .errors import NotFoundError
-
-DEFAULT_MODEL_ALIAS = "default"  # accepted as a name for the served model, like an absent one
 
 
 class ModelNotFoundError(NotFoundError):
