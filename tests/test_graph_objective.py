@@ -15,8 +15,8 @@ from parrot_integrations.protocol.native import (
     VariableCreate,
 )
 from parrot_integrations.template import TemplateError, parse_template
+from parrot_server.core.call_prompt import render, render_turns
 from parrot_server.core.errors import ConflictError, LimitExceededError
-from parrot_server.core.executor import render, render_turns
 from parrot_server.core.graph import Graph, GraphLimits
 from parrot_server.core.objective import deduce, mark, priority_of
 from parrot_server.engine.errors import InvalidRequestError

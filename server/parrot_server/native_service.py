@@ -18,8 +18,9 @@ from parrot_integrations.protocol.native import (
     VariableStatus,
 )
 
+from .core.call_prompt import render_prompt
 from .core.errors import ConflictError, NotFoundError, ServerShuttingDownError
-from .core.executor import render_prompt, to_sampling_params
+from .core.executor import to_sampling_params
 from .core.graph import Call, Plan
 from .core.objective import deduce, mark
 from .core.serve_core import ServeCore

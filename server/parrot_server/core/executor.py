@@ -21,11 +21,11 @@ from parrot_integrations.protocol.native import (
     SamplingOptions,
     VariableStatus,
 )
-from parrot_integrations.template import SegmentKind
 
 from ..engine.errors import EngineError, EngineOverloadedError
 from ..engine.request import FinishKind, RequestOutput
 from ..engine.sampling_params import SamplingParams, choices_ebnf
+from .call_prompt import render_prompt
 from .engine_client import EngineClient, Submission, default_max_tokens
 from .graph import Call, Graph
 from .metrics import Metrics
@@ -68,66 +68,24 @@ def to_sampling_params(opts: SamplingOptions, unset_max_tokens: int = 1) -> Samp
     )
 
 
-def render_turns(
-    value_of: Callable[[str], str | None], call: Call, upto_output: int
-) -> list[dict[str, str]]:
-    """The call up to its `upto_output`-th output as alternating turns: the text before each
-    output (inputs filled in by `value_of(variable id)`) is a user turn, each earlier output an
-    assistant turn, after the call's system turn if it has one. The last turn is the user's."""
-    turns = [{"role": "system", "content": call.system}] if call.system else []
-    text: list[str] = []
-    seen = 0
-    for seg in call.template.segments:
-        if seg.kind is SegmentKind.TEXT:
-            text.append(seg.value)
-        elif seg.kind is SegmentKind.INPUT:
-            text.append(value_of(call.inputs[seg.value]) or "")
-        else:
-            turns.append({"role": "user", "content": "".join(text)})
-            text = []
-            if seen == upto_output:
-                break
-            turns.append(
-                {"role": "assistant", "content": value_of(call.outputs[seg.value].var) or ""}
-            )
-            seen += 1
-    return turns
-
-
-def render(value_of: Callable[[str], str | None], call: Call, upto_output: int) -> str:
-    """The plain-text prompt of the call's `upto_output`-th output: the template up to that
-    placeholder, inputs filled in and earlier outputs included."""
-    turns = render_turns(value_of, call, upto_output)
-    return "".join(t["content"] for t in turns if t["role"] != "system")
-
-
-def render_prompt(
-    engine: EngineClient, value_of: Callable[[str], str | None], call: Call, upto_output: int
-) -> str:
-    """What the engine receives: plain text, or the turns through the chat template."""
-    if call.chat:
-        return engine.render_chat(render_turns(value_of, call, upto_output))
-    return render(value_of, call, upto_output)
-
-
 def _depth(graph: Graph, call: Call) -> int:
     """The longest chain of producers above `call` (0 for a call fed only by client values):
     deeper calls are further along their app, so running them first finishes apps sooner.
-    Memoised in `call.extra`; iterative, as chains may be thousands of calls long."""
+    Memoised in `call.depth`; iterative, as chains may be thousands of calls long."""
     todo = [call]
     while todo:
         c = todo[-1]
-        if "depth" in c.extra:
+        if c.depth is not None:
             todo.pop()
             continue
         producers = graph.producers_of(c)
-        missing = [p for p in producers if "depth" not in p.extra]
+        missing = [p for p in producers if p.depth is None]
         if missing:
             todo.extend(missing)
             continue
-        c.extra["depth"] = 1 + max((p.extra["depth"] for p in producers), default=-1)
+        c.depth = 1 + max((p.depth for p in producers if p.depth is not None), default=-1)
         todo.pop()
-    return call.extra["depth"]
+    return call.depth
 
 
 class Executor:
@@ -167,7 +125,7 @@ class Executor:
     def cancel(self, session: SessionLike, call: Call, reason: str = "cancelled") -> None:
         task = self._tasks.get(call)
         if task is not None:
-            call.extra["cancel_reason"] = reason
+            call.cancel_reason = reason
             task.cancel(reason)  # _run fails the outputs and frees the engine request
         elif not call.finished:
             self._finish(session, call, CallStatus.CANCELLED, reason)
@@ -189,12 +147,12 @@ class Executor:
             self._finish(
                 session, call, CallStatus.FAILED, f"input {failed.id!r} failed: {failed.error}"
             )
-        elif all(v.status is VariableStatus.READY for v in inputs) and "queued" not in call.extra:
+        elif all(v.status is VariableStatus.READY for v in inputs) and not call.queued:
             self._push(session, call)
 
     def _push(self, session: SessionLike, call: Call) -> None:
         prio = priority_of(call.objective)
-        call.extra["queued"] = prio
+        call.queued = True
         self._queued[call] = session
         self._ready.push(call, priority=prio, app=session.id, depth=_depth(session.graph, call))
         if not self._pump_scheduled:  # coalesce: everything ready in this turn starts together
@@ -206,7 +164,7 @@ class Executor:
         while self._ready and len(self._tasks) < self.max_inflight:
             call = self._ready.pop()
             session = self._queued.pop(call)
-            call.extra.pop("queued", None)
+            call.queued = False
             call.status = CallStatus.RUNNING
             task = asyncio.get_running_loop().create_task(self._run(session, call))
             self._tasks[call] = task
@@ -217,7 +175,7 @@ class Executor:
         handlers, so the call is finished here too."""
         self._tasks.pop(call, None)
         if not call.finished:
-            self._finish(session, call, CallStatus.CANCELLED, call.extra.get("cancel_reason"))
+            self._finish(session, call, CallStatus.CANCELLED, call.cancel_reason)
         self._pump()
 
     async def _run(self, session: SessionLike, call: Call) -> None:
@@ -314,7 +272,7 @@ class Executor:
         if call.finished:
             return
         call.status, call.error = status, error
-        call.extra.pop("queued", None)
+        call.queued = False
         if self._ready.remove(call):
             self._queued.pop(call, None)
         outcome = {CallStatus.DONE: "ok", CallStatus.CANCELLED: "cancelled"}.get(status, "error")

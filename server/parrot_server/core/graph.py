@@ -10,7 +10,7 @@ Pure Python; no I/O.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from parrot_integrations.protocol.native import (
     CallInfo,
@@ -40,7 +40,11 @@ class Call:
     chat: bool = False  # rendered through the model's chat template (see CallSpec.chat)
     system: str | None = None  # chat calls: the system turn
     submitted_at: float = 0.0
-    extra: dict = field(default_factory=dict)
+    # The executor's bookkeeping: in its ready queue now; the longest producer chain above this
+    # call (memoised); why a cancel was asked for (the running task reads it when it stops).
+    queued: bool = False
+    depth: int | None = None
+    cancel_reason: str | None = None
 
     @property
     def finished(self) -> bool:

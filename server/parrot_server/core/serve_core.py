@@ -7,6 +7,8 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
+from parrot_integrations.protocol.native import CallStatus
+
 from .config import ServeConfig
 from .engine_client import EngineClient
 from .executor import Executor
@@ -89,9 +91,9 @@ class ServeCore:
                     continue
                 state = (
                     "running"
-                    if call.status.value == "running"
+                    if call.status is CallStatus.RUNNING
                     else "queued"
-                    if "queued" in call.extra
+                    if call.queued
                     else "waiting"
                 )
                 key = (call.objective.value if call.objective else "none", state)
