@@ -140,3 +140,47 @@ async def test_deeper_calls_of_an_app_run_first(service):
     await service.submit(DEFAULT_TENANT, sid, Program(variables=docs, calls=calls))
     order = await _finish_order(service, [(sid, v) for v in ("s0", "s1", "s2", "s3", "s0b")])
     assert order[:2] == ["s0", "s0b"], order
+
+
+async def test_each_prompt_is_tokenized_once(service):
+    """A native program's prompts and a /v1 request's are tokenized once each on their way to
+    the engine: measured at submit (a call whose inputs are known), or rendered when the inputs
+    arrive, and then handed over as ids (the engine does not tokenize them again)."""
+    from parrot_integrations.protocol.openai import ChatCompletionRequest
+    from parrot_server.openai_service import OpenAIService
+
+    tokens = service.core.engine.engine.tokens  # the engine's TokenizerThread
+    sid = service.create_session(DEFAULT_TENANT, None).session_id
+    sampling = {"max_tokens": TOKENS, "temperature": 0, "ignore_eos": True}
+    first = CallSpec(
+        id="first",
+        template="Q: {{input:q}}\nA: {{output:a}}\nAgain: {{output:b}}",
+        inputs={"q": "q"},
+        outputs={
+            "a": OutputBinding(var="a", sampling=sampling),
+            "b": OutputBinding(var="b", sampling={**sampling, "max_tokens": None}),
+        },
+        chat=True,
+    )
+    second = CallSpec(
+        id="second",
+        template="Shorter: {{input:a}}\n{{output:c}}",
+        inputs={"a": "a"},
+        outputs={"c": OutputBinding(var="c", sampling=sampling)},
+    )
+    before = tokens.texts_encoded
+    program = Program(variables=[VariableCreate(id="q", value="why?")], calls=[first, second])
+    await service.submit(DEFAULT_TENANT, sid, program)
+    for var in ("b", "c"):
+        assert (await service.get_variable(DEFAULT_TENANT, sid, var, None, 60)).status == "ready"
+    assert tokens.texts_encoded - before == 3  # one per output: a, b (with a in it), c
+
+    openai = OpenAIService(service.core.engine, service.core.metrics)
+    before = tokens.texts_encoded
+    req = ChatCompletionRequest(
+        model="default", messages=[{"role": "user", "content": "hi"}], max_tokens=2
+    )
+    assert (await openai.chat(req)).choices[0].message.content is not None
+    await openai.chat(req.model_copy(update={"max_tokens": None, "stop": ["."]}))
+    assert tokens.texts_encoded - before == 2
+

@@ -59,8 +59,7 @@ class NativeService:
             raise ConflictError(f"variable {var_id!r} is written by call {var.producer!r}")
         if not var.pending:
             raise ConflictError(f"variable {var_id!r} already has a value")
-        session.graph.check_value(value)
-        var.set(value)
+        session.graph.set_value(var, value)
         self.executor.variable_settled(session, var)
         return var.state()
 
@@ -110,10 +109,14 @@ class NativeService:
         for spec in program.calls:  # sampling values the engine would refuse: 400 up front
             for binding in spec.outputs.values():
                 check_constraint(to_sampling_params(binding.sampling))
-        await self._check_prompt_lengths(session.graph.prepare(program))
-        # Prepared again: another request of this session may have changed the graph while
-        # the prompts were measured.
-        calls = session.graph.commit(session.graph.prepare(program))
+        graph = session.graph
+        plan, version = graph.prepare(program), graph.version
+        prompts = await self._measure_prompts(plan)
+        if graph.version != version:  # another request changed the graph while we measured
+            plan = graph.prepare(program)
+        calls = graph.commit(plan)
+        for call in calls:  # the executor submits these ids rather than tokenize again
+            call.prompt_ids = prompts.get(call.id)
         deduce(session.graph, calls)
         self.executor.submitted(session, calls)
         return ProgramAccepted(
@@ -143,21 +146,26 @@ class NativeService:
             raise NotFoundError(f"call {call_id!r} not found in session {session.id!r}")
         return call
 
-    async def _check_prompt_lengths(self, plan: Plan) -> None:
-        """Calls whose inputs are all known now get their first prompt measured, so an
-        oversized prompt is a 400 at submit rather than a failed variable later. An output
-        with `max_tokens=None` runs to the end of the window: only its prompt must fit."""
-        limit = self.core.engine.info.max_context_len
-        for call in plan.calls:
-            if any(plan.value_of(v) is None for v in call.inputs.values()):
-                continue
-            first = next(iter(call.outputs.values()))
-            prompt = render_prompt(self.core.engine, plan.value_of, call, 0)
-            try:
-                n = await self.core.engine.count_tokens(prompt)
-            except PromptTooLongError as exc:  # refused by its length alone
-                raise PromptTooLongError(f"call {call.id!r}: {exc}") from None
-            max_tokens = first.sampling.max_tokens
+    async def _measure_prompts(self, plan: Plan) -> dict[str, list[int]]:
+        """Calls whose inputs are all known now get their first prompt tokenized (all in one
+        pass), so an oversized prompt is a 400 at submit rather than a failed variable later.
+        An output with `max_tokens=None` runs to the end of the window: only its prompt must
+        fit. Returns each measured call's prompt ids."""
+        engine = self.core.engine
+        limit = engine.info.max_context_len
+        known = [
+            c for c in plan.calls if all(plan.value_of(v) is not None for v in c.inputs.values())
+        ]
+        encoded = await engine.encode_many(
+            [render_prompt(engine, plan.value_of, call, 0) for call in known]
+        )
+        for call, ids in zip(known, encoded, strict=True):
+            if isinstance(ids, PromptTooLongError):  # refused by its length alone
+                raise PromptTooLongError(f"call {call.id!r}: {ids}") from None
+            if isinstance(ids, Exception):
+                raise ids
+            n = len(ids)
+            max_tokens = next(iter(call.outputs.values())).sampling.max_tokens
             if max_tokens is None and n + 1 > limit:
                 raise PromptTooLongError(
                     f"call {call.id!r}: prompt of {n} tokens leaves no room to generate in the "
@@ -168,3 +176,4 @@ class NativeService:
                     f"call {call.id!r}: prompt of {n} tokens + max_tokens "
                     f"{max_tokens} exceeds the context window of {limit} tokens"
                 )
+        return {call.id: ids for call, ids in zip(known, encoded, strict=True)}

@@ -1,8 +1,8 @@
 """What the ServeCore needs from an engine, and the in-process implementation.
 
 The ServeCore never touches an `Engine` directly: it talks to an `EngineClient`, so the same
-core drives the embedded engine in this process and (the many-engines issue) engines in other
-processes or real SGLang workers over HTTP.
+core drives the embedded engine in this process and engines in other processes or real SGLang
+workers over HTTP.
 """
 
 from __future__ import annotations
@@ -141,6 +141,11 @@ class EngineClient(abc.ABC):
         found from its length before tokenizing."""
 
     @abc.abstractmethod
+    async def encode_many(self, texts: list[str]) -> list[list[int] | Exception]:
+        """Each text as `encode` makes it (window enforced), in one pass; a text that cannot
+        fit gets its `PromptTooLongError` in its place."""
+
+    @abc.abstractmethod
     async def decode(self, ids: list[int]) -> str:
         """The text of `ids`, special tokens included; an id outside the vocabulary raises
         `InvalidRequestError`."""
@@ -272,6 +277,9 @@ class LocalEngineClient(EngineClient):
     ) -> list[int]:
         window = self.info.max_context_len if fit_window else None
         return await self.engine.tokens.encode(text, window, add_special_tokens)
+
+    async def encode_many(self, texts: list[str]) -> list[list[int] | Exception]:
+        return await self.engine.tokens.encode_many(texts, self.info.max_context_len)
 
     async def decode(self, ids: list[int]) -> str:
         return await self.engine.tokens.decode(ids)

@@ -234,32 +234,39 @@ class EnginePool(EngineClient):
         return self._any_client().chat_template
 
     async def submit_many(self, items: list[Submission]) -> list[OutputStream | Exception]:
-        enc = self._any_client()
-        ids = [
-            s.prompt if isinstance(s.prompt, list) else await enc.encode(s.prompt) for s in items
+        # Placement reads the ids, and the engines get them: each text is tokenized here only.
+        ids: list[list[int] | Exception] = [s.prompt for s in items]  # type: ignore[misc]
+        texts = [k for k, s in enumerate(items) if isinstance(s.prompt, str)]
+        if texts:
+            encoded = await self._any_client().encode_many([items[k].prompt for k in texts])
+            for k, e in zip(texts, encoded, strict=True):
+                ids[k] = e
+        results: list[OutputStream | Exception] = [
+            e if isinstance(e, Exception) else None  # type: ignore[misc]
+            for e in ids
         ]
-        placed = [
-            PlacementItem(
-                rid=s.rid or uuid.uuid4().hex,
-                prompt_ids=p,
-                max_new_tokens=s.sampling.max_new_tokens,
-                priority=s.priority,
+        good = [k for k, e in enumerate(ids) if not isinstance(e, Exception)]
+        placed = {
+            k: PlacementItem(
+                rid=items[k].rid or uuid.uuid4().hex,
+                prompt_ids=ids[k],
+                max_new_tokens=items[k].sampling.max_new_tokens,
+                priority=items[k].priority,
                 model=None,
-                task_group=s.task_group,
-                app=s.app,
-                namespace=s.namespace,
+                task_group=items[k].task_group,
+                app=items[k].app,
+                namespace=items[k].namespace,
             )
-            for s, p in zip(items, ids, strict=True)
-        ]
+            for k in good
+        }
         try:
-            decisions = self.placement.place(placed, self._states())
+            decisions = self.placement.place(list(placed.values()), self._states())
         except NoEngineError as exc:
-            return [exc for _ in items]
+            return [exc if r is None else r for r in results]
         by_engine: dict[str, list[int]] = {}
-        for k, d in enumerate(decisions):
+        for k, d in zip(good, decisions, strict=True):
             log.debug("place %s -> %s: %s", d.rid, d.engine, d.reason)
             by_engine.setdefault(d.engine, []).append(k)
-        results: list[OutputStream | Exception] = [None] * len(items)  # type: ignore[list-item]
 
         async def send(name: str, ks: list[int]) -> None:
             m = self._member(name)
@@ -275,6 +282,9 @@ class EnginePool(EngineClient):
 
         await asyncio.gather(*(send(name, ks) for name, ks in by_engine.items()))
         return results
+
+    async def encode_many(self, texts: list[str]) -> list[list[int] | Exception]:
+        return await self._any_client().encode_many(texts)
 
     def _wrap(
         self, sub: Submission, item: PlacementItem, m: Member, result: OutputStream | Exception

@@ -26,13 +26,13 @@ from ..engine.errors import EngineError, EngineOverloadedError
 from ..engine.request import FinishKind, RequestOutput
 from ..engine.sampling_params import SamplingParams, choices_ebnf
 from .call_prompt import render_prompt
-from .engine_client import EngineClient, Submission, default_max_tokens
+from .engine_client import EngineClient, OutputStream, Submission, default_max_tokens
 from .graph import Call, Graph
 from .metrics import Metrics
 from .objective import priority_of
 from .ready_queue import ReadyQueue
-from .submit_batcher import SubmitBatcher
 from .tenants import Tenant, cache_key
+from .turn_batcher import TurnBatcher
 from .variable import Variable
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,12 @@ class Executor:
         self._queued: dict[Call, SessionLike] = {}
         self._tasks: dict[Call, asyncio.Task] = {}
         self._pump_scheduled = False
-        self._batcher = SubmitBatcher(engine)
+        # Calls started in one turn are tokenized in one pass and submitted in one command.
+        self._encode: TurnBatcher[str, list[int]] = TurnBatcher(engine.encode_many)
+        self._submit_one: TurnBatcher[Submission, OutputStream] = TurnBatcher(
+            engine.submit_many, self._close_unread
+        )
+        self._closing: set[asyncio.Task] = set()
 
     # -- events ---------------------------------------------------------------------------------
     def submitted(self, session: SessionLike, calls: list[Call]) -> None:
@@ -184,7 +189,13 @@ class Executor:
         try:
             for k, binding in enumerate(call.outputs.values()):
                 var = graph.variables[binding.var]
-                prompt = render_prompt(self.engine, lambda v: graph.variables[v].value, call, k)
+                # Measured at submit (the first output of a call whose inputs were known), else
+                # rendered and tokenized now: either way once, and the engine gets the ids.
+                prompt, call.prompt_ids = (call.prompt_ids if k == 0 else None), None
+                if prompt is None:
+                    prompt = await self._encode(
+                        render_prompt(self.engine, lambda v: graph.variables[v].value, call, k)
+                    )
                 unset = 1
                 if binding.sampling.max_tokens is None:  # to the end of the context window
                     unset = await default_max_tokens(self.engine, prompt)
@@ -254,12 +265,18 @@ class Executor:
         delay = 0.05
         while True:
             try:
-                return await self._batcher.submit(sub)
+                return await self._submit_one(sub)
             except EngineOverloadedError:
                 if time.monotonic() > deadline:
                     raise
                 await asyncio.sleep(delay)
                 delay = min(1.0, delay * 2)
+
+    def _close_unread(self, stream: OutputStream) -> None:
+        """A stream whose call was cancelled while it was being submitted: abort it."""
+        task = asyncio.get_running_loop().create_task(stream.aclose())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     def _finish(
         self,

@@ -40,9 +40,11 @@ class Call:
     chat: bool = False  # rendered through the model's chat template (see CallSpec.chat)
     system: str | None = None  # chat calls: the system turn
     submitted_at: float = 0.0
-    # The executor's bookkeeping: in its ready queue now; the longest producer chain above this
-    # call (memoised); why a cancel was asked for (the running task reads it when it stops).
+    # The executor's bookkeeping: in its ready queue now; the first output's prompt ids when
+    # they were measured at submit; the longest producer chain above this call (memoised); why
+    # a cancel was asked for (the running task reads it when it stops).
     queued: bool = False
+    prompt_ids: list[int] | None = None  # the first output's prompt, if measured at submit
     depth: int | None = None
     cancel_reason: str | None = None
 
@@ -88,6 +90,9 @@ class Graph:
         self.limits = limits
         self.variables: dict[str, Variable] = {}
         self.calls: dict[str, Call] = {}
+        # Counts the changes a prepared plan depends on (commits, values set by clients): a
+        # plan is committed as is only while this has not moved since `prepare`.
+        self.version = 0
 
     # -- queries --------------------------------------------------------------------------------
     def producer_of(self, var_id: str) -> Call | None:
@@ -121,6 +126,12 @@ class Graph:
                 f"a variable value is {len(value)} characters; the limit is "
                 f"{self.limits.max_value_chars}"
             )
+
+    def set_value(self, var: Variable, value: str) -> None:
+        """A client sets a variable that no call produces."""
+        self.check_value(value)
+        var.set(value)
+        self.version += 1
 
     def add(self, program: Program) -> list[Call]:
         """Validate and commit `program`; returns its calls in submission order."""
@@ -177,6 +188,7 @@ class Graph:
         """Apply a prepared program (prepared against the graph as it still is: nothing here
         raises)."""
         calls = plan.calls
+        self.version += 1
         self.variables.update(plan.new_vars)
         for var in plan.created:
             self.variables[var] = Variable(var)

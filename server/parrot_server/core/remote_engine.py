@@ -196,6 +196,9 @@ class RemoteEngineClient(EngineClient):
         window = self.info.max_context_len if fit_window else None
         return await self._tokens.encode(text, window, add_special_tokens)
 
+    async def encode_many(self, texts: list[str]) -> list[list[int] | Exception]:
+        return await self._tokens.encode_many(texts, self.info.max_context_len)
+
     async def decode(self, ids: list[int]) -> str:
         return await self._tokens.decode(ids)
 

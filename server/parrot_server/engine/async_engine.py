@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
 from .engine import Engine, EngineStats
-from .errors import EngineError, EngineUnavailableError
+from .errors import EngineUnavailableError
 from .request import FinishKind, FinishReason, RequestOutput
 from .sampling_params import SamplingParams
 from .tokenizer_thread import TokenizerThread
@@ -120,12 +120,14 @@ class AsyncEngine:
         same step (a task group starts together). Each item gets its stream or its own error."""
         loop = asyncio.get_running_loop()
         queues = [asyncio.Queue() for _ in items]
-        prompts: list[Any] = []
-        for prompt, _, _ in items:
-            try:
-                prompts.append(await self.encode(prompt) if isinstance(prompt, str) else prompt)
-            except EngineError as exc:  # this item's error; the others still go in
-                prompts.append(exc)
+        prompts: list[Any] = [prompt for prompt, _, _ in items]
+        texts = [k for k, p in enumerate(prompts) if isinstance(p, str)]
+        if texts:  # one pass; a text too long for the window gets its error, the others go in
+            encoded = await self.tokens.encode_many(
+                [prompts[k] for k in texts], self.engine.max_context_len
+            )
+            for k, ids in zip(texts, encoded, strict=True):
+                prompts[k] = ids
 
         def callback(outputs: asyncio.Queue) -> Callable[[RequestOutput], None]:
             return lambda out: loop.call_soon_threadsafe(outputs.put_nowait, out)

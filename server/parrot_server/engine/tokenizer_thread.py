@@ -41,6 +41,7 @@ class TokenizerThread:
         self.vocab_size = self._codec.vocab_size()  # added tokens included
         self.bound: TokenBound | None = token_bound(tokenizer)
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="parrot-tokenize")
+        self.texts_encoded = 0  # texts tokenized so far: each prompt should be counted once
 
     def check_length(self, text: str, max_tokens: int) -> None:
         """Raise `PromptTooLongError` if `text` surely has more than `max_tokens` tokens."""
@@ -59,9 +60,32 @@ class TokenizerThread:
     ) -> list[int]:
         """`text`'s ids as the engine tokenizes a text prompt (no special tokens added unless
         asked); with `max_tokens`, `PromptTooLongError` at once when it cannot fit."""
-        if max_tokens is not None:
-            self.check_length(text, max_tokens)
-        return await self._run(lambda: self._codec.encode(text, add_special_tokens))
+        (ids,) = await self.encode_many([text], max_tokens, add_special_tokens)
+        if isinstance(ids, Exception):
+            raise ids
+        return ids
+
+    async def encode_many(
+        self, texts: list[str], max_tokens: int | None = None, add_special_tokens: bool = False
+    ) -> list[list[int] | PromptTooLongError]:
+        """Each text's ids as `encode` makes them, in one pass on the thread; a text that
+        cannot fit gets its error in its place (the others are still tokenized)."""
+        results: list[list[int] | PromptTooLongError] = []
+        todo: list[str] = []
+        for text in texts:
+            try:
+                if max_tokens is not None:
+                    self.check_length(text, max_tokens)
+            except PromptTooLongError as exc:
+                results.append(exc)
+            else:
+                results.append([])
+                todo.append(text)
+        if todo:
+            self.texts_encoded += len(todo)
+            done = iter(await self._run(lambda: self._codec.encode_batch(todo, add_special_tokens)))
+            results = [r if isinstance(r, Exception) else next(done) for r in results]
+        return results
 
     async def decode(self, ids: list[int]) -> str:
         """The text of `ids`, special tokens included and spaces untouched, so that the text
@@ -93,7 +117,7 @@ class _Codec:
     def vocab_size(self) -> int:
         raise NotImplementedError
 
-    def encode(self, text: str, special: bool) -> list[int]:
+    def encode_batch(self, texts: list[str], special: bool) -> list[list[int]]:
         raise NotImplementedError
 
     def decode(self, ids: list[int]) -> str:
@@ -112,8 +136,8 @@ class _FastCodec(_Codec):
     def vocab_size(self) -> int:
         return self.tok.get_vocab_size(with_added_tokens=True)
 
-    def encode(self, text: str, special: bool) -> list[int]:
-        return self.tok.encode_batch([text], add_special_tokens=special)[0].ids
+    def encode_batch(self, texts: list[str], special: bool) -> list[list[int]]:
+        return [e.ids for e in self.tok.encode_batch(texts, add_special_tokens=special)]
 
     def decode(self, ids: list[int]) -> str:
         return self.tok.decode(ids, skip_special_tokens=False)
@@ -131,8 +155,8 @@ class _SlowCodec(_Codec):
     def vocab_size(self) -> int:
         return len(self.tok)
 
-    def encode(self, text: str, special: bool) -> list[int]:
-        return self.tok.encode(text, add_special_tokens=special)
+    def encode_batch(self, texts: list[str], special: bool) -> list[list[int]]:
+        return [self.tok.encode(t, add_special_tokens=special) for t in texts]
 
     def decode(self, ids: list[int]) -> str:
         return self.tok.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
