@@ -14,6 +14,8 @@ from ..engine.async_engine import AsyncEngine
 from ..engine_processes import EngineProcesses
 from ..engine_service import EngineService
 from ..native_service import NativeService
+from ..openai_service import OpenAIService
+from ..tokenize_service import TokenizeService
 from .auth import install_auth
 from .body_limit import install_body_limit
 from .draining import install_draining
@@ -77,6 +79,12 @@ def create_app(
     app.state.core = core
     app.state.engine_processes = processes  # /health adds their pids and restart counts
     app.state.native_service = NativeService(core)
+    app.state.openai_service = openai = OpenAIService(
+        core.engine, core.metrics, core.sessions, core.models
+    )
+    core.stop_hooks.append(openai.stop_all)
+    # Over the same OpenAIService: a chat is counted as /v1 renders it.
+    app.state.tokenize_service = TokenizeService(openai, core.config.max_value_chars)
     install_error_handlers(app)
     # The last added runs first: draining, then the key check, then the body limit.
     install_body_limit(app, core.config.max_request_bytes, core.config.request_body_timeout_seconds)

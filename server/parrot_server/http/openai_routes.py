@@ -30,15 +30,7 @@ _COMPLETION_ERRORS = errors(*BODY, 401, 404, 429, 503)
 
 
 def openai_service(request: Request) -> OpenAIService:
-    state = request.app.state
-    service = getattr(state, "openai_service", None)
-    if service is None:  # one per app
-        core = state.core
-        sessions = getattr(core, "sessions", None)
-        service = OpenAIService(core.engine, core.metrics, sessions, core.models)
-        state.openai_service = service
-        core.stop_hooks.append(service.stop_all)
-    return service
+    return request.app.state.openai_service
 
 
 async def _answer(request: Request, who: Caller, body: Any, streamed: Any, whole: Any) -> Response:

@@ -13,7 +13,6 @@ from parrot_integrations.protocol.tokenize import (
 )
 
 from ..tokenize_service import TokenizeService
-from .openai_routes import openai_service
 from .openapi_doc import BODY, errors
 from .valid_text import reject_lone_surrogates
 
@@ -23,12 +22,7 @@ _ERRORS = errors(*BODY, 401, 404)
 
 
 def _service(request: Request) -> TokenizeService:
-    state = request.app.state
-    service = getattr(state, "tokenize_service", None)
-    if service is None:  # over the app's one OpenAIService: chats render as /v1 renders them
-        limit = state.core.config.max_value_chars
-        service = state.tokenize_service = TokenizeService(openai_service(request), limit)
-    return service
+    return request.app.state.tokenize_service
 
 
 @router.post("/tokenize", response_model=TokenizeResponse, responses=_ERRORS)
