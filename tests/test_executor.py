@@ -183,4 +183,3 @@ async def test_each_prompt_is_tokenized_once(service):
     assert (await openai.chat(req)).choices[0].message.content is not None
     await openai.chat(req.model_copy(update={"max_tokens": None, "stop": ["."]}))
     assert tokens.texts_encoded - before == 2
-

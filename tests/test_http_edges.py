@@ -152,10 +152,15 @@ def test_405_lists_every_method_the_path_takes(client, session):
 
 
 @pytest.mark.slow
-def test_health_generate_answers_json(client):
+def test_health_generate_generates_a_token(client):
+    def generated() -> int:
+        return client.get("/server_info").json()["internal_states"][0]["generated_tokens_total"]
+
+    before = generated()
     resp = client.get("/health_generate")
     assert resp.status_code == 200 and resp.headers["content-type"] == "application/json"
     assert resp.json() == {"status": "ok"}
+    assert generated() > before  # it went through the model, not just the route
 
 
 # -- the OpenAPI document says what the server answers --------------------------------------------

@@ -3,6 +3,7 @@ calls. Shapes and field names are SGLang 0.5.x's (see `parrot_integrations.proto
 
 from __future__ import annotations
 
+import asyncio
 import importlib.metadata
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -17,7 +18,7 @@ from parrot_integrations.protocol.sglang import (
 
 from .core.tenants import Principal, Slot, TenantLoad, cache_key
 from .engine.async_engine import AsyncEngine
-from .engine.errors import InvalidRequestError
+from .engine.errors import EngineError, EngineUnavailableError, InvalidRequestError
 from .engine.request import RequestOutput
 from .engine.sampling_params import SamplingParams
 
@@ -44,6 +45,10 @@ def to_sampling_params(req: GenerateRequest) -> SamplingParams:
         ebnf=sp.ebnf,
         constrained_prompt_tail=sp.constrained_prompt_tail or 0,
     )
+
+
+HEALTH_GENERATE_SECONDS = 20.0
+HEALTH_PRIORITY = 1_000  # above every objective's priority: a busy engine still answers
 
 
 class EngineService:
@@ -123,6 +128,23 @@ class EngineService:
                 self._done(stream.rid, slot)
 
         return _Closing(chunks(), close)
+
+    async def health_generate(self) -> None:
+        """One greedy token through the whole engine (tokenizer thread, scheduler, model), ahead
+        of queued work; `EngineUnavailableError` (503) if it fails or takes longer than
+        `HEALTH_GENERATE_SECONDS`."""
+        probe = SamplingParams(max_new_tokens=1, temperature=0, ignore_eos=True)
+        try:
+            async with asyncio.timeout(HEALTH_GENERATE_SECONDS):
+                out = await self.engine.complete("ping", probe, priority=HEALTH_PRIORITY)
+        except TimeoutError:
+            raise EngineUnavailableError(
+                f"the engine did not generate a token within {HEALTH_GENERATE_SECONDS:g} s"
+            ) from None
+        except EngineError as exc:
+            raise EngineUnavailableError(f"the engine failed to generate: {exc}") from None
+        if out.completion_tokens != 1:
+            raise EngineUnavailableError(f"the engine's probe ended early: {out.finish_reason}")
 
     async def stop_all(self) -> None:
         """The server is stopping: every request sent here ends (as aborted)."""

@@ -35,8 +35,10 @@ async def health() -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
 
-@router.get("/health_generate")
-async def health_generate() -> JSONResponse:
+@router.get("/health_generate", responses=errors(401, 503))
+async def health_generate(request: Request) -> JSONResponse:
+    """Generates one token: 200 once it came, 503 when the engine cannot."""
+    await _service(request).health_generate()
     return JSONResponse({"status": "ok"})
 
 
