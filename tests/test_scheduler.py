@@ -11,13 +11,14 @@ from parrot_server.engine.sampling_params import SamplingParams
 from parrot_server.engine.scheduler import Scheduler
 
 
-def make(pool=64, step=16, running=8, queued=100, wait=32):
+def make(pool=64, step=16, running=8, queued=100, wait=32, background=None):
     cfg = EngineConfig(
         kv_pool_tokens=pool,
         max_step_tokens=step,
         max_running_requests=running,
         max_queued_requests=queued,
         prefix_wait_min_tokens=wait,
+        background_step_tokens=background,
     )
     return Scheduler(cfg, KVSlotAllocator(pool), RadixCache())
 
@@ -57,6 +58,37 @@ def test_priority_orders_admission_and_budget():
     s.add(high)
     batch = fake_step(s)
     assert [c.request.rid for c in batch.chunks] == ["high"]
+
+
+def test_urgent_arrival_is_admitted_before_background_prefill_takes_the_step():
+    s = make(pool=256, step=16, background=4)
+    batch_job = req("batch", 100, priority=0)
+    s.add(batch_job)
+    assert fake_step(s).chunks[0].length == 16  # alone: the whole step
+    chat = req("chat", 10, priority=2, start=500)
+    s.add(chat)
+    batch = fake_step(s)
+    # The chat is admitted first and prefills at once; the batch prompt's share is capped.
+    assert [(c.request.rid, c.length) for c in batch.chunks] == [("chat", 10), ("batch", 4)]
+    batch = fake_step(s)  # the chat decodes in short steps beside the capped prefill
+    assert [(c.request.rid, c.length) for c in batch.chunks] == [("chat", 1), ("batch", 4)]
+    for _ in range(3):
+        fake_step(s)
+    s.finish(chat)
+    assert fake_step(s).chunks[0].length == 16  # the chat gone, the batch has the step again
+
+
+def test_without_a_cap_or_a_priority_gap_the_step_is_shared_in_order():
+    s = make(pool=256, step=16, background=None)
+    s.add(req("batch", 100, priority=0))
+    fake_step(s)
+    s.add(req("chat", 10, priority=2, start=500))
+    assert [(c.request.rid, c.length) for c in fake_step(s).chunks] == [("chat", 10), ("batch", 6)]
+    s = make(pool=256, step=16, background=4)
+    s.add(req("a", 100, priority=1))
+    fake_step(s)
+    s.add(req("b", 10, priority=1, start=500))  # same priority: nobody is background
+    assert [(c.request.rid, c.length) for c in fake_step(s).chunks] == [("a", 16)]
 
 
 def test_second_request_reuses_cached_prefix():

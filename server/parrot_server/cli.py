@@ -79,6 +79,13 @@ def _add_engine_args(_option: Options) -> None:
         "tokens computed per engine step (prefill chunk)",
         type=int,
     )
+    _option(
+        "--background-step-tokens",
+        d.background_step_tokens,
+        "while a higher-priority request runs, lower-priority prefill gets at most this many "
+        "tokens of a step (0: no cap)",
+        type=int,
+    )
     _option("--max-running-requests", d.max_running_requests, "decode batch cap", type=int)
     _option(
         "--max-queued-requests",
@@ -253,6 +260,7 @@ def _engine(args: argparse.Namespace):
         kv_pool_tokens=args.kv_pool_tokens,
         max_context_len=args.max_context_len,
         max_step_tokens=args.max_step_tokens,
+        background_step_tokens=args.background_step_tokens or None,
         max_running_requests=args.max_running_requests,
         max_queued_requests=args.max_queued_requests,
         num_threads=args.threads,

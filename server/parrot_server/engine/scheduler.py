@@ -1,7 +1,10 @@
 """Decides, every step, which tokens of which requests to compute (no torch here).
 
-One step holds at most `max_step_tokens` tokens: running requests first, in priority order (a
-decoding request needs one token, a prefilling one a chunk of its prompt), then new admissions.
+One step holds at most `max_step_tokens` tokens, given out in priority order: running requests
+(a decoding request needs one token, a prefilling one a chunk of its prompt) and new admissions,
+a waiting request of higher priority being admitted before running ones of lower priority get
+their share. While a request of higher priority runs, lower-priority prefill gets at most
+`background_step_tokens` of a step: the urgent request's tokens come at the pace of short steps.
 Admission matches the prompt against the prefix cache, so only the uncached rest is computed.
 A prompt's KV enters the cache chunk by chunk as it is computed, and a new request that shares
 a longer prefix with a prompt still being prefilled waits for it rather than computing the same
@@ -47,6 +50,39 @@ class Batch:
     @property
     def num_tokens(self) -> int:
         return sum(c.length for c in self.chunks)
+
+
+@dataclass
+class _Budget:
+    """What is left of one step: `left` tokens in all, and `background` of them for prefill of
+    requests below the highest priority running (`top`)."""
+
+    left: int
+    background: int | None
+    top: int | None = None
+
+    def grant(self, req: Request, pending: int | None = None) -> int:
+        """How many of its `pending` tokens (default: all it has yet to compute) `req` may
+        compute in this step."""
+        n = min(req.num_pending if pending is None else pending, self.left)
+        if (
+            n > 1
+            and self.background is not None
+            and self.top is not None
+            and req.priority < self.top
+        ):
+            n = min(n, self.background)
+        return n
+
+    def take(self, req: Request, n: int) -> None:
+        self.left -= n
+        if (
+            n > 1
+            and self.background is not None
+            and self.top is not None
+            and req.priority < self.top
+        ):
+            self.background -= n
 
 
 class Scheduler:
@@ -118,16 +154,21 @@ class Scheduler:
     # -- one step -----------------------------------------------------------------------------
     def schedule(self) -> Batch:
         batch = Batch()
-        budget = self.config.max_step_tokens
+        step = _Budget(self.config.max_step_tokens, self.config.background_step_tokens)
         self.running.sort(key=lambda r: r.sort_key)
+        step.top = max((r.priority for r in self.running), default=None)
         scheduled: set[int] = set()
         preempted_before = self.num_preemptions
         for req in list(self.running):
-            if budget == 0:
+            if step.left == 0:
                 break
             if req.status is not RequestStatus.RUNNING:  # preempted as a victim below
                 continue
-            n = min(req.num_pending, budget)
+            if self.waiting and self.waiting[0].priority > req.priority:
+                self._admit(batch, step, above=req.priority)
+            n = step.grant(req)
+            if n == 0:
+                continue
             slots = self._allocate(n)
             while slots is None:
                 victim = self._pick_victim(scheduled)
@@ -139,9 +180,9 @@ class Scheduler:
                 continue
             batch.chunks.append(self._chunk(req, slots, n))
             scheduled.add(id(req))
-            budget -= n
+            step.take(req, n)
         if self.num_preemptions == preempted_before:  # KV was short this step: admit no one
-            self._admit(batch, budget)
+            self._admit(batch, step)
         self._mark_shared_prefixes(batch)
         return batch
 
@@ -165,9 +206,16 @@ class Scheduler:
         candidates = [r for r in self.running if id(r) not in scheduled]
         return max(candidates, key=lambda r: r.sort_key)
 
-    def _admit(self, batch: Batch, budget: int) -> None:
+    def _admit(self, batch: Batch, step: _Budget, above: int | None = None) -> None:
+        """Admit waiting requests in order while the step has room (only those of priority
+        greater than `above`, when given)."""
         deferred: list[Request] = []  # waiting for a running prefill of their prefix
-        while self.waiting and budget > 0 and len(self.running) < self.config.max_running_requests:
+        while (
+            self.waiting
+            and step.left > 0
+            and len(self.running) < self.config.max_running_requests
+            and (above is None or self.waiting[0].priority > above)
+        ):
             req = self.waiting[0]
             # A generating request must compute at least its last prompt token to get logits.
             tokens = req.tokens if req.prefill_only else req.tokens[:-1]
@@ -175,7 +223,10 @@ class Scheduler:
             if self._prefilling_shares(req, tokens, match.length):
                 deferred.append(self.waiting.pop(0))
                 continue
-            n = min(req.num_tokens - match.length, budget)
+            step.top = req.priority if step.top is None else max(step.top, req.priority)
+            n = step.grant(req, req.num_tokens - match.length)
+            if n == 0 and req.num_tokens > match.length:
+                break  # a background prompt with no room left in this step
             # Locked first: making room for the rest must not evict the matched prefix.
             self.cache.lock(match.node)
             slots = self._allocate(n) if n else []
@@ -195,7 +246,7 @@ class Scheduler:
                 batch.completed.append(req)
                 continue
             batch.chunks.append(self._chunk(req, slots, n))
-            budget -= n
+            step.take(req, n)
         for req in deferred:
             bisect.insort(self.waiting, req, key=lambda r: r.sort_key)
 
