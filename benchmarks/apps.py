@@ -168,6 +168,7 @@ async def poisson(stack: Stack, scale: Scale, rate: float, requests: int) -> lis
 
 # -- the run ------------------------------------------------------------------------------------
 APPS = {"chain": prepare_chain, "map-reduce": prepare_map_reduce, "fan-out": prepare_fan_out}
+EVERY_APP = [*APPS, "mixed", "rates"]  # `mixed`: chat beside a map-reduce; `rates`: the sweep
 
 
 def start_stacks(args) -> list[Stack]:
@@ -198,6 +199,9 @@ def main() -> None:
     ap.add_argument("--rates", type=float, nargs="*", default=None, help="requests per second")
     ap.add_argument("--requests", type=int, default=None, help="requests per rate")
     ap.add_argument("--plot", default=None, help="write the latency-vs-rate plot to this PNG")
+    ap.add_argument(
+        "--apps", nargs="+", choices=EVERY_APP, default=EVERY_APP, help="which apps (default: all)"
+    )
     args = ap.parse_args()
     scale = Scale.quick() if args.quick else Scale()
     reps = args.reps or (1 if args.quick else 3)
@@ -205,17 +209,21 @@ def main() -> None:
     requests = args.requests or (8 if args.quick else 24)
     stacks = start_stacks(args)
     try:
-        report(stacks, scale, reps, rates, requests, args.plot)
+        report(stacks, scale, reps, rates, requests, args.plot, args.apps)
     finally:
         for server in {id(s.server): s.server for s in stacks}.values():
             server.stop()
 
 
-def report(stacks: list[Stack], scale: Scale, reps: int, rates, requests: int, plot) -> None:
+def report(
+    stacks: list[Stack], scale: Scale, reps: int, rates, requests: int, plot, apps: list[str]
+) -> None:
     # One loop for every async part: ChatOpenAI's HTTP client outlives a loop of its own.
     loop = asyncio.new_event_loop()
     print(f"stacks: {', '.join(s.name for s in stacks)}; {scale}; median of {reps}")
     for app, prepare in APPS.items():
+        if app not in apps:
+            continue
         times, outputs = {}, {}
         for stack in stacks:
             go, runs = prepare(stack, scale), []
@@ -227,12 +235,12 @@ def report(stacks: list[Stack], scale: Scale, reps: int, rates, requests: int, p
         same = outputs.get("parrot") == outputs.get("parrot /v1")
         cells = "  ".join(f"{k} {v:6.2f} s" for k, v in times.items())
         print(f"{app:12s} {cells}  ratio {ratio(times)}  parrot outputs equal: {same}")
-    for stack in stacks:
+    for stack in stacks if "mixed" in apps else []:
         stack.flush()
         m = loop.run_until_complete(chat_beside_map_reduce(stack, scale))
         print(f"chat+MR      {stack.name:10s} " + "  ".join(f"{k} {v:.2f} s" for k, v in m.items()))
     curves: dict[str, list[float]] = {}
-    for rate in rates:
+    for rate in rates if "rates" in apps else []:
         for stack in stacks:
             stack.flush()
             lat = sorted(loop.run_until_complete(poisson(stack, scale, rate, requests)))
@@ -242,7 +250,7 @@ def report(stacks: list[Stack], scale: Scale, reps: int, rates, requests: int, p
                 f"rate {rate:4.2f}/s  {stack.name:10s} s/token p50 {p[0]:.3f} p90 {p[1]:.3f} "
                 f"p99 {p[2]:.3f}"
             )
-    if plot:
+    if plot and curves:
         import matplotlib
 
         matplotlib.use("Agg")
