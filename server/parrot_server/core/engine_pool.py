@@ -292,6 +292,9 @@ class EnginePool(EngineClient):
         self._streams[item.rid] = stream
         return stream
 
+    def release(self, m: Member, item: PlacementItem) -> None:
+        m.state.finish(item)
+
     async def place_again(
         self, item: PlacementItem, sub: Submission
     ) -> tuple[Member, OutputStream]:
