@@ -266,7 +266,15 @@ class RemoteEngineClient(EngineClient):
             finally:
                 await response.aclose()
             raise self._status_error(response.status_code, raw, ids)
-        self._streams[rid] = stream = RemoteStream(self, rid, ids, response)
+        self._streams[rid] = stream = RemoteStream(
+            self,
+            rid,
+            ids,
+            response,
+            incremental=self._incremental,
+            read_timeout=cfg.stream_read_timeout,
+            drain_timeout=cfg.drain_timeout,
+        )
         return stream
 
     def _unavailable(
@@ -300,11 +308,14 @@ class RemoteEngineClient(EngineClient):
                 return rid in aborted  # our engine says which requests it aborted
         return r.status_code == 200
 
-    def _abort_later(self, rid: str) -> None:
+    def abort_later(self, rid: str) -> None:
         """Abort in the background: a hung engine must not hold up the caller (a failover)."""
         task = asyncio.get_running_loop().create_task(self.abort(rid))
         self._aborts.add(task)
         task.add_done_callback(self._aborts.discard)
+
+    def stream_done(self, rid: str) -> None:
+        self._streams.pop(rid, None)
 
     # -- state ----------------------------------------------------------------------------------
     async def load(self) -> EngineLoad:
