@@ -1,5 +1,5 @@
 """`RemoteEngineClient`: an engine in another process (a `parrot engine`, or an SGLang 0.5.x
-worker) driven over SGLang's native HTTP runtime protocol (`parrot_integrations.protocol.sglang`).
+worker) driven over SGLang's native HTTP runtime protocol (`sglang_protocol.py`).
 
 Prompts are tokenized here and sent as `input_ids`, so a request can resume on another engine
 from exact token ids. Each request's stream is a `RemoteStream` (`remote_stream.py`); the
@@ -22,13 +22,6 @@ from typing import Any
 
 import httpx
 
-from parrot_integrations.protocol.sglang import (
-    LoadEntry,
-    SamplingParamsModel,
-    error_message,
-    parse_loads,
-)
-
 from ..engine.errors import (
     EngineError,
     EngineOverloadedError,
@@ -39,6 +32,12 @@ from ..engine.errors import (
 from ..engine.sampling_params import SamplingParams
 from ..engine.tokenizer import TokenizerNotFoundError, read_chat_template
 from ..engine.tokenizer_thread import TokenizerThread
+from ..sglang_protocol import (
+    LoadEntry,
+    SamplingParamsModel,
+    error_message,
+    parse_loads,
+)
 from .engine_client import (
     EngineClient,
     EngineInfo,

@@ -16,8 +16,6 @@ from typing import Any, Protocol
 
 import httpx
 
-from parrot_integrations.protocol.sglang import StreamDecoder, stream_error
-
 from ..engine.errors import (
     EngineError,
     EngineOverloadedError,
@@ -25,6 +23,7 @@ from ..engine.errors import (
     InvalidRequestError,
 )
 from ..engine.request import FinishKind, FinishReason, RequestOutput
+from ..sglang_protocol import StreamDecoder, stream_error
 
 log = logging.getLogger(__name__)
 
