@@ -1,8 +1,8 @@
 """What the ServeCore needs from an engine, and the in-process implementation.
 
 The ServeCore never touches an `Engine` directly: it talks to an `EngineClient`, so the same
-core drives the embedded engine in this process and (the many-engines issue) engines in other
-processes or real SGLang workers over HTTP.
+core drives the embedded engine in this process and engines in other processes or real SGLang
+workers over HTTP.
 """
 
 from __future__ import annotations

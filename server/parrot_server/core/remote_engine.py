@@ -78,7 +78,7 @@ class RemoteEngineConfig:
 
     connect_timeout: float = 5.0  # TCP connect
     request_timeout: float = 30.0  # each read / write of info, load, abort and submit calls
-    health_timeout: float = 5.0  # GET /health (SGLang 0.5.5 generates a token there: ~1 s)
+    health_timeout: float = 5.0  # GET /health (SGLang 0.5.5 generates a token there)
     stream_read_timeout: float = 120.0  # longest silence in a stream, the first event included
     drain_timeout: float = 1.0  # wait for `[DONE]` after the last event (to reuse the connection)
     max_connections: int = 1024  # each running stream holds one; beyond: overloaded

@@ -29,8 +29,8 @@ class KVPool:
         """K and V of one layer at the slots in index, [len(index), kv_heads, head_dim] each.
 
         Written into one buffer reused across layers and steps, so the result is only valid
-        until the next call. A decode batch's gather is tens of MB per layer: allocated afresh
-        each time, it page-faults its way in (on CPU that cost more than the attention).
+        until the next call. A decode batch's gather is large (every slot of every request):
+        allocated afresh each time, it would page-fault its way in on every layer.
         """
         n, row = index.numel(), self.k.shape[2:]
         max_rows = self.SCRATCH_MAX_BYTES // (2 * row.numel() * self.k.element_size())

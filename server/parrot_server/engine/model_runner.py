@@ -30,9 +30,9 @@ def shared_prefix_kernels(device: torch.device) -> ModuleType:
 
     CUDA: the Triton split-KV kernels, which read the prefix once per group straight from HBM.
     Elsewhere the torch path (one GEMM per KV head), which is what runs fast on CPU, with decode
-    through the compiled CPU extension once it is built (in the background from here: the
-    first start on a machine builds it in about 35 s; until then, or without a compiler, decode
-    takes the torch path).
+    through the compiled CPU extension once it is built (in the background from here, so a
+    first start on a machine is not held up by the compiler; until then, or without a
+    compiler, decode takes the torch path).
     """
     if device.type == "cuda":
         try:

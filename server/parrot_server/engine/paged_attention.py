@@ -208,7 +208,7 @@ class PagedAttention:
             return F.scaled_dot_product_attention(
                 q.transpose(0, 1).unsqueeze(0), k, v, enable_gqa=True
             )[0].transpose(0, 1)
-        # index_select on a flat index is several times faster than advanced indexing.
+        # index_select on a flat index: advanced indexing takes a slower, general path.
         heads = self.pool.k.shape[2:]
         kd, vd = (  # [B, Hkv, L, D] each
             x.view(*d.shape, *heads).transpose(1, 2) for x in self.pool.gather(layer, d.index)
