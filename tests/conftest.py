@@ -14,6 +14,20 @@ from parrot_server.engine.engine import Engine
 from parrot_server.engine.model import LoadedModel, load_model
 from parrot_server.spawn import ServerProcess, spawn_parrot
 
+# Fixtures that load the model or start a server. A test using one, directly or through
+# another fixture, is marked `needs_server` and `slow` here, so that `-m "not slow"` neither
+# loads the model nor starts a server and no test can be left out of that by a missing mark.
+SERVER_FIXTURES = frozenset({"loaded_model", "dense_model", "server_url", "parrot_process"})
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.needs_server)
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def compiled_extensions() -> None:
     """Build the C++ extensions first (minutes on a 2-core machine with an empty cache), so that no
