@@ -1,17 +1,15 @@
 """HTTP plumbing shared by `ParrotClient` and `AsyncParrotClient`.
 
 Everything that does not depend on sync vs async I/O lives here once: settings (base URL,
-API key, timeouts), the retry policy, the native and OpenAI-compatible endpoints as request
-descriptions, error mapping and server-sent-event parsing. Each client only runs the loop that sends.
+API key, timeouts) and the native, OpenAI-compatible and tokenizer endpoints as request
+descriptions. The retry policy (`_retry`), error mapping (`_error_mapping`) and server-sent-event
+parsing (`_sse`) have modules of their own; their names are importable from here too, so each
+client only runs the loop that sends.
 """
 
 from __future__ import annotations
 
-import email.utils
-import json
 import os
-import random
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -19,18 +17,16 @@ from typing import Any, Generic, TypeVar
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from .errors import (
-    APIConnectionError,
-    APITimeoutError,
-    AuthenticationError,
-    ConflictError,
-    InvalidRequestError,
-    NotFoundError,
-    OverloadedError,
-    ParrotError,
-    ServerError,
-)
-from .protocol.errors import ErrorResponse
+from ._error_mapping import error_from_body as error_from_body
+from ._error_mapping import error_from_response as error_from_response
+from ._error_mapping import error_from_transport as error_from_transport
+from ._retry import DEFAULT_MAX_RETRIES as DEFAULT_MAX_RETRIES
+from ._retry import RetryPolicy
+from ._retry import retry_after as retry_after
+from ._sse import SSE_DONE as SSE_DONE
+from ._sse import parse_openai_sse_line as parse_openai_sse_line
+from ._sse import parse_sse_line as parse_sse_line
+from .errors import InvalidRequestError, ServerError
 from .protocol.native import (
     API_PREFIX,
     CallInfo,
@@ -40,7 +36,6 @@ from .protocol.native import (
     ProgramAccepted,
     SessionCreate,
     SessionInfo,
-    VariableChunk,
     VariableCreate,
     VariableSet,
     VariableState,
@@ -61,18 +56,13 @@ from .protocol.tokenize import (
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000"
 DEFAULT_TIMEOUT = 60.0
-DEFAULT_MAX_RETRIES = 2
 # Longest server-side wait of one `GET .../variables/{id}`: a longer `get(timeout=...)` is
 # several waits, so no single request outlives proxies' or the client's idle limits.
 MAX_SERVER_WAIT = 60.0
 # Added to a server-side wait for the read timeout: the answer comes just after the wait ends.
 WAIT_READ_MARGIN = 10.0
-# A Retry-After longer than this is not honoured (we back off as usual instead).
-MAX_RETRY_AFTER = 60.0
-RETRY_STATUSES = frozenset({429, 503})
 
 T = TypeVar("T")
-ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 # -- settings -----------------------------------------------------------------------------------
@@ -96,59 +86,6 @@ def normalize_base_url(base_url: str | None = None) -> str:
 def resolve_api_key(api_key: str | None = None) -> str | None:
     """`api_key`, else `$PARROT_API_KEY`; empty means none."""
     return api_key or os.environ.get("PARROT_API_KEY") or None
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Exponential backoff with jitter on 429/503 and on connection errors that mean the
-    request never left (so a retry cannot run anything twice)."""
-
-    max_retries: int = DEFAULT_MAX_RETRIES
-    backoff_base: float = 0.5  # seconds before the first retry (before jitter)
-    backoff_max: float = 8.0
-
-    def __post_init__(self) -> None:
-        if self.max_retries < 0 or self.backoff_base < 0 or self.backoff_max < 0:
-            raise InvalidRequestError(
-                f"max_retries, backoff_base and backoff_max must be >= 0, got {self}"
-            )
-
-    def backoff(self, attempt: int) -> float:
-        """Delay before retry number `attempt` (0-based): base * 2^attempt, capped, with the
-        upper half jittered so clients that failed together do not retry together."""
-        delay = min(self.backoff_max, self.backoff_base * 2**attempt)
-        return delay / 2 + random.uniform(0, delay / 2)
-
-    def delay_after_response(self, response: httpx.Response, attempt: int) -> float | None:
-        """Seconds to wait before retrying this response, or None when it is final."""
-        if response.status_code not in RETRY_STATUSES or attempt >= self.max_retries:
-            return None
-        after = retry_after(response)
-        return after if after is not None else self.backoff(attempt)
-
-    def delay_after_error(self, error: httpx.TransportError, attempt: int) -> float | None:
-        """Seconds to wait before retrying after a transport error, or None when it is final.
-        Only errors before the request was sent are retried (a read timeout is not)."""
-        unsent = isinstance(error, (httpx.ConnectError, httpx.ConnectTimeout))
-        if not unsent or attempt >= self.max_retries:
-            return None
-        return self.backoff(attempt)
-
-
-def retry_after(response: httpx.Response) -> float | None:
-    """The response's Retry-After in seconds (a number or an HTTP date), if usable."""
-    raw = response.headers.get("retry-after")
-    if raw is None:
-        return None
-    try:
-        seconds = float(raw)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(raw)
-        except (TypeError, ValueError):
-            return None
-        seconds = when.timestamp() - time.time()
-    return max(0.0, seconds) if seconds <= MAX_RETRY_AFTER else None
 
 
 class ClientSettings:
@@ -195,52 +132,6 @@ class ClientSettings:
             timeout=self.timeout_for(call),
             headers={"accept": "text/event-stream"} if call.stream else None,
         )
-
-
-# -- errors -------------------------------------------------------------------------------------
-def _error_class(status: int) -> type[ParrotError]:
-    if status in (400, 422):
-        return InvalidRequestError
-    if status in (401, 403):
-        return AuthenticationError
-    if status == 404:
-        return NotFoundError
-    if status == 409:
-        return ConflictError
-    if status in (429, 503):
-        return OverloadedError
-    if status in (408, 504):
-        return APITimeoutError
-    return ServerError if status >= 500 else ParrotError
-
-
-def error_from_response(response: httpx.Response) -> ParrotError:
-    """The typed exception for an error response (its body must have been read)."""
-    status = response.status_code
-    try:
-        info = ErrorResponse.model_validate_json(response.content).error
-        message, kind, param = info.message, info.type, info.param
-    except ValidationError:  # not our error body (a proxy's page, say): keep its text
-        message = response.text.strip()[:500] or response.reason_phrase or f"HTTP {status}"
-        kind, param = None, None
-    return _error_class(status)(message, status_code=status, error_type=kind, param=param)
-
-
-def error_from_body(error: ErrorResponse, default_status: int = 500) -> ParrotError:
-    """The typed exception for an error sent as an event inside a stream (the HTTP status was
-    already 200; the event's `code` carries the real one)."""
-    info = error.error
-    status = info.code or default_status
-    return _error_class(status)(
-        info.message, status_code=status, error_type=info.type, param=info.param
-    )
-
-
-def error_from_transport(error: httpx.TransportError) -> ParrotError:
-    """The typed exception for a failure below HTTP (connect, read, timeouts)."""
-    if isinstance(error, httpx.TimeoutException):
-        return APITimeoutError(f"request timed out: {type(error).__name__}: {error}")
-    return APIConnectionError(f"connection failed: {type(error).__name__}: {error}")
 
 
 # -- endpoints ----------------------------------------------------------------------------------
@@ -418,41 +309,3 @@ def detokenize(tokens: Any, model: str | None) -> Call[str]:
     parse = _model(DetokenizeResponse)
     json = body(DetokenizeRequest, tokens=tokens, model=model)
     return Call("POST", "/detokenize", lambda r: parse(r).prompt, json=json)
-
-
-# -- server-sent events -------------------------------------------------------------------------
-SSE_DONE = object()  # the `data: [DONE]` sentinel
-
-
-def parse_sse_line(line: str) -> VariableChunk | object | None:
-    """One line of a variable stream: a chunk, `SSE_DONE`, or None for anything else (blank
-    separators, comments, `event:` lines)."""
-    if not line.startswith("data:"):
-        return None
-    payload = line[5:].strip()
-    if payload == "[DONE]":
-        return SSE_DONE
-    try:
-        return VariableChunk.model_validate_json(payload)
-    except ValidationError as exc:
-        raise ServerError(f"malformed stream event {payload[:100]!r}") from exc
-
-
-def parse_openai_sse_line(line: str, cls: type[ModelT]) -> ModelT | object | None:
-    """One line of an OpenAI-style stream: a `cls` chunk, `SSE_DONE`, or None for anything
-    else. An `{"error": ...}` event (a failure after the 200 was sent) raises its typed
-    exception, so a stream never ends silently short."""
-    if not line.startswith("data:"):
-        return None
-    payload = line[5:].strip()
-    if payload == "[DONE]":
-        return SSE_DONE
-    try:
-        data = json.loads(payload)
-        if isinstance(data, dict) and "error" in data:
-            error = ErrorResponse.model_validate(data)
-        else:
-            return cls.model_validate(data)
-    except (ValueError, ValidationError) as exc:  # ValidationError is a ValueError too
-        raise ServerError(f"malformed stream event {payload[:100]!r}") from exc
-    raise error_from_body(error)

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Awaitable, Generator
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from pydantic import ValidationError
 
 from . import _http
+from ._session_api import AsyncSessionClient, SessionClient
 from .errors import InvalidRequestError, NotFoundError
 from .protocol.native import (
     CallInfo,
@@ -24,10 +25,6 @@ from .protocol.native import (
     VariableCreate,
 )
 from .variable import CallTarget, SemanticVariable, new_id
-
-if TYPE_CHECKING:
-    from .async_client import AsyncParrotClient
-    from .client import ParrotClient
 
 
 def _new_variable(value: str | None, name: str | None) -> VariableCreate:
@@ -67,7 +64,7 @@ class Session(_SessionBase):
 
     is_async = False
 
-    def __init__(self, client: ParrotClient, info: SessionInfo) -> None:
+    def __init__(self, client: SessionClient, info: SessionInfo) -> None:
         super().__init__(info.session_id, info.ttl_seconds)
         self.client = client
 
@@ -121,7 +118,7 @@ class AsyncSession(_SessionBase):
 
     is_async = True
 
-    def __init__(self, client: AsyncParrotClient, ttl_seconds: float | None = None) -> None:
+    def __init__(self, client: AsyncSessionClient, ttl_seconds: float | None = None) -> None:
         super().__init__(None, ttl_seconds)
         self.client = client
 

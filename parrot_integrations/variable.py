@@ -7,9 +7,10 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Iterator
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from . import _http
+from ._session_api import SessionRef
 from .errors import (
     APIConnectionError,
     GetTimeoutError,
@@ -25,9 +26,6 @@ from .protocol.native import (
     VariableState,
     VariableStatus,
 )
-
-if TYPE_CHECKING:
-    from .session import AsyncSession, Session
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.\-]")
 
@@ -46,7 +44,7 @@ class CallTarget:
     """What a semantic function can be called on: `Session`, `AsyncSession` and the program
     builders implement it (in `session.py`)."""
 
-    def _call_session(self) -> Session | AsyncSession:
+    def _call_session(self) -> SessionRef:
         raise NotImplementedError
 
     def _pending_program(self) -> PendingProgram | None:
@@ -86,7 +84,7 @@ class SemanticVariable:
 
     def __init__(
         self,
-        session: Session | AsyncSession,
+        session: SessionRef,
         id: str,
         *,
         producer: str | None = None,
@@ -147,7 +145,7 @@ class SemanticVariable:
         """Wait for the value. `criteria` tells the server how urgent the calls producing it
         are; `timeout` (seconds, None: forever) raises GetTimeoutError. Raises
         VariableFailedError when its producer failed."""
-        session: Session = self._usable(want_async=False)
+        session = self._usable(want_async=False)
         if self._value is not None:
             return self._value
         budget = _WaitBudget(timeout)
@@ -163,7 +161,7 @@ class SemanticVariable:
     def stream(self, criteria: Criteria | str = Criteria.LATENCY) -> Iterator[str]:
         """The value's text as it is generated (deltas); raises VariableFailedError if the
         producer fails midway."""
-        session: Session = self._usable(want_async=False)
+        session = self._usable(want_async=False)
         if self._value is not None:
             yield self._value
             return
@@ -177,7 +175,7 @@ class SemanticVariable:
 
     def set(self, value: str) -> None:
         """Give an input variable its value (once)."""
-        session: Session = self._usable(want_async=False)
+        session = self._usable(want_async=False)
         self._settle(session.client.set_variable(session.id, self.id, value))
 
     # -- async ----------------------------------------------------------------------------------
@@ -185,7 +183,7 @@ class SemanticVariable:
         self, criteria: Criteria | str = Criteria.LATENCY, timeout: float | None = None
     ) -> str:
         """As `get`, awaited."""
-        session: AsyncSession = self._usable(want_async=True)
+        session = self._usable(want_async=True)
         if self._value is not None:
             return self._value
         budget = _WaitBudget(timeout)
@@ -200,7 +198,7 @@ class SemanticVariable:
 
     async def astream(self, criteria: Criteria | str = Criteria.LATENCY) -> AsyncIterator[str]:
         """As `stream`, as an async iterator."""
-        session: AsyncSession = self._usable(want_async=True)
+        session = self._usable(want_async=True)
         if self._value is not None:
             yield self._value
             return
@@ -214,7 +212,7 @@ class SemanticVariable:
 
     async def aset(self, value: str) -> None:
         """As `set`, awaited."""
-        session: AsyncSession = self._usable(want_async=True)
+        session = self._usable(want_async=True)
         self._settle(await session.client.set_variable(session.id, self.id, value))
 
     def _take(self, chunk: VariableChunk, parts: list[str]) -> bool:

@@ -16,15 +16,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
+from parrot_server.spawn import ServerNotReady, spawn_parrot
 
 CHECKS = [
     "not_a_server_error",
@@ -39,39 +37,18 @@ SERVER_FLAGS = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def _server(timeout: float) -> Iterator[tuple[str, Path]]:
     """A `parrot serve` with small limits on a free loopback port and its log, stopped on
     exit."""
-    port = _free_port()
     log = Path(tempfile.mkdtemp(prefix="parrot-fuzz-")) / "serve.log"
-    cmd = [sys.executable, "-m", "parrot_server.cli", "serve", *SERVER_FLAGS, "--port", str(port)]
-    with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                sys.exit(f"parrot serve did not start; its log: {log}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            time.sleep(0.5)
-        print(f"parrot serve at {url}, log {log}", flush=True)
-        yield url, log
-    finally:
-        proc.terminate()
+    with spawn_parrot(["serve", *SERVER_FLAGS], log) as server:
         try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+            server.wait_healthy(timeout)
+        except ServerNotReady as exc:
+            sys.exit(str(exc))
+        print(f"parrot serve at {server.url}, log {log}", flush=True)
+        yield server.url, log
 
 
 def fuzz(url: str, max_examples: int, max_time: int, seed: int) -> int:

@@ -3,15 +3,8 @@
 from __future__ import annotations
 
 import functools
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 
-import httpx
 import pytest
 import torch
 from model_helpers import small_engine
@@ -19,6 +12,20 @@ from model_helpers import small_engine
 from parrot_kernels import cpu_ops, cpu_shared_prefix
 from parrot_server.engine.engine import Engine
 from parrot_server.engine.model import LoadedModel, load_model
+from parrot_server.spawn import ServerProcess, spawn_parrot
+
+# Fixtures that load the model or start a server. A test using one, directly or through
+# another fixture, is marked `needs_server` and `slow` here, so that `-m "not slow"` neither
+# loads the model nor starts a server and no test can be left out of that by a missing mark.
+SERVER_FIXTURES = frozenset({"loaded_model", "dense_model", "server_url", "parrot_process"})
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.needs_server)
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -49,71 +56,15 @@ def dense_model() -> LoadedModel:
     return load_model(dtype=torch.float32)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@dataclass
-class ParrotProcess:
-    """A `parrot serve` / `parrot engine` subprocess on 127.0.0.1 and the file it logs to (a
-    file: an unread pipe would fill and block it)."""
-
-    args: list[str]
-    proc: subprocess.Popen
-    url: str
-    log: Path
-
-    @classmethod
-    def spawn(cls, args: list[str], log: Path, stdin: int | None = None) -> ParrotProcess:
-        """Start the real CLI: `args` is the command and its flags; a free port is added.
-        `stdin`: a file descriptor for its standard input (default: this process's)."""
-        port = _free_port()
-        cmd = [sys.executable, "-m", "parrot_server.cli", *args, "--port", str(port)]
-        with open(log, "w") as f:
-            proc = subprocess.Popen(cmd, stdin=stdin, stdout=f, stderr=subprocess.STDOUT, text=True)
-        return cls(args, proc, f"http://127.0.0.1:{port}", log)
-
-    def wait_healthy(self, timeout: float = 180) -> ParrotProcess:
-        """Return once /health answers 200; fail the test if the process exits first or stays
-        unhealthy for `timeout` seconds."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                pytest.fail(
-                    f"parrot {self.args[0]} exited with {self.proc.returncode}:\n"
-                    f"{self.log.read_text()}"
-                )
-            try:
-                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.25)
-        self.proc.kill()
-        pytest.fail(f"parrot {self.args[0]} did not become healthy within {timeout:g} s")
-
-    def stop(self, grace: float = 30) -> None:
-        if self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-
 @pytest.fixture(scope="session")
 def parrot_process(tmp_path_factory):
     """Factory: `parrot_process(["engine", *flags], "name")` spawns the CLI (not yet waited
     for: call `.wait_healthy()`), logging to a temp file; every process is stopped at the end."""
-    started: list[ParrotProcess] = []
+    started: list[ServerProcess] = []
 
-    def spawn(args: list[str], name: str, stdin: int | None = None) -> ParrotProcess:
+    def spawn(args: list[str], name: str, stdin: int | None = None) -> ServerProcess:
         log = tmp_path_factory.mktemp(name) / f"{name}.log"
-        started.append(ParrotProcess.spawn(args, log, stdin))
+        started.append(spawn_parrot(args, log, stdin=stdin))
         return started[-1]
 
     yield spawn
@@ -131,6 +82,6 @@ def server_log(tmp_path_factory):
 def server_url(server_log):
     """`parrot serve` in a subprocess on 127.0.0.1 (the real CLI, uvicorn and model), once per run."""
     flags = ["--kv-pool-tokens", "16384", "--max-context-len", "2048", "--log-level", "warning"]
-    server = ParrotProcess.spawn(["serve", *flags], server_log).wait_healthy()
+    server = spawn_parrot(["serve", *flags], server_log).wait_healthy()
     yield server.url
     server.stop()

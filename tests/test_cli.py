@@ -3,21 +3,14 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
-import sys
-import time
 
 import httpx
 import pytest
 
-CLI = [sys.executable, "-m", "parrot_server.cli"]
+from parrot_server.spawn import ServerProcess, free_port, parrot_command
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+CLI = parrot_command()
 
 
 def test_help_explains_every_flag_and_its_env_var():
@@ -52,31 +45,19 @@ def test_bad_config_file_is_refused_without_a_traceback(tmp_path):
 
 @pytest.mark.slow
 def test_config_file_env_and_api_key(tmp_path):
-    port = _free_port()
+    port = free_port()
     cfg = tmp_path / "parrot.toml"
     cfg.write_text(
         f'port = {port}\napi-key = "s3cret"\nkv-pool-tokens = 4096\nmax-context-len = 1024\n'
         'session-ttl = 99\nmax-sessions = 3\nserved-model-name = "smol, tiny"\n'
     )
     env = os.environ | {"PARROT_MAX_SESSIONS": "2"}  # env beats the file
-    log = tmp_path / "serve.log"
-    with open(log, "w") as f:
-        proc = subprocess.Popen(
-            [*CLI, "serve", "--config", str(cfg), "--log-level", "warning"],
-            stdout=f,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
+    command = [*CLI, "serve", "--config", str(cfg), "--log-level", "warning"]
     url = f"http://127.0.0.1:{port}"
+    server = ServerProcess.start("parrot serve", command, url, tmp_path / "serve.log", env=env)
+    proc = server.proc
     try:
-        deadline = time.monotonic() + 180  # as ParrotProcess.wait_healthy
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, log.read_text()
-            try:
-                if httpx.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.3)
+        server.wait_healthy()
         api = url + "/api/v1/sessions"
         denied = httpx.post(api, json={})
         assert denied.status_code == 401 and "API key" in denied.json()["error"]["message"]
@@ -108,4 +89,4 @@ def test_config_file_env_and_api_key(tmp_path):
         proc.terminate()
         # uvicorn shuts down gracefully, then re-raises SIGTERM: -15 is a clean exit here.
         assert proc.wait(30) in (0, -15)
-        assert "Traceback" not in log.read_text()
+        assert "Traceback" not in server.log.read_text()

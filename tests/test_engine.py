@@ -12,7 +12,7 @@ from model_helpers import QUESTIONS, chat_ids
 from parrot_kernels import cpu_shared_prefix
 from parrot_kernels import shared_prefix as torch_shared_prefix
 from parrot_kernels.paged_attention import paged_decode_attention
-from parrot_server.engine import model_runner
+from parrot_server.engine import paged_attention
 from parrot_server.engine.engine import Engine
 from parrot_server.engine.errors import (
     ContextBusyError,
@@ -21,7 +21,8 @@ from parrot_server.engine.errors import (
     InvalidRequestError,
     PromptTooLongError,
 )
-from parrot_server.engine.model_runner import KVPool, _read, _slot_source
+from parrot_server.engine.kv_pool import KVPool
+from parrot_server.engine.paged_attention import _read, _slot_source
 from parrot_server.engine.request import FinishKind
 from parrot_server.engine.sampling_params import SamplingParams
 
@@ -297,10 +298,10 @@ def test_plain_decode_attention_paths_give_identical_greedy_output(make_engine, 
         return out
 
     # Layers op by op, so that attention is called from Python (see the next test).
-    monkeypatch.setattr(model_runner.PagedAttention, "decode_kv", lambda self, layer: None)
+    monkeypatch.setattr(paged_attention.PagedAttention, "decode_kv", lambda self, layer: None)
 
     def run(attention) -> tuple[list[list[int]], list[int]]:
-        monkeypatch.setattr(model_runner, "paged_decode_attention", attention)
+        monkeypatch.setattr(paged_attention, "paged_decode_attention", attention)
         eng = make_engine(shared_prefix_min_tokens=0)  # fresh: a lone request's slots are a run
         prompts = [chat(eng, q) for q in QUESTIONS]
         alone = eng.generate([prompts[0]], GREEDY)[0].new_token_ids
@@ -319,7 +320,7 @@ def test_decode_steps_as_one_compiled_call_per_layer_decode_what_op_by_op_does(
     batched it decodes the tokens the layer run op by op does."""
     if loaded_model.model.layers[0].compiled_decode is None:
         pytest.skip("the model's weights are not blocks (no compiled extension)")
-    real = model_runner.PagedAttention.decode_kv
+    real = paged_attention.PagedAttention.decode_kv
     offered = []
 
     def counted(self, layer):
@@ -334,10 +335,10 @@ def test_decode_steps_as_one_compiled_call_per_layer_decode_what_op_by_op_does(
         eng.flush_cache()
         return [o.new_token_ids for o in eng.generate(prompts, GREEDY)], alone
 
-    monkeypatch.setattr(model_runner.PagedAttention, "decode_kv", counted)
+    monkeypatch.setattr(paged_attention.PagedAttention, "decode_kv", counted)
     compiled = run()
     assert any(offered) and not all(offered)  # decode steps took it, prefill steps did not
-    monkeypatch.setattr(model_runner.PagedAttention, "decode_kv", lambda self, layer: None)
+    monkeypatch.setattr(paged_attention.PagedAttention, "decode_kv", lambda self, layer: None)
     assert run() == compiled
 
 

@@ -17,7 +17,6 @@ import time
 import httpx
 import pytest
 
-from parrot_integrations.protocol.sglang import StreamDecoder, stream_error
 from parrot_server.core.engine_client import EngineInfo, Submission
 from parrot_server.core.remote_engine import (
     RemoteEngineClient,
@@ -36,6 +35,7 @@ from parrot_server.engine.errors import (
 )
 from parrot_server.engine.request import FinishKind, FinishReason
 from parrot_server.engine.sampling_params import SamplingParams
+from parrot_server.sglang_protocol import StreamDecoder, stream_error
 
 FLAGS = ["--kv-pool-tokens", "4096", "--max-context-len", "512", "--log-level", "warning"]
 GREEDY = SamplingParams(max_new_tokens=12, temperature=0)

@@ -2,11 +2,14 @@
 
 HTTP behaviour (error mapping, retries, timeouts, waits, streams, what a program sends) is
 checked against a real HTTP server on 127.0.0.1 (`http.server` in a thread) that answers from
-a per-test script and records every request it receives; nothing of the SDK is mocked.
+a per-test script and records every request it receives; nothing of the SDK is mocked. The
+script's successful answers take their status from the real server's routes and their bodies
+from the protocol's response models, so they cannot drift from what the server sends.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 import threading
@@ -41,8 +44,24 @@ from parrot_integrations import (
     semantic_function,
 )
 from parrot_integrations._http import RetryPolicy, normalize_base_url, retry_after
+from parrot_integrations.protocol.native import (
+    CallInfo,
+    ProgramAccepted,
+    SessionInfo,
+    VariableChunk,
+    VariableState,
+)
+from parrot_server.http.native_routes import router as native_router
 
 P = "/api/v1/sessions"
+
+
+def real_status(method: str, path: str) -> int:
+    """The status the real server's native route for `method path` answers a success with."""
+    for route in native_router.routes:
+        if method in route.methods and route.path_regex.match(path):
+            return route.status_code or 200
+    raise AssertionError(f"the server has no route {method} {path}")
 
 
 # -- a scripted HTTP server ---------------------------------------------------------------------
@@ -71,37 +90,38 @@ def err(status: int, kind: str, message: str, param: str | None = None) -> Reply
     )
 
 
-def session_info(sid: str = "S1") -> dict[str, Any]:
-    return {
-        "session_id": sid,
-        "ttl_seconds": 600.0,
-        "expires_in": 600.0,
-        "variables": 0,
-        "calls": 0,
-        "calls_running": 0,
-    }
+def session_info(sid: str = "S1") -> Reply:
+    info = SessionInfo(
+        session_id=sid, ttl_seconds=600.0, expires_in=600.0, variables=0, calls=0, calls_running=0
+    )
+    return Reply(real_status("POST", P), info.model_dump(mode="json"))
 
 
-def call_info(call: dict[str, Any]) -> dict[str, Any]:
+def call_info(call: dict[str, Any]) -> CallInfo:
     outputs = {name: b["var"] for name, b in call["outputs"].items()}
-    return {"id": call.get("id") or "c0", "status": "waiting", "outputs": outputs}
+    return CallInfo(id=call.get("id") or "c0", status="waiting", outputs=outputs)
 
 
 def native(req: Seen) -> Reply:
     """Happy-path answers of the native API, for the parts a test does not script."""
     if req.method == "POST" and req.path == P:
-        return Reply(201, session_info())
+        return session_info()
+    status = real_status(req.method, req.path)
     if req.method == "DELETE" and req.path.count("/") == 4:
-        return Reply(204)
+        return Reply(status)
     if req.method == "POST" and req.path.endswith("/programs"):
         calls = [call_info(c) for c in req.body.get("calls", [])]
         variables = [v["id"] for v in req.body.get("variables", [])]
-        return Reply(200, {"session_id": "S1", "calls": calls, "variables": variables})
+        accepted = ProgramAccepted(session_id="S1", calls=calls, variables=variables)
+        return Reply(status, accepted.model_dump(mode="json"))
     if req.method == "POST" and req.path.endswith("/calls"):
-        return Reply(200, call_info(req.body))
+        return Reply(status, call_info(req.body).model_dump(mode="json"))
     if req.method == "POST" and req.path.endswith("/variables"):
-        status = "pending" if req.body.get("value") is None else "ready"
-        return Reply(200, {"id": req.body["id"], "status": status, "value": req.body.get("value")})
+        value = req.body.get("value")
+        state = VariableState(
+            id=req.body["id"], status="pending" if value is None else "ready", value=value
+        )
+        return Reply(status, state.model_dump(mode="json"))
     return err(404, "not_found_error", f"no route {req.method} {req.path}")
 
 
@@ -200,7 +220,7 @@ def sequence(*replies: Reply) -> Callable[[Seen], Reply]:
     return respond
 
 
-OK_SESSION = Reply(201, session_info())
+OK_SESSION = session_info()
 
 
 # -- templates and the decorator ----------------------------------------------------------------
@@ -446,7 +466,7 @@ def test_connection_refused_is_retried_then_raised():
 
 
 def test_read_timeout_is_not_retried(stub):
-    stub.respond = lambda _: Reply(201, session_info(), delay=0.6)
+    stub.respond = lambda _: dataclasses.replace(session_info(), delay=0.6)
     c = ParrotClient(stub.url, timeout=0.2, max_retries=3, backoff_base=0.01)
     with c, pytest.raises(APITimeoutError) as info:
         c.create_session()
@@ -561,7 +581,7 @@ def test_a_failing_program_block_sends_nothing(stub, client):
 
 def test_variables_of_another_session_are_rejected(stub, client):
     a = client.session()
-    stub.respond = lambda r: Reply(201, session_info("S2")) if r.path == P else native(r)
+    stub.respond = lambda r: session_info("S2") if r.path == P else native(r)
     b = client.session()
     x = a.variable("x")
     posted = len(stub.requests)
@@ -588,7 +608,8 @@ def test_closing_an_expired_session_is_fine(stub, client):
 
 # -- get, criteria, stream ----------------------------------------------------------------------
 def variable_state(status: str, value: str | None = None, error: str | None = None) -> Reply:
-    return Reply(200, {"id": "v1", "status": status, "value": value, "error": error})
+    state = VariableState(id="v1", status=status, value=value, error=error)
+    return Reply(real_status("GET", f"{P}/S1/variables/v1"), state.model_dump(mode="json"))
 
 
 def waiting_server(then: Reply | None = None) -> Callable[[Seen], Reply]:
@@ -602,7 +623,7 @@ def waiting_server(then: Reply | None = None) -> Callable[[Seen], Reply]:
         calls.append(req)
         if then is not None and len(calls) > 1:
             return then
-        return Reply(200, variable_state("pending").json, delay=float(req.query["timeout"]))
+        return dataclasses.replace(variable_state("pending"), delay=float(req.query["timeout"]))
 
     return respond
 
@@ -658,8 +679,9 @@ def test_get_of_a_failed_variable(stub, client):
 
 
 def sse(*chunks: dict[str, Any], done_marker: bool = True) -> Reply:
-    data = [json.dumps({"id": "v1", **c}) for c in chunks]
-    return Reply(200, sse=data + (["[DONE]"] if done_marker else []))
+    data = [VariableChunk(id="v1", **c).model_dump_json() for c in chunks]
+    status = real_status("GET", f"{P}/S1/variables/v1/stream")
+    return Reply(status, sse=data + (["[DONE]"] if done_marker else []))
 
 
 def test_stream_yields_deltas_then_caches_the_value(stub, client):

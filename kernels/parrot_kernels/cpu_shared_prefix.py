@@ -6,7 +6,7 @@ cost tens of microseconds each once an engine step (or a benchmark loop) has evi
 caches. Results are the same as the torch path's (to fp32 rounding).
 
 The extension is compiled by torch.utils.cpp_extension, which needs a C++ compiler and ninja; it
-is built once per machine and torch version (about 35 s on 2 cores) and cached under
+is built once per machine and torch version and cached under
 TORCH_EXTENSIONS_DIR (default ~/.cache/torch_extensions). Nothing is built implicitly: `load()`
 builds or loads it now, `start_loading()` in a background thread (the engine does that at
 start). Until it is loaded, where it cannot be built, or for inputs it does not cover (not all

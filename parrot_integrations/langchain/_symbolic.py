@@ -18,8 +18,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from langchain_core.language_models import BaseLanguageModel
 from langchain_core.messages import BaseMessage
 from langchain_core.prompt_values import PromptValue
 from langchain_core.prompts import BasePromptTemplate
@@ -28,8 +29,17 @@ from langchain_core.runnables import Runnable
 from ..semantic import SemanticVariable
 from . import _native
 
-if TYPE_CHECKING:
-    from ._compile import Model
+
+class ModelStep(Protocol):
+    """A plan's model node as the replay of its callbacks sees it (`_compile.Model`)."""
+
+    @property
+    def runnable(self) -> Runnable:
+        """Replayed with the shipped answer, so its callbacks fire as a plain run's would."""
+
+    @property
+    def model(self) -> BaseLanguageModel:
+        """The `ChatParrot` / `ParrotLLM` whose call the replay answers."""
 
 
 # -- values -------------------------------------------------------------------------------------
@@ -37,7 +47,7 @@ if TYPE_CHECKING:
 class ShippedCall:
     """A model step that became a native call: what the replay of its callbacks needs."""
 
-    node: Model  # the plan node: its runnable is replayed for the callbacks
+    node: ModelStep  # the plan node: its runnable is replayed for the callbacks
     input: list[BaseMessage] | str  # the model's input, stand-ins in place of computed values
     output: SemanticVariable
     uses: list[SemanticVariable]  # the computed values its prompt holds

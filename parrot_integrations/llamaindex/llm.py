@@ -12,7 +12,6 @@ trailing `/v1` accepted), API key, retries and typed exceptions (`InvalidRequest
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -45,6 +44,7 @@ from ..protocol.openai import (
     CompletionRequest,
 )
 from ..protocol.openai_tools import named_choice
+from ._clients import SDKClients
 from ._convert import (
     ChatStream,
     as_chat,
@@ -110,12 +110,7 @@ class Parrot(FunctionCallingLLM):
         default=True, description="Use /v1/chat/completions (the chat template) for complete."
     )
 
-    _client: ParrotClient | None = PrivateAttr(default=None)
-    # An httpx.AsyncClient belongs to the loop it first ran on: one per loop (asyncio.run()
-    # twice, as LlamaIndex's sync wrappers do, must not reuse a dead loop's connections).
-    _aclients: dict[int, tuple[asyncio.AbstractEventLoop, AsyncParrotClient]] = PrivateAttr(
-        default_factory=dict
-    )
+    _clients: SDKClients = PrivateAttr()
     # What the server said ("name", "window"), asked once; the fields override it.
     _server_meta: dict[str, Any] = PrivateAttr(default_factory=dict)
 
@@ -123,6 +118,7 @@ class Parrot(FunctionCallingLLM):
         super().__init__(**kwargs)
         # Validated now: a bad URL is an error at construction, not at the first call.
         self.api_base = _http.normalize_base_url(self.api_base)
+        self._clients = SDKClients(self._client_kwargs)
 
     @classmethod
     def class_name(cls) -> str:
@@ -139,33 +135,18 @@ class Parrot(FunctionCallingLLM):
 
     @property
     def client(self) -> ParrotClient:
-        if self._client is None:
-            self._client = ParrotClient(**self._client_kwargs())
-        return self._client
+        return self._clients.sync
 
     @property
     def aclient(self) -> AsyncParrotClient:
-        loop = asyncio.get_running_loop()
-        # Forget clients of closed loops (their connections died with them).
-        for key, (old, _) in list(self._aclients.items()):
-            if old.is_closed():
-                del self._aclients[key]
-        entry = self._aclients.get(id(loop))
-        if entry is None or entry[0] is not loop:
-            entry = (loop, AsyncParrotClient(**self._client_kwargs()))
-            self._aclients[id(loop)] = entry
-        return entry[1]
+        """The running event loop's client."""
+        return self._clients.for_running_loop()
 
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        self._clients.close()
 
     async def aclose(self) -> None:
-        self.close()
-        entry = self._aclients.pop(id(asyncio.get_running_loop()), None)
-        if entry is not None:
-            await entry[1].aclose()
+        await self._clients.aclose()
 
     # -- metadata ---------------------------------------------------------------------------------
     def _served_name(self) -> str:

@@ -4,17 +4,27 @@ memory buffers count the tokens the server will see. One round trip per text."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from .llm import Parrot
+from ..client import ParrotClient
+
+
+class ServerModel(Protocol):
+    """What the tokenizer reads of its LLM (`Parrot`): the client, the model, the server."""
+
+    @property
+    def client(self) -> ParrotClient: ...
+    @property
+    def model(self) -> str: ...
+    @property
+    def api_base(self) -> str: ...
 
 
 class ParrotTokenizer:
     """`Settings.tokenizer = llm.tokenizer`, or `tokenizer=` / `tokenizer_fn=` of one component.
     Uses the LLM's client, so its server, key, timeout and retries."""
 
-    def __init__(self, llm: Parrot) -> None:
+    def __init__(self, llm: ServerModel) -> None:
         self.llm = llm
 
     def encode(self, text: str) -> list[int]:

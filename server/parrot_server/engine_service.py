@@ -1,5 +1,5 @@
 """SGLang-native `/generate` and friends on top of the embedded engine: wire models <-> engine
-calls. Shapes and field names are SGLang 0.5.x's (see `parrot_integrations.protocol.sglang`)."""
+calls. Shapes and field names are SGLang 0.5.x's (see `sglang_protocol.py`)."""
 
 from __future__ import annotations
 
@@ -9,18 +9,17 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from parrot_integrations.protocol.sglang import (
-    GenerateRequest,
-    GenerateResponse,
-    LoadEntry,
-    MetaInfo,
-)
-
 from .core.tenants import Principal, Slot, TenantLoad, cache_key
 from .engine.async_engine import AsyncEngine
 from .engine.errors import EngineError, EngineUnavailableError, InvalidRequestError
 from .engine.request import RequestOutput
 from .engine.sampling_params import SamplingParams
+from .sglang_protocol import (
+    GenerateRequest,
+    GenerateResponse,
+    LoadEntry,
+    MetaInfo,
+)
 
 try:
     _VERSION = importlib.metadata.version("parrot-integrations")

@@ -48,7 +48,8 @@ Connector = Callable[[], Awaitable[EngineClient]]
 @dataclass(frozen=True)
 class PoolConfig:
     health_interval: float = 1.0  # seconds between health checks of each engine
-    # A check slower than this fails (SGLang 0.5.5's /health generates a token: ~1 s when idle).
+    # A check slower than this fails (SGLang 0.5.5's /health generates a token: it takes a
+    # forward pass, longer on a busy engine).
     health_timeout: float = 5.0
     unhealthy_after: int = 2  # failed checks in a row that take an engine out of rotation
     failover_wait: float = 60.0  # longest a request waits for a healthy engine to resume on
@@ -301,6 +302,9 @@ class EnginePool(EngineClient):
             stream = PooledStream(self, sub, item, m, result)
         self._streams[item.rid] = stream
         return stream
+
+    def release(self, m: Member, item: PlacementItem) -> None:
+        m.state.finish(item)
 
     async def place_again(
         self, item: PlacementItem, sub: Submission

@@ -1,5 +1,5 @@
 """Typed errors of the ServeCore (the engine's `InvalidRequestError` serves for bad input).
-Each maps to one HTTP status in `http/errors.py`."""
+Each maps to one HTTP status in `error_status.py`."""
 
 from __future__ import annotations
 

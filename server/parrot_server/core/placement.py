@@ -1,14 +1,15 @@
 """The global scheduler: which engine (model replica) each request goes to.
 
 An `EnginePool` keeps one `EngineState` per engine, turns each submission into a
-`PlacementItem` (token ids, objective, task group, app) and asks a `Placement` policy for one
-`Decision` per item. `AppAwarePlacement` is Parrot's policy (issue 4): model, prefix affinity,
-task groups kept together, latency work on small batches and throughput work packed. The
-baselines (`RoundRobinPlacement`, `LeastLoadedPlacement`) are there to measure it against.
+`PlacementItem` (token ids, objective, task group, app; both in `engine_state.py`) and asks a
+`Placement` policy for one `Decision` per item. `AppAwarePlacement` is Parrot's policy: model,
+prefix affinity, task groups kept together, latency work on small batches and throughput work
+packed. The baselines (`RoundRobinPlacement`, `LeastLoadedPlacement`) are there to measure it against.
 
 Pure Python, no I/O: a policy sees only the states it is given, and never mutates them (the
 pool calls `EngineState.start` once the requests are sent). Within one `place` call a policy
-works on projections of the states, so a batch accounts for the load it has just assigned.
+works on projections of the states (`placement_batch.py`), so a batch accounts for the load it
+has just assigned.
 """
 
 from __future__ import annotations
@@ -16,169 +17,22 @@ from __future__ import annotations
 import abc
 import enum
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
-from parrot_integrations.protocol.native import Criteria
+from .engine_state import LATENCY_PRIORITY, THROUGHPUT_PRIORITY, EngineState, PlacementItem
+from .placement_batch import Decision, EngineView, NoEngineError, PlacementBatch
 
-from ..engine.errors import EngineUnavailableError
-from .objective import PRIORITY
-from .prefix_index import PrefixIndex
-
-LATENCY_PRIORITY = PRIORITY[Criteria.LATENCY]
-THROUGHPUT_PRIORITY = PRIORITY[Criteria.THROUGHPUT]
-
-
-@dataclass(frozen=True)
-class PlacementItem:
-    """One request to place: its prompt as token ids and what it will reserve."""
-
-    rid: str
-    prompt_ids: Sequence[int]
-    max_new_tokens: int
-    priority: int  # objective.PRIORITY: 2 latency, 1 unknown, 0 throughput
-    model: str | None = None  # None: any engine
-    task_group: str | None = None
-    app: str | None = None
-    namespace: str | None = None  # the engine's cache namespace (`Submission.namespace`)
-
-    @property
-    def tokens(self) -> int:
-        """KV tokens the request may hold at most: prompt + what it may generate."""
-        return len(self.prompt_ids) + self.max_new_tokens
-
-
-@dataclass
-class EngineState:
-    """One engine as the pool sees it; the pool mutates the counters (`start` / `finish`)."""
-
-    name: str  # e.g. "http://127.0.0.1:30001" or "local"
-    model: str
-    kv_pool_tokens: int
-    max_running_requests: int
-    prefixes: PrefixIndex
-    healthy: bool = True
-    running: int = 0  # requests placed here and not finished
-    running_latency: int = 0  # of which latency-priority (priority >= LATENCY_PRIORITY)
-    # Sum over running requests of their uncached prompt + max_new_tokens: a prefix shared by
-    # many requests occupies the engine's KV once, so it is charged once (to its first request).
-    reserved_tokens: int = 0
-    running_throughput: int = 0  # of which throughput-priority (priority <= THROUGHPUT_PRIORITY)
-    _charged: dict[str, int] = field(default_factory=dict, repr=False)  # rid -> reserved
-
-    def start(self, item: PlacementItem) -> None:
-        self.running += 1
-        self.running_latency += item.priority >= LATENCY_PRIORITY
-        self.running_throughput += item.priority <= THROUGHPUT_PRIORITY
-        charge = item.tokens - self.prefixes.match(item.prompt_ids, item.namespace, touch=False)
-        self._charged[item.rid] = charge
-        self.reserved_tokens += charge
-        self.prefixes.insert(item.prompt_ids, item.namespace)  # the engine will have cached it
-
-    def finish(self, item: PlacementItem) -> None:
-        # Clamped: a counter gone negative would skew every later placement.
-        self.running = max(0, self.running - 1)
-        self.running_latency = max(0, self.running_latency - (item.priority >= LATENCY_PRIORITY))
-        self.running_throughput = max(
-            0, self.running_throughput - (item.priority <= THROUGHPUT_PRIORITY)
-        )
-        charge = self._charged.pop(item.rid, item.tokens)
-        self.reserved_tokens = max(0, self.reserved_tokens - charge)
-
-
-@dataclass(frozen=True)
-class Decision:
-    rid: str
-    engine: str  # EngineState.name
-    reason: str  # the rule and its numbers, for debug logs
-    expected_cached_tokens: int
-
-
-class NoEngineError(EngineUnavailableError):
-    """No healthy engine serves the item's model (a 503)."""
-
-
-class _View:
-    """One engine's state projected over the batch being placed: counters plus the prefixes
-    placed on it earlier in the batch (the engine will have them by the time they matter)."""
-
-    __slots__ = ("state", "running", "latency", "throughput", "reserved", "added")
-
-    def __init__(self, state: EngineState) -> None:
-        self.state = state
-        self.running = state.running
-        self.latency = state.running_latency
-        self.throughput = state.running_throughput
-        self.reserved = state.reserved_tokens
-        self.added: set[int] = set()
-
-    def cached(self, hashes: Sequence[int]) -> int:
-        """Leading tokens cached, counting what this batch has already placed here."""
-        index, added = self.state.prefixes, self.added
-        n = 0
-        for h in hashes:
-            if h not in index and h not in added:
-                break
-            n += 1
-        return n * index.block_tokens
-
-    def add(self, item: PlacementItem, hashes: Sequence[int]) -> None:
-        self.running += 1
-        self.latency += item.priority >= LATENCY_PRIORITY
-        self.throughput += item.priority <= THROUGHPUT_PRIORITY
-        self.reserved += item.tokens - self.cached(hashes)  # as EngineState.start charges
-        self.added.update(hashes)
-
-    @property
-    def utilization(self) -> float:
-        """The binding one of KV and running slots, as a fraction (engines of any size)."""
-        s = self.state
-        return max(
-            self.reserved / max(1, s.kv_pool_tokens), self.running / max(1, s.max_running_requests)
-        )
-
-    def load_key(self) -> tuple[float, int, int]:
-        return (self.utilization, self.running, self.reserved)
-
-    def describe(self) -> str:
-        s = self.state
-        return (
-            f"{s.name} (load {self.running}/{s.max_running_requests}, {self.latency} latency,"
-            f" {self.throughput} throughput; {self.reserved}/{s.kv_pool_tokens} tokens reserved)"
-        )
-
-
-class _Batch:
-    """Views of the healthy engines for one `place` call, and the items' block hashes."""
-
-    def __init__(self, engines: Sequence[EngineState]) -> None:
-        self.views = [_View(e) for e in engines if e.healthy]
-        self._hashes: dict[tuple[int, int], list[int]] = {}
-
-    def hashes(self, item: PlacementItem, view: _View) -> list[int]:
-        index = view.state.prefixes
-        key = (id(item), index.block_tokens)  # engines may differ in block size
-        got = self._hashes.get(key)
-        if got is None:
-            got = self._hashes[key] = index.hashes(item.prompt_ids, item.namespace)
-        return got
-
-    def cached(self, item: PlacementItem, view: _View) -> int:
-        return view.cached(self.hashes(item, view))
-
-    def candidates(self, item: PlacementItem) -> list[_View]:
-        found = [v for v in self.views if item.model is None or v.state.model == item.model]
-        if not found:
-            have = ", ".join(f"{v.state.name} ({v.state.model})" for v in self.views) or "none"
-            what = f"model {item.model!r}" if item.model is not None else "requests"
-            raise NoEngineError(f"no healthy engine serves {what} (healthy engines: {have})")
-        return found
-
-    def assign(self, item: PlacementItem, view: _View, reason: str) -> Decision:
-        hashes = self.hashes(item, view)
-        cached = view.cached(hashes)
-        view.add(item, hashes)
-        return Decision(item.rid, view.state.name, reason, cached)
+__all__ = [
+    "AppAwarePlacement",
+    "Decision",
+    "EngineState",
+    "LeastLoadedPlacement",
+    "NoEngineError",
+    "Placement",
+    "PlacementItem",
+    "PlacementPolicy",
+    "RoundRobinPlacement",
+]
 
 
 class Placement(abc.ABC):
@@ -202,7 +56,7 @@ class RoundRobinPlacement(Placement):
     def place(
         self, items: Sequence[PlacementItem], engines: Sequence[EngineState]
     ) -> list[Decision]:
-        batch = _Batch(engines)
+        batch = PlacementBatch(engines)
         out = []
         for item in items:
             cands = batch.candidates(item)
@@ -219,16 +73,16 @@ class LeastLoadedPlacement(Placement):
     def place(
         self, items: Sequence[PlacementItem], engines: Sequence[EngineState]
     ) -> list[Decision]:
-        batch = _Batch(engines)
+        batch = PlacementBatch(engines)
         out = []
         for item in items:
-            view = min(batch.candidates(item), key=_View.load_key)
+            view = min(batch.candidates(item), key=EngineView.load_key)
             out.append(batch.assign(item, view, f"least loaded: {view.describe()}"))
         return out
 
 
 class AppAwarePlacement(Placement):
-    """Parrot's placement (issue 4), rule by rule:
+    """Parrot's placement, rule by rule:
 
     1. Model: only healthy engines serving the item's model (`NoEngineError` if none).
     2. Prefix affinity: the engine with the longest cached prefix of the prompt (at least
@@ -278,7 +132,7 @@ class AppAwarePlacement(Placement):
     def place(
         self, items: Sequence[PlacementItem], engines: Sequence[EngineState]
     ) -> list[Decision]:
-        batch = _Batch(engines)
+        batch = PlacementBatch(engines)
         groups: dict[tuple[str, str | None], list[int]] = {}
         for k, item in enumerate(items):
             if item.task_group is not None:
@@ -297,7 +151,7 @@ class AppAwarePlacement(Placement):
         return out  # type: ignore[return-value]  # every slot is filled above
 
     # -- rules ----------------------------------------------------------------------------------
-    def _overloaded(self, view: _View, need: int, n: int = 1) -> bool:
+    def _overloaded(self, view: EngineView, need: int, n: int = 1) -> bool:
         s = view.state
         return (
             view.reserved + need > self.high_watermark * s.kv_pool_tokens
@@ -307,14 +161,14 @@ class AppAwarePlacement(Placement):
     def _need(self, item: PlacementItem, cached: int) -> int:
         return len(item.prompt_ids) - cached + item.max_new_tokens
 
-    def _latency_pool(self, priority: int, views: list[_View]) -> list[_View]:
+    def _latency_pool(self, priority: int, views: list[EngineView]) -> list[EngineView]:
         """Engines a latency item may take by affinity: the light ones, when there are any."""
         if priority < LATENCY_PRIORITY:
             return views
         light = [v for v in views if v.running < self.latency_batch_limit]
         return light or views
 
-    def _balanced(self, priority: int, views: list[_View]) -> list[_View]:
+    def _balanced(self, priority: int, views: list[EngineView]) -> list[EngineView]:
         """Engines an item may take by affinity without unbalancing the pool: not those running
         far more requests than the lightest one (a queue there costs more than prefilling the
         prefix again elsewhere). Throughput work is packed on purpose: no balancing."""
@@ -327,7 +181,7 @@ class AppAwarePlacement(Placement):
             if v.running - least <= self.balance_abs or v.running <= self.balance_rel * least
         ]
 
-    def _by_objective(self, priority: int, views: list[_View]) -> tuple[_View, str]:
+    def _by_objective(self, priority: int, views: list[EngineView]) -> tuple[EngineView, str]:
         """The engine the objective prefers among `views` (all of which fit), and why."""
         if priority >= LATENCY_PRIORITY:
             lim = self.latency_batch_limit
@@ -338,14 +192,14 @@ class AppAwarePlacement(Placement):
         if priority <= THROUGHPUT_PRIORITY:
             v = min(views, key=lambda v: (v.latency > 0, -v.utilization, -v.running))
             return v, "throughput: packed on the most loaded engine that fits:"
-        return min(views, key=_View.load_key), "least loaded:"
+        return min(views, key=EngineView.load_key), "least loaded:"
 
-    def _place_one(self, item: PlacementItem, batch: _Batch, note: str = "") -> Decision:
+    def _place_one(self, item: PlacementItem, batch: PlacementBatch, note: str = "") -> Decision:
         cands = batch.candidates(item)
         cached = {id(v): batch.cached(item, v) for v in cands}
         fit = [v for v in cands if not self._overloaded(v, self._need(item, cached[id(v)]))]
         if not fit:
-            v = min(cands, key=_View.load_key)
+            v = min(cands, key=EngineView.load_key)
             return batch.assign(
                 item, v, f"{note}all engines overloaded: least loaded {v.describe()}"
             )
@@ -370,12 +224,12 @@ class AppAwarePlacement(Placement):
             why += f"; prefix ({cached[id(best)]} tokens) on {best.state.name} skipped: {busy}"
         return batch.assign(item, v, note + why)
 
-    def _place_group(self, members: list[PlacementItem], batch: _Batch) -> list[Decision]:
+    def _place_group(self, members: list[PlacementItem], batch: PlacementBatch) -> list[Decision]:
         group, n = members[0].task_group, len(members)
         cands = batch.candidates(members[0])  # one model per group: grouped by (group, model)
         priority = max(m.priority for m in members)
         common: dict[int, int] = {}  # id(view) -> cached tokens of the group's common prefix
-        fit: list[_View] = []
+        fit: list[EngineView] = []
         for v in cands:
             hashes = [batch.hashes(m, v) for m in members]
             shared = _common_len(hashes)

@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import dataclasses
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from typing import Generic, Protocol, TypeVar
 
 from ..engine.errors import EngineUnavailableError
 from ..engine.request import FinishKind, FinishReason, RequestOutput
@@ -16,20 +16,43 @@ from ..engine.sampling_params import SamplingParams
 from .engine_client import OutputStream, Submission
 from .placement import PlacementItem
 
-if TYPE_CHECKING:
-    from .engine_pool import EnginePool, Member
+
+class Engine(Protocol):
+    """The engine a stream runs on, as the stream sees it."""
+
+    # Set when the engine is taken out of rotation: the stream stops waiting on it.
+    down: asyncio.Event
 
 
-class PooledStream:
+E = TypeVar("E", bound=Engine)
+
+
+class StreamOwner(Protocol[E]):
+    """What a `PooledStream` asks of the pool that placed it (`EnginePool` implements it)."""
+
+    def take_out(self, engine: E, why: str) -> None:
+        """The engine failed under this stream: no more work for it until it answers again."""
+
+    async def place_again(self, item: PlacementItem, sub: Submission) -> tuple[E, OutputStream]:
+        """Submit the request (prompt extended by the output so far) on a healthy engine."""
+
+    def release(self, engine: E, item: PlacementItem) -> None:
+        """The request no longer runs on `engine`: its load there ends."""
+
+    def forget(self, rid: str) -> None:
+        """The stream is over: the pool stops tracking it."""
+
+
+class PooledStream(Generic[E]):
     """One request's outputs across engines: when its engine fails, it resumes elsewhere from
     the tokens already streamed, and the reader sees one stream under the original rid."""
 
     def __init__(
         self,
-        pool: EnginePool,
+        pool: StreamOwner[E],
         sub: Submission,
         item: PlacementItem,
-        member: Member | None,
+        member: E | None,
         stream: OutputStream | None,
     ) -> None:
         self.pool, self.sub, self.item = pool, sub, item
@@ -106,7 +129,7 @@ class PooledStream:
 
     def _release(self) -> None:
         if self.member is not None and self.stream is not None:
-            self.member.state.finish(self.item)
+            self.pool.release(self.member, self.item)
             stream, self.stream, self.member = self.stream, None, None
             task = asyncio.get_running_loop().create_task(_close_quietly(stream))
             task.add_done_callback(lambda t: None)
@@ -120,7 +143,7 @@ class PooledStream:
         self.closed = True
         member, stream = self.member, self.stream
         if member is not None and stream is not None:
-            member.state.finish(self.item)
+            self.pool.release(member, self.item)
             self.member = self.stream = None
             with contextlib.suppress(Exception):
                 await stream.aclose()

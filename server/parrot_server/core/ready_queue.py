@@ -1,6 +1,6 @@
 """The executor's queue of ready calls: which one starts next when an in-flight slot frees.
 
-Order (issue 4):
+Order:
 1. Higher priority class first (objective.PRIORITY: latency 2, unknown 1, throughput 0).
 2. Within a class, app-level fairness: round-robin over the apps that have ready items in it,
    the app served least recently first (an app never served counts as served when it joined).

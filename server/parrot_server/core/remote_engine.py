@@ -1,10 +1,10 @@
 """`RemoteEngineClient`: an engine in another process (a `parrot engine`, or an SGLang 0.5.x
-worker) driven over SGLang's native HTTP runtime protocol (`parrot_integrations.protocol.sglang`).
+worker) driven over SGLang's native HTTP runtime protocol (`sglang_protocol.py`).
 
 Prompts are tokenized here and sent as `input_ids`, so a request can resume on another engine
-from exact token ids. Each request's stream is a `RemoteStream` (`remote_stream.py`). Every HTTP
-call has a timeout. Pure Python: nothing here imports torch (only a GGUF file given as the
-tokenizer needs it).
+from exact token ids. Each request's stream is a `RemoteStream` (`remote_stream.py`); the
+engine's info is read by `remote_info.py`, its tokenizer found by `remote_tokenizer.py`. Every
+HTTP call has a timeout. Pure Python: nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -18,17 +18,9 @@ import logging
 import os
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
-
-from parrot_integrations.protocol.sglang import (
-    LoadEntry,
-    SamplingParamsModel,
-    error_message,
-    parse_loads,
-)
 
 from ..engine.errors import (
     EngineError,
@@ -38,8 +30,14 @@ from ..engine.errors import (
     PromptTooLongError,
 )
 from ..engine.sampling_params import SamplingParams
-from ..engine.tokenizer import TokenizerNotFoundError, load_hf_tokenizer, read_chat_template
+from ..engine.tokenizer import TokenizerNotFoundError, read_chat_template
 from ..engine.tokenizer_thread import TokenizerThread
+from ..sglang_protocol import (
+    LoadEntry,
+    SamplingParamsModel,
+    error_message,
+    parse_loads,
+)
 from .engine_client import (
     EngineClient,
     EngineInfo,
@@ -50,6 +48,7 @@ from .engine_client import (
     render_chat,
     template_text,
 )
+from .remote_info import engine_info, get_json
 from .remote_stream import (
     EngineProtocolError,
     RemoteStream,
@@ -57,6 +56,7 @@ from .remote_stream import (
     finish_reason_from_sglang,
     typed_error,
 )
+from .remote_tokenizer import find_tokenizer, load_tokenizer
 
 __all__ = [
     "EngineProtocolError",
@@ -78,7 +78,7 @@ class RemoteEngineConfig:
 
     connect_timeout: float = 5.0  # TCP connect
     request_timeout: float = 30.0  # each read / write of info, load, abort and submit calls
-    health_timeout: float = 5.0  # GET /health (SGLang 0.5.5 generates a token there: ~1 s)
+    health_timeout: float = 5.0  # GET /health (SGLang 0.5.5 generates a token there)
     stream_read_timeout: float = 120.0  # longest silence in a stream, the first event included
     drain_timeout: float = 1.0  # wait for `[DONE]` after the last event (to reuse the connection)
     max_connections: int = 1024  # each running stream holds one; beyond: overloaded
@@ -87,24 +87,6 @@ class RemoteEngineConfig:
         for f in dataclasses.fields(self):
             if not getattr(self, f.name) > 0:
                 raise ValueError(f"RemoteEngineConfig.{f.name} must be > 0")
-
-
-def load_tokenizer(path: str | os.PathLike) -> Any:
-    """A tokenizer from an HF-format directory (our engines report their converted GGUF cache
-    directory as `tokenizer_path`), a GGUF file (converted into that cache by the model loader,
-    which imports torch) or an HF hub id already in the local HF cache. Never downloads."""
-    local = Path(path).expanduser()
-    return _load_tokenizer(str(local) if local.exists() else str(path))
-
-
-@functools.lru_cache(maxsize=8)  # the engines of one model share one tokenizer object
-def _load_tokenizer(path: str) -> Any:
-    p = Path(path)
-    if p.is_file() and p.suffix == ".gguf":
-        from ..engine.model.loader import gguf_cache_dir
-
-        path = str(gguf_cache_dir(p))
-    return load_hf_tokenizer(path)
 
 
 class RemoteEngineClient(EngineClient):
@@ -154,12 +136,12 @@ class RemoteEngineClient(EngineClient):
         url = url.rstrip("/")
         http = _http_client(url, config, api_key)
         try:
-            model_info = await _get_json(http, url, "/model_info", "/get_model_info")
-            server_info = await _get_json(http, url, "/server_info", "/get_server_info")
-            info = await _engine_info(http, url, model_info, server_info)
+            model_info = await get_json(http, url, "/model_info", "/get_model_info")
+            server_info = await get_json(http, url, "/server_info", "/get_server_info")
+            info = await engine_info(http, url, model_info, server_info)
             if tokenizer is None or isinstance(tokenizer, str | os.PathLike):
                 tokenizer = await asyncio.to_thread(
-                    _find_tokenizer, url, tokenizer, model_info, model
+                    find_tokenizer, url, tokenizer, model_info, model
                 )
             if chat_template is not None:
                 tokenizer.chat_template = read_chat_template(chat_template)
@@ -269,7 +251,15 @@ class RemoteEngineClient(EngineClient):
             finally:
                 await response.aclose()
             raise self._status_error(response.status_code, raw, ids)
-        self._streams[rid] = stream = RemoteStream(self, rid, ids, response)
+        self._streams[rid] = stream = RemoteStream(
+            self,
+            rid,
+            ids,
+            response,
+            incremental=self._incremental,
+            read_timeout=cfg.stream_read_timeout,
+            drain_timeout=cfg.drain_timeout,
+        )
         return stream
 
     def _unavailable(
@@ -303,11 +293,14 @@ class RemoteEngineClient(EngineClient):
                 return rid in aborted  # our engine says which requests it aborted
         return r.status_code == 200
 
-    def _abort_later(self, rid: str) -> None:
+    def abort_later(self, rid: str) -> None:
         """Abort in the background: a hung engine must not hold up the caller (a failover)."""
         task = asyncio.get_running_loop().create_task(self.abort(rid))
         self._aborts.add(task)
         task.add_done_callback(self._aborts.discard)
+
+    def stream_done(self, rid: str) -> None:
+        self._streams.pop(rid, None)
 
     # -- state ----------------------------------------------------------------------------------
     async def load(self) -> EngineLoad:
@@ -402,66 +395,4 @@ def _http_client(
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
     return httpx.AsyncClient(
         base_url=url, timeout=timeout, limits=limits, headers=headers, trust_env=False
-    )
-
-
-async def _get_json(http: httpx.AsyncClient, url: str, *paths: str) -> dict[str, Any]:
-    """The first of `paths` the engine has (SGLang renamed its info routes within 0.5.x)."""
-    for path in paths:
-        try:
-            r = await http.get(path)
-        except httpx.HTTPError as exc:
-            raise EngineUnavailableError(f"engine {url}: GET {path}: {describe(exc)}") from exc
-        if r.status_code == 404:
-            continue
-        with contextlib.suppress(ValueError):
-            if r.status_code == 200 and isinstance(body := r.json(), dict):
-                return body
-        raise EngineProtocolError(
-            f"engine {url}: GET {path}: HTTP {r.status_code} {r.text[:200]!r}"
-        )
-    raise EngineProtocolError(f"engine {url}: none of {', '.join(paths)}: not an SGLang runtime?")
-
-
-async def _engine_info(
-    http: httpx.AsyncClient, url: str, model_info: dict[str, Any], server_info: dict[str, Any]
-) -> EngineInfo:
-    model_path = str(model_info.get("model_path") or server_info.get("model_path") or "")
-    name = model_info.get("served_model_name") or server_info.get("served_model_name")
-    # The context window: ours says it in /model_info; SGLang's `context_length` launch setting
-    # is usually unset (the model's own then), which its /v1/models gives as `max_model_len`.
-    context = model_info.get("max_context_len") or server_info.get("context_length")
-    if not isinstance(context, int):
-        with contextlib.suppress(httpx.HTTPError, ValueError, LookupError, TypeError):
-            context = (await http.get("/v1/models")).json()["data"][0]["max_model_len"]
-    running = server_info.get("max_running_requests")
-    if not isinstance(running, int):  # SGLang's launch setting may be unset: the scheduler's
-        with contextlib.suppress(LookupError, TypeError, AttributeError):
-            running = server_info["internal_states"][0].get("max_running_requests")
-    pool = server_info.get("max_total_num_tokens")
-    for key, value in (("context window", context), ("max_total_num_tokens", pool)):
-        if not isinstance(value, int) or value <= 0:
-            raise EngineProtocolError(f"engine {url}: no usable {key} in its info ({value!r})")
-    return EngineInfo(
-        model=str(name or Path(model_path).name or url),
-        model_path=model_path,
-        max_context_len=context,
-        kv_pool_tokens=pool,
-        max_running_requests=running if isinstance(running, int) else 0,  # 0: not reported
-    )
-
-
-def _find_tokenizer(url: str, given: Any, model_info: dict[str, Any], model: Any) -> Any:
-    if given is not None:
-        return load_tokenizer(given)
-    reported = model_info.get("tokenizer_path") or model_info.get("model_path")
-    for candidate in (reported, model):
-        if candidate and Path(candidate).expanduser().exists():
-            return load_tokenizer(candidate)
-    if reported:  # maybe an HF hub id whose files are in the local HF cache
-        with contextlib.suppress(TokenizerNotFoundError):
-            return load_tokenizer(reported)
-    raise TokenizerNotFoundError(
-        f"engine {url}: its tokenizer {reported!r} is not on this machine (nor is --model "
-        f"{model!r}); give one (HF dir or GGUF file) with --tokenizer"
     )

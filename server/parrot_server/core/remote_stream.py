@@ -12,11 +12,9 @@ import asyncio
 import contextlib
 import json
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import httpx
-
-from parrot_integrations.protocol.sglang import StreamDecoder, stream_error
 
 from ..engine.errors import (
     EngineError,
@@ -25,9 +23,7 @@ from ..engine.errors import (
     InvalidRequestError,
 )
 from ..engine.request import FinishKind, FinishReason, RequestOutput
-
-if TYPE_CHECKING:
-    from .remote_engine import RemoteEngineClient
+from ..sglang_protocol import StreamDecoder, stream_error
 
 log = logging.getLogger(__name__)
 
@@ -65,16 +61,42 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
+class StreamOwner(Protocol):
+    """What a `RemoteStream` asks of the client that opened it (`RemoteEngineClient`)."""
+
+    url: str  # the engine's, for messages
+
+    def abort_later(self, rid: str) -> None:
+        """Tell the engine to stop `rid` without waiting for its answer."""
+
+    def stream_done(self, rid: str) -> None:
+        """The stream is over: the client stops tracking it."""
+
+
 class RemoteStream:
-    """One request's SSE stream as `RequestOutput` deltas. `aclose()` aborts it if running."""
+    """One request's SSE stream as `RequestOutput` deltas. `aclose()` aborts it if running.
+
+    `incremental`: the engine streams ids and text since the previous event, not cumulative
+    ones; `read_timeout` is the longest silence (`stream_read_timeout`, for messages: the
+    response's own timeout enforces it); `drain_timeout` how long to wait for `[DONE]` after the
+    last output."""
 
     def __init__(
-        self, client: RemoteEngineClient, rid: str, prompt_ids: list[int], response: httpx.Response
+        self,
+        owner: StreamOwner,
+        rid: str,
+        prompt_ids: list[int],
+        response: httpx.Response,
+        *,
+        incremental: bool,
+        read_timeout: float,
+        drain_timeout: float,
     ) -> None:
         self.rid = rid
-        self._client, self._prompt_ids, self._response = client, prompt_ids, response
+        self._owner, self._prompt_ids, self._response = owner, prompt_ids, response
+        self._read_timeout, self._drain_timeout = read_timeout, drain_timeout
         self._lines = response.aiter_lines()
-        self._decoder = StreamDecoder(client._incremental)  # the text and ids committed so far
+        self._decoder = StreamDecoder(incremental)  # the text and ids committed so far
         self._done = False  # finished, failed or closed: nothing more to read
         self._closed = False
 
@@ -97,7 +119,7 @@ class RemoteStream:
         if out.finish_reason is not None:
             self._done = True
             with contextlib.suppress(Exception, asyncio.TimeoutError):
-                await asyncio.wait_for(self._drain(), self._client.config.drain_timeout)
+                await asyncio.wait_for(self._drain(), self._drain_timeout)
             await self._release()
         return out
 
@@ -111,7 +133,7 @@ class RemoteStream:
                 error = stream_error(event)
                 out = None if error else self._delta(event)
             except (ValueError, LookupError, TypeError, AttributeError) as exc:
-                self._client._abort_later(self.rid)
+                self._owner.abort_later(self.rid)
                 why = f"bad stream event {data[:200]!r}: {exc}"
                 raise self._lost(why, EngineProtocolError) from exc
             if error:
@@ -126,8 +148,8 @@ class RemoteStream:
             except StopAsyncIteration:
                 raise self._lost("the connection closed before the request finished") from None
             except httpx.ReadTimeout:
-                self._client._abort_later(self.rid)  # it may still be running: free its KV
-                t = self._client.config.stream_read_timeout
+                self._owner.abort_later(self.rid)  # it may still be running: free its KV
+                t = self._read_timeout
                 raise self._lost(f"no output for {t:g} s (stream_read_timeout)") from None
             except httpx.TransportError as exc:
                 raise self._lost(f"connection lost: {describe(exc)}") from exc
@@ -138,7 +160,7 @@ class RemoteStream:
         lost = self._decoder.ids_lost
         text, ids = self._decoder.feed(event)
         if self._decoder.ids_lost and not lost:
-            log.warning("engine %s: request %s: its stream lost ids", self._client.url, self.rid)
+            log.warning("engine %s: request %s: its stream lost ids", self._owner.url, self.rid)
         meta = event["meta_info"]
         return self._output(ids, text, finish_reason_from_sglang(meta.get("finish_reason")), meta)
 
@@ -151,13 +173,11 @@ class RemoteStream:
 
     def _event_error(self, message: str, code: int | None) -> EngineError:
         # No status: SGLang 0.5.5's events for a request it refused (it validates in the stream).
-        return typed_error(self._client.url, code, message) or self._lost(
-            f"error {code}: {message}"
-        )
+        return typed_error(self._owner.url, code, message) or self._lost(f"error {code}: {message}")
 
     def _lost(self, why: str, cls: type = EngineUnavailableError) -> EngineUnavailableError:
         d = self._decoder
-        msg = f"engine {self._client.url}: request {self.rid}: {why}"
+        msg = f"engine {self._owner.url}: request {self.rid}: {why}"
         return cls(msg, prompt_ids=self._prompt_ids, output_ids=d.ids, output_text=d.text)
 
     async def _drain(self) -> None:
@@ -165,7 +185,7 @@ class RemoteStream:
             pass
 
     async def _release(self) -> None:
-        self._client._streams.pop(self.rid, None)
+        self._owner.stream_done(self.rid)
         with contextlib.suppress(Exception):
             await self._response.aclose()
 
@@ -175,5 +195,5 @@ class RemoteStream:
         self._closed = True
         if not self._done:
             self._done = True
-            self._client._abort_later(self.rid)
+            self._owner.abort_later(self.rid)
         await self._release()

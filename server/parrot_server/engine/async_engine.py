@@ -32,8 +32,7 @@ class AsyncEngine:
         returns once it is built (raising what `make` raised). Built there, not here: the
         thread that steps the engine must be the one that ran its torch work at load, so that
         OpenMP keeps a single team of threads spinning between steps; a second team, left on
-        the loading thread, makes every parallel region wait for sleeping threads to wake
-        (decoding about 2x slower on 2 cores)."""
+        the loading thread, makes every parallel region wait for sleeping threads to wake."""
         self._commands: queue.SimpleQueue[tuple[Callable[[], Any], concurrent.futures.Future]] = (
             queue.SimpleQueue()
         )

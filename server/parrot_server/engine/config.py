@@ -17,9 +17,7 @@ class EngineConfig:
     # "float32" / "bfloat16" / "float16" expand every weight to that type. bf16 matmul is
     # much slower than fp32 on CPUs without AMX.
     dtype: str = "auto"
-    kv_pool_tokens: int = (
-        32768  # KV slots preallocated (tokens, all layers); SmolLM2-135M: 46 KB each
-    )
+    kv_pool_tokens: int = 32768  # KV slots preallocated (tokens; each holds K and V of every layer)
     max_context_len: int | None = None  # default: the model's max_position_embeddings
     max_step_tokens: int = 512  # tokens computed per step (prefill chunk + decodes)
     max_running_requests: int = 64  # decode batch size cap
@@ -29,7 +27,7 @@ class EngineConfig:
     # long attend to it together (prefix KV read once per group); 0 turns the kernel off.
     shared_prefix_min_tokens: int = 64
     # Also group prefill chunks that share a cached prefix (e.g. the maps of a map-reduce over
-    # one document): 1.1-1.2x faster prefill on CPU (docs/benchmarks.md); False turns it off.
+    # one document), so the prefix is read once per group; False turns it off.
     shared_prefix_prefill: bool = True
     # A new request whose prompt shares at least this many more tokens with a prompt still
     # being prefilled than the cache holds waits for that prefill (whose KV is cached chunk by

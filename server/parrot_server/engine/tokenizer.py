@@ -32,7 +32,7 @@ def read_chat_template(value: str) -> str:
 def load_hf_tokenizer(path: str | os.PathLike) -> Any:
     """The tokenizer of an HF-format directory, or of an HF hub id already in the local HF
     cache. The generic fast class is loaded directly (no torch, and no resolution through
-    config.json and model-specific modules, ~1 s the first time); any other class through
+    config.json and model-specific modules, slow the first time); any other class through
     `AutoTokenizer`."""
     from transformers import PreTrainedTokenizerFast  # (importing AutoTokenizer imports torch)
 

@@ -11,10 +11,9 @@ import logging
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
-from parrot_integrations.protocol.sglang import AbortRequest, GenerateRequest, GenerateResponse
-
 from ..engine_service import EngineService
 from ..error_status import status_of
+from ..sglang_protocol import AbortRequest, GenerateRequest, GenerateResponse
 from .auth import Caller, require_admin
 from .client_gone import SSEResponse, unless_disconnected
 from .openapi_doc import BODY, TEXT, errors, event_stream
