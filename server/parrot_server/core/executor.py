@@ -30,6 +30,7 @@ from .engine_client import EngineClient, Submission, default_max_tokens
 from .graph import Call, Graph
 from .metrics import Metrics
 from .objective import priority_of
+from .penalty_fields import penalty_fields
 from .ready_queue import ReadyQueue
 from .submit_batcher import SubmitBatcher
 from .tenants import Tenant, cache_key
@@ -65,6 +66,7 @@ def to_sampling_params(opts: SamplingOptions, unset_max_tokens: int = 1) -> Samp
         json_schema=opts.json_schema,  # a dict becomes its JSON text
         regex=opts.regex,
         ebnf=choices_ebnf(opts.choices) if opts.choices else None,
+        **penalty_fields(opts),
     )
 
 

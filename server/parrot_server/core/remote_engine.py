@@ -175,9 +175,15 @@ class RemoteEngineClient(EngineClient):
         *,
         add_generation_prompt: bool = True,
         continue_final_message: bool = False,
+        template_kwargs: dict[str, Any] | None = None,
     ) -> str:
         return render_chat(
-            self.tokenizer, messages, tools, add_generation_prompt, continue_final_message
+            self.tokenizer,
+            messages,
+            tools,
+            add_generation_prompt,
+            continue_final_message,
+            template_kwargs,
         )
 
     @property
