@@ -167,6 +167,22 @@ def stream_error(event: dict[str, Any]) -> tuple[str, int | None] | None:
     return None
 
 
+def last_logprobs(
+    meta: dict[str, Any], count: int
+) -> list[tuple[int, float, list[tuple[int, float]]]] | None:
+    """The last `count` output tokens' (id, logprob, top (id, logprob) pairs) of a response's
+    `meta_info`, whether its lists are cumulative or only this event's (both end with the
+    newest tokens); None when it has none."""
+    tokens = meta.get("output_token_logprobs")
+    if tokens is None:
+        return None
+    tops = meta.get("output_top_logprobs") or [None] * len(tokens)
+    pairs = list(zip(tokens, tops, strict=False))[len(tokens) - count :] if count else []
+    return [
+        (int(t[1]), float(t[0]), [(int(e[1]), float(e[0])) for e in top or ()]) for t, top in pairs
+    ]
+
+
 def parse_loads(body: Any) -> list[LoadEntry]:
     """`GET /get_load`'s list, or SGLang 0.5.23's `GET /v1/loads` ({"loads": [...]}, its own
     names) mapped to the same entries."""

@@ -9,6 +9,8 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+from parrot_integrations.protocol.openai import PromptTokensDetails, Usage
+
 from .core.engine_client import OutputStream
 from .core.errors import ServerShuttingDownError
 from .core.metrics import Metrics
@@ -121,3 +123,23 @@ async def merged(runs: list[ChoiceRun]) -> AsyncIterator[tuple[ChoiceRun, Reques
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
+
+
+def usage_of(runs: list[ChoiceRun]) -> Usage:
+    """The prompt counted once (with its first choice's cached tokens), outputs summed."""
+    first = runs[0].last
+    prompt = first.prompt_tokens if first else 0
+    completion = sum(r.last.completion_tokens for r in runs if r.last)
+    return Usage(
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        total_tokens=prompt + completion,
+        prompt_tokens_details=PromptTokensDetails(
+            cached_tokens=first.cached_tokens if first else 0
+        ),
+    )
+
+
+def response_id(runs: list[ChoiceRun]) -> str:
+    """The engine request id, or with several choices the id their ids extend."""
+    return runs[0].rid if len(runs) == 1 else runs[0].rid.rsplit("-", 1)[0]

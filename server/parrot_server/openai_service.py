@@ -32,9 +32,7 @@ from parrot_integrations.protocol.openai import (
     Completion,
     CompletionChoice,
     CompletionRequest,
-    PromptTokensDetails,
     SamplingRequest,
-    Usage,
 )
 from parrot_integrations.protocol.openai_logprobs import ChoiceLogprobs, CompletionLogprobs
 from parrot_integrations.protocol.openai_tools import FunctionCallDelta, ToolCallDelta
@@ -47,7 +45,7 @@ from .core.tenants import DEFAULT_TENANT, Tenant, cache_key
 from .engine.request import RequestOutput
 from .error_status import status_of
 from .openai_logprobs import TokenTexts, chat_logprobs, completion_logprobs
-from .openai_run import ChoiceRun, merged
+from .openai_run import ChoiceRun, merged, response_id, usage_of
 from .openai_sampling import to_sampling_params
 from .tool_calls import ToolFormat, tool_format
 from .tool_calls.format import CallPiece, Piece, TextPiece
@@ -56,21 +54,6 @@ if TYPE_CHECKING:
     from .core.session import SessionManager
 
 log = logging.getLogger(__name__)
-
-
-def _usage(runs: list[ChoiceRun]) -> Usage:
-    """The prompt counted once (with its first choice's cached tokens), outputs summed."""
-    first = runs[0].last
-    prompt = first.prompt_tokens if first else 0
-    completion = sum(r.last.completion_tokens for r in runs if r.last)
-    return Usage(
-        prompt_tokens=prompt,
-        completion_tokens=completion,
-        total_tokens=prompt + completion,
-        prompt_tokens_details=PromptTokensDetails(
-            cached_tokens=first.cached_tokens if first else 0
-        ),
-    )
 
 
 def _delta(piece: Piece) -> ChatDelta:
@@ -247,11 +230,11 @@ class OpenAIService:
                     )
                 )
         return ChatCompletion(
-            id=_response_id(runs),
+            id=response_id(runs),
             created=int(time.time()),
             model=model,
             choices=choices,
-            usage=_usage(runs),
+            usage=usage_of(runs),
         )
 
     async def chat_stream(
@@ -259,7 +242,7 @@ class OpenAIService:
     ) -> AsyncIterator[str]:
         """SSE events (`data: ...`); submitted before this returns, so errors are still 4xx."""
         runs, model = await self._start_chat(req, tenant)
-        rid = _response_id(runs)
+        rid = response_id(runs)
         created = int(time.time())
         texts = TokenTexts(self.engine)
         parsers = {run: self.tools.parser(req) for run in runs}
@@ -299,7 +282,7 @@ class OpenAIService:
             if not req.include_usage:
                 return None
             final = ChatCompletionChunk(
-                id=rid, created=created, model=model, choices=[], usage=_usage(runs)
+                id=rid, created=created, model=model, choices=[], usage=usage_of(runs)
             )
             return final.model_dump_json()
 
@@ -334,18 +317,18 @@ class OpenAIService:
                     )
                 )
         return Completion(
-            id=_response_id(runs),
+            id=response_id(runs),
             created=int(time.time()),
             model=model,
             choices=choices,
-            usage=_usage(runs),
+            usage=usage_of(runs),
         )
 
     async def completion_stream(
         self, req: CompletionRequest, tenant: Tenant = DEFAULT_TENANT
     ) -> AsyncIterator[str]:
         runs, model = await self._start_completion(req, tenant)
-        rid = _response_id(runs)
+        rid = response_id(runs)
         created = int(time.time())
         echo = await self._echo(req)
         texts = TokenTexts(self.engine)
@@ -371,7 +354,9 @@ class OpenAIService:
         def usage() -> str | None:
             if not req.include_usage:
                 return None
-            final = Completion(id=rid, created=created, model=model, choices=[], usage=_usage(runs))
+            final = Completion(
+                id=rid, created=created, model=model, choices=[], usage=usage_of(runs)
+            )
             return final.model_dump_json()
 
         first = [chunk(run, echo) for run in runs] if echo else []
@@ -404,8 +389,3 @@ class OpenAIService:
             err = ErrorResponse(error=ErrorInfo(message=str(exc), type=kind, code=status))
             yield _sse(err.model_dump_json())
         yield _DONE
-
-
-def _response_id(runs: list[ChoiceRun]) -> str:
-    """The engine request id, or with several choices the id their ids extend."""
-    return runs[0].rid if len(runs) == 1 else runs[0].rid.rsplit("-", 1)[0]

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from parrot_integrations.protocol.sglang import StreamDecoder, stream_error
+from parrot_integrations.protocol.sglang import StreamDecoder, last_logprobs, stream_error
 
 from ..engine.errors import (
     EngineError,
@@ -24,7 +24,7 @@ from ..engine.errors import (
     EngineUnavailableError,
     InvalidRequestError,
 )
-from ..engine.request import FinishKind, FinishReason, RequestOutput
+from ..engine.request import FinishKind, FinishReason, RequestOutput, TokenLogprob
 
 if TYPE_CHECKING:
     from .remote_engine import RemoteEngineClient
@@ -140,7 +140,11 @@ class RemoteStream:
         if self._decoder.ids_lost and not lost:
             log.warning("engine %s: request %s: its stream lost ids", self._client.url, self.rid)
         meta = event["meta_info"]
-        return self._output(ids, text, finish_reason_from_sglang(meta.get("finish_reason")), meta)
+        out = self._output(ids, text, finish_reason_from_sglang(meta.get("finish_reason")), meta)
+        entries = last_logprobs(meta, len(ids))
+        if entries is not None:
+            out.logprobs = [TokenLogprob(t, lp, top) for t, lp, top in entries]
+        return out
 
     def _output(self, ids: list[int], text: str, finish: Any, meta: dict) -> RequestOutput:
         prompt = meta.get("prompt_tokens", len(self._prompt_ids))
