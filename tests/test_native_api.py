@@ -393,3 +393,16 @@ def test_unset_max_tokens_runs_to_the_end_of_the_window(server_url, client, sess
     v1 = httpx.post(server_url + "/v1/completions", json=body, timeout=120).json()
     assert v1["choices"][0]["text"] == state["value"]
     assert v1["usage"]["completion_tokens"] == usage["completion_tokens"]
+
+
+@pytest.mark.slow
+def test_penalties_and_logit_bias_in_native_sampling(server_url, client, session):
+    """`SamplingOptions` maps the penalties and `logit_bias` as `/v1` does."""
+    (banana,) = httpx.post(f"{server_url}/tokenize", json={"prompt": " banana"}).json()["tokens"]
+    call = step("c", None, "o", "Name a fruit.", max_tokens=2, logit_bias={str(banana): 100})
+    assert client.post(f"/sessions/{session}/calls", json=call).status_code == 201
+    value = client.get(f"/sessions/{session}/variables/o", params={"timeout": 60}).json()
+    assert value["value"] == " banana banana"
+    bad = step("d", None, "p", "x", presence_penalty=3)
+    resp = client.post(f"/sessions/{session}/calls", json=bad)
+    assert resp.status_code == 400 and "presence_penalty" in error_of(resp)

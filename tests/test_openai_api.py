@@ -258,12 +258,13 @@ def _chat_error(client, model, **kw):
         ({"temperature": -1}, "temperature"),
         ({"top_p": 1.5}, "top_p"),
         ({"max_tokens": 0}, "max_tokens"),
-        ({"n": 2}, "n=1"),
+        ({"n": 17}, "n"),
         ({"stop": ["a", "b", "c", "d", "e"]}, "at most 4"),
         ({"stop": ""}, "stop"),
         ({"seed": 2**64}, "seed"),
-        ({"logprobs": True}, "logprobs"),
-        ({"presence_penalty": 0.5}, "presence_penalty"),
+        ({"top_logprobs": 3}, "logprobs"),
+        ({"presence_penalty": 2.5}, "presence_penalty"),
+        ({"modalities": ["audio"]}, "modalities"),
         ({"response_format": {"type": "xml"}}, "response_format"),
         ({"functions": [{"name": "f"}]}, "functions"),
         ({"tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "x"}, "tool"),
@@ -290,8 +291,8 @@ def test_bad_chat_requests_raise_bad_request(client, model, server_log, kw, need
 def test_bad_completion_requests(client, model):
     for kw, needle in [
         ({"prompt": ["one", "two"]}, "one prompt"),
-        ({"prompt": "x", "echo": True}, "echo"),
-        ({"prompt": "x", "logprobs": 1}, "logprobs"),
+        ({"prompt": "x", "echo": True, "logprobs": 1}, "echo"),
+        ({"prompt": "x", "suffix": "y"}, "suffix"),
         ({"prompt": ""}, "empty"),
         ({"prompt": "word " * 3000}, "context window"),
     ]:

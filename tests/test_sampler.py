@@ -1,14 +1,31 @@
 """Sampling candidates (top-k, top-p) against a plain full sort of the vocabulary, including a
-nucleus wider than the partial sort's first guess."""
+nucleus wider than the partial sort's first guess; logit processors and log-probabilities
+against hand-computed values."""
 
 from __future__ import annotations
+
+import math
 
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from parrot_server.engine.sampler import TOP_P_CANDIDATES, candidates, sample, sample_row
+from parrot_server.engine.errors import InvalidRequestError
+from parrot_server.engine.sampler import (
+    TOP_P_CANDIDATES,
+    SampleRow,
+    apply_logit_bias,
+    apply_penalties,
+    candidates,
+    mask_tokens,
+    min_p_filter,
+    process_row,
+    sample,
+    sample_batch,
+    sample_row,
+    token_logprobs,
+)
 from parrot_server.engine.sampling_params import SamplingParams
 
 VOCAB = 5000
@@ -65,3 +82,84 @@ def test_a_tiny_temperature_samples_the_best_token():
     # Past the greedy threshold an overflow still falls back to the best token.
     huge = torch.tensor([1e38, 3e38, -1e38])
     assert sample_row(huge, SamplingParams(temperature=0.5, max_new_tokens=1), rng) == 1
+
+
+# -- logit processors, log-probabilities ------------------------------------------------------
+
+
+def test_frequency_and_presence_penalties_by_hand():
+    logits = torch.tensor([1.0, 2.0, 3.0, -1.0])
+    out = apply_penalties(logits, [0, 1], [2, 2, 3], frequency=0.5, presence=0.25)
+    # Token 2 occurs twice: 3 - 2*0.5 - 0.25; token 3 once: -1 - 0.5 - 0.25; the prompt's
+    # tokens (0, 1) are not the output's, so OpenAI's penalties leave them.
+    assert out.tolist() == [1.0, 2.0, 1.75, -1.75]
+    assert logits.tolist() == [1.0, 2.0, 3.0, -1.0]  # a new tensor
+
+
+def test_repetition_penalty_by_hand():
+    logits = torch.tensor([2.0, -2.0, 4.0, 1.0])
+    out = apply_penalties(logits, [0, 1], [1], repetition=2.0)
+    # Seen (prompt or output): 0 (positive: halved), 1 (negative: doubled); unseen kept.
+    assert out.tolist() == [1.0, -4.0, 4.0, 1.0]
+
+
+def test_logit_bias_and_masks_by_hand():
+    logits = torch.tensor([0.0, 1.0, 2.0])
+    assert apply_logit_bias(logits, [(0, 100.0), (2, -1.5)]).tolist() == [100.0, 1.0, 0.5]
+    masked = mask_tokens(logits, [2])
+    assert masked.tolist() == [0.0, 1.0, float("-inf")]
+    only = torch.tensor([float("-inf"), 5.0])
+    assert torch.equal(mask_tokens(only, [1]), only)  # nothing left: unchanged
+
+
+def test_min_p_zeroes_the_unlikely():
+    probs = torch.tensor([0.5, 0.3, 0.1, 0.04])
+    assert min_p_filter(probs, 0.2).tolist() == pytest.approx([0.5, 0.3, 0.1, 0.0])
+
+
+def test_process_row_masks_end_tokens_until_min_new_tokens():
+    params = SamplingParams(min_new_tokens=2, stop_token_ids=(1,), max_new_tokens=4)
+    logits = torch.tensor([0.0, 9.0, 8.0, 1.0])
+    held = process_row(logits, params, [3], [3], end_ids=[2])
+    assert held[1] == float("-inf") and held[2] == float("-inf") and held[3] == 1.0
+    assert torch.equal(process_row(logits, params, [3], [3, 0], end_ids=[2]), logits)
+
+
+def test_token_logprobs_by_hand():
+    logits = torch.tensor([0.0, 0.0, torch.log(torch.tensor(2.0))])  # probs 1/4, 1/4, 1/2
+    entry = token_logprobs(logits, 0, top=2)
+    assert entry.token_id == 0 and entry.logprob == pytest.approx(math.log(0.25))
+    assert entry.top[0][0] == 2 and entry.top[0][1] == pytest.approx(math.log(0.5))
+    assert len(entry.top) == 2
+
+
+def test_sample_batch_skips_rows_without_processors_and_scores_only_asked_rows():
+    logits = torch.tensor([[0.0, 1.0, 2.0], [0.0, 1.0, 2.0]])
+    plain = SamplingParams(temperature=0, max_new_tokens=2)
+    biased = SamplingParams(
+        temperature=0, max_new_tokens=2, logit_bias={0: 100}, logprobs=True, top_logprobs=3
+    )
+    rng = torch.Generator().manual_seed(0)
+    rows = [SampleRow(plain, [1], [], rng), SampleRow(biased, [1], [], rng)]
+    (t0, lp0), (t1, lp1) = sample_batch(logits, rows, end_ids=[2])
+    assert (t0, lp0) == (2, None)
+    assert t1 == 0 and lp1 is not None and lp1.logprob == max(v for _, v in lp1.top)
+    assert logits[0].tolist() == [0.0, 1.0, 2.0]  # the plain row untouched
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("frequency_penalty", 2.5),
+        ("presence_penalty", float("nan")),
+        ("repetition_penalty", 0.0),
+        ("min_p", 1.5),
+        ("logit_bias", {"a": 1}),
+        ("logit_bias", {5: 101}),
+        ("min_new_tokens", 9),
+        ("top_logprobs", 21),
+    ],
+)
+def test_bad_processor_values_name_their_field(field, value):
+    with pytest.raises(InvalidRequestError, match=field):
+        SamplingParams(max_new_tokens=4, **{field: value})

@@ -49,6 +49,7 @@ from ..protocol.native import (
     VariableCreate,
 )
 from ..protocol.openai import ChatCompletionRequest, CompletionRequest, SamplingRequest
+from ..protocol.penalties import Penalties
 from ..semantic import SemanticVariable
 from ..template import TemplateError, parse_template
 from ..variable import new_id
@@ -172,6 +173,7 @@ def sampling(req: SamplingRequest) -> SamplingOptions:
         ignore_eos=req.ignore_eos,
         # response_format's schema: the output follows it as under /v1
         json_schema=req.response_format.schema_text if req.response_format else None,
+        **req.model_dump(include=set(Penalties.model_fields)),
     )
 
 
@@ -187,6 +189,20 @@ def _request(model: Any, first: Any, stop: list[str] | None, kwargs: dict) -> An
         )
     if req.session_id is not None:
         raise NotNative("session_id: the call belongs to that session, not to a program's")
+    # /v1 fields a native output has no place for: the call runs through /v1.
+    beyond = {
+        "n": req.choices > 1,
+        "logprobs": req.top_logprobs_wanted is not None,
+        "min_tokens": bool(req.min_tokens),
+        "stop_token_ids": bool(req.stop_token_ids),
+        "skip_special_tokens": not req.skip_special_tokens,
+        "chat_template_kwargs": isinstance(req, ChatCompletionRequest)
+        and bool(req.chat_template_kwargs),
+        "echo": isinstance(req, CompletionRequest) and bool(req.echo),
+    }
+    named = [name for name, used in beyond.items() if used]
+    if named:
+        raise NotNative(f"{', '.join(named)}: a native call has no such field")
     return req
 
 

@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, model_validator
 
 from ._strict import StrictModel as _Strict
+from .penalties import Penalties
 
 API_PREFIX = "/api/v1"
 ID_PATTERN = r"^[A-Za-z0-9_.\-]{1,128}$"
@@ -37,8 +38,10 @@ class VariableStatus(enum.StrEnum):
     FAILED = "failed"  # its producer failed or was cancelled: `error` says why
 
 
-class SamplingOptions(_Strict):
-    """How one output is generated (OpenAI names; the server maps them to the engine's)."""
+class SamplingOptions(Penalties):
+    """How one output is generated (OpenAI names; the server maps them to the engine's).
+    `Penalties` adds `frequency_penalty`, `presence_penalty`, `repetition_penalty`, `min_p`
+    and `logit_bias`, as on `/v1`."""
 
     max_tokens: int | None = Field(
         128,

@@ -12,7 +12,7 @@ from typing import Any
 from .core.tenants import Principal, Slot, TenantLoad, cache_key
 from .engine.async_engine import AsyncEngine
 from .engine.errors import EngineError, EngineUnavailableError, InvalidRequestError
-from .engine.request import RequestOutput
+from .engine.request import RequestOutput, TokenLogprob
 from .engine.sampling_params import SamplingParams
 from .sglang_protocol import (
     GenerateRequest,
@@ -29,6 +29,14 @@ except importlib.metadata.PackageNotFoundError:  # run from a source tree that i
 
 def to_sampling_params(req: GenerateRequest) -> SamplingParams:
     sp = req.sampling_params
+    if req.return_logprob and req.logprob_start_len not in (-1, None):
+        raise InvalidRequestError(
+            "logprob_start_len: the embedded engine scores output tokens only (give -1)"
+        )
+    try:
+        bias = {int(k): v for k, v in (sp.logit_bias or {}).items()}
+    except ValueError:
+        raise InvalidRequestError("logit_bias: keys must be token ids") from None
     return SamplingParams(
         max_new_tokens=sp.max_new_tokens,
         temperature=sp.temperature,
@@ -43,6 +51,14 @@ def to_sampling_params(req: GenerateRequest) -> SamplingParams:
         regex=sp.regex,
         ebnf=sp.ebnf,
         constrained_prompt_tail=sp.constrained_prompt_tail or 0,
+        frequency_penalty=sp.frequency_penalty,
+        presence_penalty=sp.presence_penalty,
+        repetition_penalty=sp.repetition_penalty,
+        min_p=sp.min_p,
+        min_new_tokens=sp.min_new_tokens,
+        logit_bias=bias,
+        logprobs=req.return_logprob,
+        top_logprobs=req.top_logprobs_num if req.return_logprob else 0,
     )
 
 
@@ -67,8 +83,6 @@ class EngineService:
         self._owners: dict[str, str] = {}  # rid -> tenant name, of requests sent here
 
     async def _submit(self, req: GenerateRequest, who: Principal):
-        if req.return_logprob:
-            raise InvalidRequestError("return_logprob is not supported by the embedded engine")
         slot = self.load.slot(who.tenant)
         try:
             stream = await self.engine.submit(
@@ -275,11 +289,14 @@ class _Accumulator:
         self.text: list[str] = []
         self.ids: list[int] = []
         self.last: RequestOutput | None = None
+        self.logprobs: list[TokenLogprob] | None = None  # when the request asked
 
     def add(self, out: RequestOutput) -> None:
         self.text.append(out.new_text)
         self.ids += out.new_token_ids
         self.last = out
+        if out.logprobs is not None:
+            self.logprobs = (self.logprobs or []) + out.logprobs
 
     def response(self) -> GenerateResponse:
         out = self.last
@@ -292,4 +309,9 @@ class _Accumulator:
             cached_tokens=out.cached_tokens if out else 0,
             e2e_latency=time.monotonic() - self.start,
         )
+        if self.logprobs is not None:
+            meta.output_token_logprobs = [[e.logprob, e.token_id, None] for e in self.logprobs]
+            meta.output_top_logprobs = [
+                [[lp, t, None] for t, lp in e.top] if e.top else None for e in self.logprobs
+            ]
         return GenerateResponse(text="".join(self.text), output_ids=list(self.ids), meta_info=meta)

@@ -40,6 +40,13 @@ class SamplingParamsModel(BaseModel):
     sampling_seed: int | None = None
     ignore_eos: bool = False
     skip_special_tokens: bool = True
+    # Logit processors, as SGLang names them (neutral by default).
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    repetition_penalty: float = 1.0
+    min_p: float = 0.0
+    min_new_tokens: int = 0
+    logit_bias: dict[str, float] | None = None  # token id (as a string) -> added to its logit
     # Constrained decoding, at most one: a JSON schema (JSON text; an object is accepted too),
     # a regular expression, an EBNF grammar with a `root` rule.
     json_schema: str | dict[str, Any] | None = None
@@ -60,7 +67,11 @@ class GenerateRequest(BaseModel):
     stream: bool = False
     priority: int | None = None  # higher runs first (SGLang's default order)
     extra_key: str | None = None  # cache namespace: different keys never share KV
-    return_logprob: bool = False  # not supported by the embedded engine (rejected if true)
+    # Log-probabilities of the output tokens (the embedded engine does not score the prompt:
+    # `logprob_start_len` other than -1 is refused) and of the `top_logprobs_num` best.
+    return_logprob: bool = False
+    top_logprobs_num: int = 0
+    logprob_start_len: int = -1
 
     @model_validator(mode="after")
     def _one_input(self) -> GenerateRequest:
@@ -78,6 +89,10 @@ class MetaInfo(BaseModel):
     completion_tokens: int  # output tokens so far (a running total in streams)
     cached_tokens: int  # prompt tokens served from the radix cache
     e2e_latency: float | None = None
+    # With `return_logprob`: [logprob, token id, None] per output token so far, and per token
+    # the `top_logprobs_num` best as such triples (SGLang's shapes; no token texts).
+    output_token_logprobs: list[list[Any]] | None = None
+    output_top_logprobs: list[list[list[Any]] | None] | None = None
 
 
 class GenerateResponse(BaseModel):
@@ -150,6 +165,22 @@ def stream_error(event: dict[str, Any]) -> tuple[str, int | None] | None:
         if isinstance(code, int) and code >= 400:
             return str(finish.get("message") or "aborted by the engine"), code
     return None
+
+
+def last_logprobs(
+    meta: dict[str, Any], count: int
+) -> list[tuple[int, float, list[tuple[int, float]]]] | None:
+    """The last `count` output tokens' (id, logprob, top (id, logprob) pairs) of a response's
+    `meta_info`, whether its lists are cumulative or only this event's (both end with the
+    newest tokens); None when it has none."""
+    tokens = meta.get("output_token_logprobs")
+    if tokens is None:
+        return None
+    tops = meta.get("output_top_logprobs") or [None] * len(tokens)
+    pairs = list(zip(tokens, tops, strict=False))[len(tokens) - count :] if count else []
+    return [
+        (int(t[1]), float(t[0]), [(int(e[1]), float(e[0])) for e in top or ()]) for t, top in pairs
+    ]
 
 
 def parse_loads(body: Any) -> list[LoadEntry]:

@@ -117,6 +117,7 @@ class EngineClient(abc.ABC):
         *,
         add_generation_prompt: bool = True,
         continue_final_message: bool = False,
+        template_kwargs: dict[str, Any] | None = None,
     ) -> str:
         """The model's chat template applied to `messages` (and `tools`, for a template that
         renders them), ending with the assistant's turn (`add_generation_prompt`), or with the
@@ -178,7 +179,9 @@ def render_chat(
     tools: list | None,
     add_generation_prompt: bool = True,
     continue_final_message: bool = False,
+    template_kwargs: dict[str, Any] | None = None,
 ) -> str:
+    """`template_kwargs`: more variables for the template (vLLM's `chat_template_kwargs`)."""
     try:
         return tokenizer.apply_chat_template(
             messages,
@@ -186,6 +189,7 @@ def render_chat(
             tokenize=False,
             add_generation_prompt=add_generation_prompt,
             continue_final_message=continue_final_message,
+            **(template_kwargs or {}),
         )
     # The template's own `raise_exception` (roles that must alternate, ...) and transformers'
     # checks of the chat (a final message to continue that the template drops) are about the
@@ -263,9 +267,15 @@ class LocalEngineClient(EngineClient):
         *,
         add_generation_prompt: bool = True,
         continue_final_message: bool = False,
+        template_kwargs: dict[str, Any] | None = None,
     ) -> str:
         return render_chat(
-            self._tokenizer, messages, tools, add_generation_prompt, continue_final_message
+            self._tokenizer,
+            messages,
+            tools,
+            add_generation_prompt,
+            continue_final_message,
+            template_kwargs,
         )
 
     @property

@@ -222,12 +222,14 @@ class EnginePool(EngineClient):
         *,
         add_generation_prompt: bool = True,
         continue_final_message: bool = False,
+        template_kwargs: dict[str, Any] | None = None,
     ) -> str:
         return self._any_client().render_chat(
             messages,
             tools,
             add_generation_prompt=add_generation_prompt,
             continue_final_message=continue_final_message,
+            template_kwargs=template_kwargs,
         )
 
     @property

@@ -30,6 +30,7 @@ from .engine_client import EngineClient, OutputStream, Submission, default_max_t
 from .graph import Call, Graph
 from .metrics import Metrics
 from .objective import priority_of
+from .penalty_fields import penalty_fields
 from .ready_queue import ReadyQueue
 from .tenants import Tenant, cache_key
 from .turn_batcher import TurnBatcher
@@ -65,6 +66,7 @@ def to_sampling_params(opts: SamplingOptions, unset_max_tokens: int = 1) -> Samp
         json_schema=opts.json_schema,  # a dict becomes its JSON text
         regex=opts.regex,
         ebnf=choices_ebnf(opts.choices) if opts.choices else None,
+        **penalty_fields(opts),
     )
 
 

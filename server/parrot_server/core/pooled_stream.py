@@ -179,6 +179,13 @@ async def _until_down(stream: OutputStream, down: asyncio.Event) -> AsyncIterato
 
 def _resumed(sampling: SamplingParams, left: int, done: int) -> SamplingParams:
     """The sampling of a request resumed after `done` more output tokens, `left` to go: a
-    constraint starts after the output so far, now part of the prompt."""
+    constraint starts after the output so far, now part of the prompt, and `min_new_tokens`
+    counts what is still owed. (Frequency and presence penalties then see only the new output:
+    the earlier one is prompt to the engine.)"""
     tail = sampling.constrained_prompt_tail + done if sampling.constraint else 0
-    return dataclasses.replace(sampling, max_new_tokens=left, constrained_prompt_tail=tail)
+    return dataclasses.replace(
+        sampling,
+        max_new_tokens=left,
+        constrained_prompt_tail=tail,
+        min_new_tokens=max(0, sampling.min_new_tokens - done),
+    )

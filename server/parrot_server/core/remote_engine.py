@@ -157,9 +157,15 @@ class RemoteEngineClient(EngineClient):
         *,
         add_generation_prompt: bool = True,
         continue_final_message: bool = False,
+        template_kwargs: dict[str, Any] | None = None,
     ) -> str:
         return render_chat(
-            self.tokenizer, messages, tools, add_generation_prompt, continue_final_message
+            self.tokenizer,
+            messages,
+            tools,
+            add_generation_prompt,
+            continue_final_message,
+            template_kwargs,
         )
 
     @property
@@ -222,6 +228,7 @@ class RemoteEngineClient(EngineClient):
             "sampling_params": sampling_params_body(s.sampling),
             "rid": rid,
             "stream": True,
+            **logprob_fields(s.sampling),
         }
         if s.namespace is not None:
             body["extra_key"] = s.namespace
@@ -363,10 +370,20 @@ class RemoteEngineClient(EngineClient):
             self._tokens.close()
 
 
+# Sent only when not neutral: a worker that lacks one is not asked for it.
+_PROCESSORS = (
+    "frequency_penalty",
+    "presence_penalty",
+    "repetition_penalty",
+    "min_p",
+    "min_new_tokens",
+)
+
+
 def sampling_params_body(sp: SamplingParams) -> dict[str, Any]:
     """Ours -> SGLang's `sampling_params`. Unset fields are left out: SGLang 0.5.5 types
     `sampling_seed` as a plain int (default 42), not an optional one."""
-    return SamplingParamsModel(
+    body = SamplingParamsModel(
         max_new_tokens=sp.max_new_tokens,
         temperature=sp.temperature,
         top_p=sp.top_p,
@@ -380,7 +397,20 @@ def sampling_params_body(sp: SamplingParams) -> dict[str, Any]:
         regex=sp.regex,
         ebnf=sp.ebnf,
         constrained_prompt_tail=sp.constrained_prompt_tail or None,
-    ).model_dump(exclude_none=True)
+        logit_bias={str(t): b for t, b in sp.logit_bias} or None,
+        **{name: getattr(sp, name) for name in _PROCESSORS},
+    )
+    neutral = {
+        n for n in _PROCESSORS if getattr(body, n) == SamplingParamsModel.model_fields[n].default
+    }
+    return body.model_dump(exclude_none=True, exclude=neutral)
+
+
+def logprob_fields(sp: SamplingParams) -> dict[str, Any]:
+    """The `/generate` fields asking for the output tokens' logprobs, when `sp` wants them."""
+    if not sp.logprobs:
+        return {}
+    return {"return_logprob": True, "top_logprobs_num": sp.top_logprobs}
 
 
 def _http_client(

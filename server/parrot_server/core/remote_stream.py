@@ -22,8 +22,8 @@ from ..engine.errors import (
     EngineUnavailableError,
     InvalidRequestError,
 )
-from ..engine.request import FinishKind, FinishReason, RequestOutput
-from ..sglang_protocol import StreamDecoder, stream_error
+from ..engine.request import FinishKind, FinishReason, RequestOutput, TokenLogprob
+from ..sglang_protocol import StreamDecoder, last_logprobs, stream_error
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +162,11 @@ class RemoteStream:
         if self._decoder.ids_lost and not lost:
             log.warning("engine %s: request %s: its stream lost ids", self._owner.url, self.rid)
         meta = event["meta_info"]
-        return self._output(ids, text, finish_reason_from_sglang(meta.get("finish_reason")), meta)
+        out = self._output(ids, text, finish_reason_from_sglang(meta.get("finish_reason")), meta)
+        entries = last_logprobs(meta, len(ids))
+        if entries is not None:
+            out.logprobs = [TokenLogprob(t, lp, top) for t, lp, top in entries]
+        return out
 
     def _output(self, ids: list[int], text: str, finish: Any, meta: dict) -> RequestOutput:
         prompt = meta.get("prompt_tokens", len(self._prompt_ids))

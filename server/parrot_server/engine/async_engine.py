@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from .engine import Engine, EngineStats
 from .errors import EngineUnavailableError
-from .request import FinishKind, FinishReason, RequestOutput
+from .request import FinishKind, FinishReason, RequestOutput, TokenLogprob
 from .sampling_params import SamplingParams
 from .tokenizer_thread import TokenizerThread
 
@@ -169,9 +169,12 @@ class AsyncEngine:
         """Run a request to its end; one output with all ids and text."""
         ids: list[int] = []
         text: list[str] = []
+        logprobs: list[TokenLogprob] | None = None
         async for out in self.generate(prompt, sampling, **kwargs):
             ids += out.new_token_ids
             text.append(out.new_text)
+            if out.logprobs is not None:
+                logprobs = (logprobs or []) + out.logprobs
         return RequestOutput(
             out.rid,
             ids,
@@ -180,6 +183,7 @@ class AsyncEngine:
             out.prompt_tokens,
             out.completion_tokens,
             out.cached_tokens,
+            logprobs,
         )
 
     async def fill(

@@ -25,7 +25,14 @@ from .model import LoadedModel, load_model
 from .model.loader import weight_dtype
 from .model_runner import ModelRunner
 from .radix_cache import RadixCache
-from .request import FinishKind, FinishReason, Request, RequestOutput, RequestStatus
+from .request import (
+    FinishKind,
+    FinishReason,
+    Request,
+    RequestOutput,
+    RequestStatus,
+    TokenLogprob,
+)
 from .sampling_params import SamplingParams
 from .scheduler import Scheduler
 from .tokenizer import read_chat_template
@@ -82,6 +89,7 @@ class Engine:
             config.kv_pool_tokens,
             config.shared_prefix_min_tokens,
             config.shared_prefix_prefill,
+            tuple(sorted(self.eos_token_ids)),
         )
         self.requests: dict[str, Request] = {}
         self.contexts: dict[str, Context] = {}
@@ -189,6 +197,11 @@ class Engine:
         bad = [t for t in new_ids if not isinstance(t, int) or not 0 <= t < vocab]
         if bad:
             raise InvalidRequestError(f"token ids must be integers in [0, {vocab}); got {bad[:5]}")
+        biased = [t for t, _ in sampling.logit_bias if t >= vocab]
+        if biased:
+            raise InvalidRequestError(
+                f"logit_bias: token ids must be below {vocab}; got {biased[:5]}"
+            )
         room = 0 if prefill_only else 1
         if len(prompt_ids) + room > self.max_context_len:
             raise PromptTooLongError(
@@ -237,18 +250,19 @@ class Engine:
         if batch.chunks:
             tokens = self.runner.run(batch.chunks)
             self.scheduler.commit(batch)
-            for chunk, token in zip(batch.chunks, tokens, strict=True):
+            for chunk, sampled in zip(batch.chunks, tokens, strict=True):
                 req = chunk.request
-                if token is not None:
-                    outputs.append(self._append(req, token))
+                if sampled is not None:
+                    outputs.append(self._append(req, *sampled))
                 elif req.prefill_only and req.num_computed == req.num_tokens:
                     outputs.append(self._finish(req, FinishReason(FinishKind.LENGTH, 0), ""))
             self._totals["steps"] += 1
         self._busy_seconds += time.perf_counter() - t0
         return outputs
 
-    def _append(self, req: Request, token: int) -> RequestOutput:
+    def _append(self, req: Request, token: int, logprob: TokenLogprob | None) -> RequestOutput:
         req.output_ids.append(token)
+        logprobs = None if logprob is None else [logprob]
         self._totals["generated"] += 1
         sp = req.sampling
         text, stop_str = req.detokenizer.step(token)
@@ -262,11 +276,16 @@ class Engine:
         elif len(req.output_ids) >= sp.max_new_tokens or req.num_tokens >= req.max_total_tokens:
             reason = FinishReason(FinishKind.LENGTH, len(req.output_ids))
         if reason is not None:
-            return self._finish(req, reason, text, [token])
-        return self._emit(req, [token], text, None)
+            return self._finish(req, reason, text, [token], logprobs)
+        return self._emit(req, [token], text, None, logprobs)
 
     def _finish(
-        self, req: Request, reason: FinishReason, text: str, new_ids: list[int] | None = None
+        self,
+        req: Request,
+        reason: FinishReason,
+        text: str,
+        new_ids: list[int] | None = None,
+        logprobs: list[TokenLogprob] | None = None,
     ) -> RequestOutput:
         node = self.scheduler.finish(req)
         req.finish_reason = reason
@@ -280,14 +299,27 @@ class Engine:
                     self.cache.unlock(ctx.node)
                 ctx.node, ctx.tokens = node, req.tokens
         text += req.detokenizer.flush()
-        return self._emit(req, new_ids or [], text, reason)
+        return self._emit(req, new_ids or [], text, reason, logprobs)
 
     @staticmethod
     def _emit(
-        req: Request, new_ids: list[int], text: str, reason: FinishReason | None
+        req: Request,
+        new_ids: list[int],
+        text: str,
+        reason: FinishReason | None,
+        logprobs: list[TokenLogprob] | None = None,
     ) -> RequestOutput:
+        if logprobs is None and req.sampling.logprobs:
+            logprobs = []  # asked, no new token (an abort, the window's end)
         out = RequestOutput(
-            req.rid, new_ids, text, reason, len(req.prompt_ids), len(req.output_ids), req.num_cached
+            req.rid,
+            new_ids,
+            text,
+            reason,
+            len(req.prompt_ids),
+            len(req.output_ids),
+            req.num_cached,
+            logprobs,
         )
         if req.on_output is not None:
             req.on_output(out)
@@ -315,6 +347,7 @@ class Engine:
                     out.prompt_tokens,
                     out.completion_tokens,
                     out.cached_tokens,
+                    None if out.logprobs is None else (prev.logprobs or []) + out.logprobs,
                 )
             merged[out.rid] = out
 

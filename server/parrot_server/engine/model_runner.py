@@ -19,7 +19,8 @@ from .grammar import mask_logits
 from .kv_pool import KVPool
 from .model import LlamaModel
 from .paged_attention import PagedAttention
-from .sampler import make_generator, sample
+from .request import TokenLogprob
+from .sampler import SampleRow, make_generator, sample_batch
 from .scheduler import Chunk
 
 log = logging.getLogger(__name__)
@@ -54,8 +55,10 @@ class ModelRunner:
         num_slots: int,
         min_shared_prefix: int = 0,
         share_prefill: bool = False,
+        end_ids: tuple[int, ...] = (),
     ) -> None:
         self.model = model
+        self.end_ids = end_ids  # EOS ids, masked until a request's min_new_tokens
         self.share_prefill = share_prefill
         self.min_shared_prefix = min_shared_prefix  # 0: never use the shared-prefix kernel
         self.shared_prefix_queries = 0  # query tokens served by the shared-prefix kernel
@@ -70,8 +73,9 @@ class ModelRunner:
         )
 
     @torch.inference_mode()
-    def run(self, chunks: list[Chunk]) -> list[int | None]:
-        """Compute the chunks; returns the sampled token of each chunk (None if not sampled)."""
+    def run(self, chunks: list[Chunk]) -> list[tuple[int, TokenLogprob | None] | None]:
+        """Compute the chunks; returns the sampled token of each chunk and its log-probability
+        when the request asked (None if not sampled)."""
         order = sorted(range(len(chunks)), key=lambda i: chunks[i].length != 1)
         ordered = [chunks[i] for i in order]
         ids: list[int] = []
@@ -101,7 +105,7 @@ class ModelRunner:
             if c.sample:
                 ends.append(row - 1)
                 sampled.append(c)
-        result: dict[int, int] = {}
+        result: dict[int, tuple[int, TokenLogprob | None]] = {}
         if sampled:
             logits = self.model.compute_logits(hidden[torch.tensor(ends, device=self.device)])
             logits = logits.float().cpu()
@@ -109,8 +113,10 @@ class ModelRunner:
             for c in sampled:
                 if c.request.rng is None:
                     c.request.rng = make_generator(c.request.sampling)
-            tokens = sample(
-                logits, [c.request.sampling for c in sampled], [c.request.rng for c in sampled]
-            )
+            rows = [
+                SampleRow(r.sampling, r.prompt_ids, r.output_ids, r.rng)
+                for r in (c.request for c in sampled)
+            ]
+            tokens = sample_batch(logits, rows, self.end_ids)
             result = {id(c): t for c, t in zip(sampled, tokens, strict=True)}
         return [result.get(id(c)) for c in chunks]

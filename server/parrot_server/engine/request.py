@@ -50,6 +50,15 @@ class FinishReason:
 
 
 @dataclass
+class TokenLogprob:
+    """A sampled token's log-probability, and the `top` most likely (id, log-probability)."""
+
+    token_id: int
+    logprob: float
+    top: list[tuple[int, float]] = field(default_factory=list)
+
+
+@dataclass
 class RequestOutput:
     """What one step produced for a request: new tokens/text, and the end when it finished."""
 
@@ -60,6 +69,7 @@ class RequestOutput:
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int
+    logprobs: list[TokenLogprob] | None = None  # one per new token, when the request asked
 
 
 @dataclass(eq=False)

@@ -29,6 +29,11 @@ MAX_STOPS = 16
 MAX_STOP_CHARS = 512
 MAX_STOP_TOKEN_IDS = 256
 GREEDY_BELOW_TEMPERATURE = 1e-5
+MAX_PENALTY = 2.0  # frequency/presence: OpenAI's range is [-2, 2]
+MAX_REPETITION_PENALTY = 10.0  # CTRL's: (0, 10]
+MAX_LOGIT_BIAS = 100.0  # OpenAI's: [-100, 100]
+MAX_LOGIT_BIAS_TOKENS = 1024
+MAX_TOP_LOGPROBS = 20  # OpenAI's chat bound
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,19 @@ class SamplingParams:
     sampling_seed: int | None = None  # same seed, same prompt => same output
     ignore_eos: bool = False
     skip_special_tokens: bool = True
+    # Logit processors (sampler.py); each neutral value leaves the row untouched. Penalties as
+    # OpenAI defines them (frequency: per occurrence in the output so far; presence: once per
+    # token in the output), repetition as CTRL (over prompt and output; > 1 discourages).
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    repetition_penalty: float = 1.0
+    min_p: float = 0.0  # drop tokens less likely than min_p times the most likely one
+    logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, added to its logit); a dict too
+    min_new_tokens: int = 0  # EOS and stop_token_ids are masked until this many are out
+    # Log-probabilities of each sampled token (and of the `top_logprobs` best), from the
+    # processed logits before temperature (sampler.py `token_logprobs`).
+    logprobs: bool = False
+    top_logprobs: int = 0
     # At most one constraint on the output (grammar.py): a JSON schema (as JSON text, or a dict),
     # a regular expression, or an EBNF grammar whose start rule is `root`.
     json_schema: str | None = None
@@ -58,6 +76,10 @@ class SamplingParams:
             object.__setattr__(self, "stop", (self.stop,))
         object.__setattr__(self, "stop", tuple(self.stop or ()))
         object.__setattr__(self, "stop_token_ids", tuple(self.stop_token_ids or ()))
+        bias = self.logit_bias
+        if isinstance(bias, dict):
+            bias = bias.items()
+        object.__setattr__(self, "logit_bias", tuple(tuple(kv) for kv in bias or ()))
         if isinstance(self.json_schema, (dict, bool)):
             object.__setattr__(self, "json_schema", json.dumps(self.json_schema))
         self.validate()
@@ -85,6 +107,31 @@ class SamplingParams:
             )
         if any(not isinstance(t, int) or t < 0 for t in self.stop_token_ids):
             raise bad("stop_token_ids must be non-negative integers")
+        for name in ("frequency_penalty", "presence_penalty"):
+            v = getattr(self, name)
+            if not -MAX_PENALTY <= v <= MAX_PENALTY:
+                raise bad(f"{name} must be in [-{MAX_PENALTY}, {MAX_PENALTY}], got {v!r}")
+        if not 0 < self.repetition_penalty <= MAX_REPETITION_PENALTY:
+            raise bad(
+                f"repetition_penalty must be in (0, {MAX_REPETITION_PENALTY}], "
+                f"got {self.repetition_penalty!r}"
+            )
+        if not 0 <= self.min_p <= 1:
+            raise bad(f"min_p must be in [0, 1], got {self.min_p!r}")
+        if len(self.logit_bias) > MAX_LOGIT_BIAS_TOKENS:
+            raise bad(f"logit_bias holds at most {MAX_LOGIT_BIAS_TOKENS} tokens")
+        for pair in self.logit_bias:
+            tok, b = pair if len(pair) == 2 else (None, None)
+            if not isinstance(tok, int) or tok < 0:
+                raise bad(f"logit_bias keys must be token ids (integers >= 0), got {tok!r}")
+            if not isinstance(b, (int, float)) or not -MAX_LOGIT_BIAS <= b <= MAX_LOGIT_BIAS:
+                raise bad(f"logit_bias values must be in [-100, 100], got {b!r} for token {tok}")
+        m = self.min_new_tokens
+        if not isinstance(m, int) or not 0 <= m <= self.max_new_tokens:
+            raise bad(f"min_new_tokens must be an integer in [0, max_new_tokens], got {m!r}")
+        k = self.top_logprobs
+        if not isinstance(k, int) or not 0 <= k <= MAX_TOP_LOGPROBS:
+            raise bad(f"top_logprobs must be an integer in [0, {MAX_TOP_LOGPROBS}], got {k!r}")
         given = [k for k in ConstraintKind if getattr(self, k.value) is not None]
         if len(given) > 1:
             raise bad(f"give at most one of json_schema, regex and ebnf; got {len(given)}")
@@ -104,6 +151,18 @@ class SamplingParams:
         # A temperature this small is greedy in all but name, and dividing logits by it
         # overflows to inf (then NaN probabilities), as SGLang also reasons.
         return self.temperature < GREEDY_BELOW_TEMPERATURE or self.top_k == 1
+
+    @property
+    def penalized(self) -> bool:
+        """Whether any penalty applies (they need the request's tokens so far)."""
+        return bool(
+            self.frequency_penalty or self.presence_penalty or self.repetition_penalty != 1.0
+        )
+
+    @property
+    def processed(self) -> bool:
+        """Whether the logits are changed before sampling (rows without skip that work)."""
+        return self.penalized or bool(self.logit_bias) or self.min_new_tokens > 0
 
     @property
     def constraint(self) -> tuple[ConstraintKind, str] | None:
