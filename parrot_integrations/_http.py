@@ -30,6 +30,7 @@ from .errors import (
     ParrotError,
     ServerError,
 )
+from .protocol.embeddings import EmbeddingRequest, EmbeddingResponse
 from .protocol.errors import ErrorResponse
 from .protocol.native import (
     API_PREFIX,
@@ -406,6 +407,11 @@ def completion_stream(request: CompletionRequest) -> Call[None]:
 
 def list_models() -> Call[ModelList]:
     return Call("GET", f"{OPENAI_PREFIX}/models", _model(ModelList))
+
+
+def embeddings(input: Any, model: str, options: dict[str, Any]) -> Call[EmbeddingResponse]:
+    json = body(EmbeddingRequest, input=input, model=model, **options)
+    return Call("POST", f"{OPENAI_PREFIX}/embeddings", _model(EmbeddingResponse), json=json)
 
 
 # -- tokenizer endpoints (vLLM's) ----------------------------------------------------------------

@@ -12,7 +12,6 @@ trailing `/v1` accepted), API key, retries and typed exceptions (`InvalidRequest
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -35,8 +34,6 @@ from llama_index.core.llms.llm import ToolSelection
 from llama_index.core.tools import BaseTool
 
 from .. import _http
-from ..async_client import AsyncParrotClient
-from ..client import ParrotClient
 from ..errors import NotFoundError
 from ..protocol.openai import (
     ChatCompletion,
@@ -45,6 +42,7 @@ from ..protocol.openai import (
     CompletionRequest,
 )
 from ..protocol.openai_tools import named_choice
+from ._connection import ServerConnection
 from ._convert import (
     ChatStream,
     as_chat,
@@ -64,7 +62,7 @@ from .tokenizer import ParrotTokenizer
 log = logging.getLogger(__name__)
 
 
-class Parrot(FunctionCallingLLM):
+class Parrot(FunctionCallingLLM, ServerConnection):
     """Parrot's served model as a LlamaIndex chat LLM (drop-in for `OpenAILike`).
 
     ```python
@@ -86,19 +84,10 @@ class Parrot(FunctionCallingLLM):
     model: str = Field(
         default="default", description="Served model name; 'default' is the server's model."
     )
-    api_base: str = Field(
-        default_factory=lambda: _http.normalize_base_url(None),
-        description="Parrot server root ($PARROT_BASE_URL); a trailing /v1 is accepted.",
-    )
-    api_key: str | None = Field(
-        default=None, exclude=True, description="Bearer API key ($PARROT_API_KEY)."
-    )
     temperature: float = Field(default=0.1, ge=0.0, le=2.0, description="0 is greedy.")
     max_tokens: int | None = Field(
         default=None, gt=0, description="Tokens to generate; None: up to the context window."
     )
-    timeout: float = Field(default=60.0, ge=0, description="Seconds per HTTP request.")
-    max_retries: int = Field(default=2, ge=0, description="Retries on 429/503/connect errors.")
     additional_kwargs: dict[str, Any] = Field(
         default_factory=dict,
         description="More request fields (top_p, seed, stop, criteria, session_id, ...).",
@@ -110,62 +99,12 @@ class Parrot(FunctionCallingLLM):
         default=True, description="Use /v1/chat/completions (the chat template) for complete."
     )
 
-    _client: ParrotClient | None = PrivateAttr(default=None)
-    # An httpx.AsyncClient belongs to the loop it first ran on: one per loop (asyncio.run()
-    # twice, as LlamaIndex's sync wrappers do, must not reuse a dead loop's connections).
-    _aclients: dict[int, tuple[asyncio.AbstractEventLoop, AsyncParrotClient]] = PrivateAttr(
-        default_factory=dict
-    )
     # What the server said ("name", "window"), asked once; the fields override it.
     _server_meta: dict[str, Any] = PrivateAttr(default_factory=dict)
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        # Validated now: a bad URL is an error at construction, not at the first call.
-        self.api_base = _http.normalize_base_url(self.api_base)
 
     @classmethod
     def class_name(cls) -> str:
         return "Parrot_llm"
-
-    # -- clients ----------------------------------------------------------------------------------
-    def _client_kwargs(self) -> dict[str, Any]:
-        return {
-            "base_url": self.api_base,
-            "api_key": self.api_key,
-            "timeout": self.timeout,
-            "max_retries": self.max_retries,
-        }
-
-    @property
-    def client(self) -> ParrotClient:
-        if self._client is None:
-            self._client = ParrotClient(**self._client_kwargs())
-        return self._client
-
-    @property
-    def aclient(self) -> AsyncParrotClient:
-        loop = asyncio.get_running_loop()
-        # Forget clients of closed loops (their connections died with them).
-        for key, (old, _) in list(self._aclients.items()):
-            if old.is_closed():
-                del self._aclients[key]
-        entry = self._aclients.get(id(loop))
-        if entry is None or entry[0] is not loop:
-            entry = (loop, AsyncParrotClient(**self._client_kwargs()))
-            self._aclients[id(loop)] = entry
-        return entry[1]
-
-    def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
-
-    async def aclose(self) -> None:
-        self.close()
-        entry = self._aclients.pop(id(asyncio.get_running_loop()), None)
-        if entry is not None:
-            await entry[1].aclose()
 
     # -- metadata ---------------------------------------------------------------------------------
     def _served_name(self) -> str:
