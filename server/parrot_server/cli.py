@@ -340,9 +340,13 @@ def _serve(args: argparse.Namespace) -> int:
         core = ServeCore(LocalEngineClient(engine), config, names)
     embeddings = None  # started after the engine: see EmbeddingWorker on torch threads
     if embedding_model is not None:
-        embeddings = EmbeddingService.start(
-            embedding_model, args.embedding_threads, config.max_value_chars
-        )
+        try:
+            embeddings = EmbeddingService.start(
+                embedding_model, args.embedding_threads, config.max_value_chars
+            )
+        except ValueError as exc:
+            print(f"parrot: --embedding-threads: {exc}", file=sys.stderr)
+            return 2
     app = create_app(core, engine, processes=procs, keys=keys, embeddings=embeddings)
     serve(
         app,

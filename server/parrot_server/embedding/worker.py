@@ -7,11 +7,11 @@ inputs, taken first-come first-served across requests: concurrent small requests
 and a large one is cut into passes other requests can slip between.
 
 torch threads: with OpenMP, `torch.set_num_threads` sets the calling thread's team size (and
-the count threads that first run torch later start from). The chat engine's thread set its own
-while building the engine; this thread sets `threads` of its own (`--embedding-threads`, a
-quarter of the cores by default), so an embedding pass competes with the engine's steps for
-that share of the cores only. Started after the engine is built, so the engine's thread has
-taken its count first.
+the count threads that first run torch later start from, which the constructor puts back). The
+chat engine's thread set its own while building the engine; this thread sets `threads` of its
+own (`--embedding-threads`, a quarter of the cores by default), so an embedding pass competes
+with the engine's steps for that share of the cores only. Started after the engine is built,
+so the engine's thread has taken its count first.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from ..core.errors import ServerShuttingDownError
 from ..engine.errors import EngineUnavailableError
@@ -88,8 +89,9 @@ class EmbeddingWorker:
         max_batch: int = MAX_BATCH,
         device: str = "cpu",
     ) -> None:
-        if threads < 1 or max_batch < 1:
-            raise ValueError(f"threads and max_batch must be >= 1, got {threads}, {max_batch}")
+        for what, value in (("threads", threads), ("max_batch", max_batch)):
+            if value < 1:
+                raise ValueError(f"{what} must be >= 1, got {value}")
         self.info = info
         self.threads = threads
         self.max_batch = max_batch
@@ -98,8 +100,12 @@ class EmbeddingWorker:
         self._ready = threading.Condition()
         self._stopping = False
         self._error: Exception | None = None
+        self._threads_set = threading.Event()
+        count = torch.get_num_threads()  # what threads that first run torch later start from
         self._thread = threading.Thread(target=self._run, name="parrot-embeddings", daemon=True)
         self._thread.start()
+        self._threads_set.wait()
+        torch.set_num_threads(count)  # so that count stays as it was for them
 
     # -- event loop side ------------------------------------------------------------------------
     async def embed(self, inputs: Sequence[Input]) -> Embedded:
@@ -157,10 +163,9 @@ class EmbeddingWorker:
             return batch
 
     def _run(self) -> None:
-        import torch
-
         torch.get_num_threads()  # this thread's first torch call: its lazy thread setup is done
         torch.set_num_threads(self.threads)  # so nothing later resets its count
+        self._threads_set.set()
         try:
             embedder = Embedder(self.info, self.device)
         except Exception as exc:  # a broken folder: answer 503 with the cause, keep serving chat
