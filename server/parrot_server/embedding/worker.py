@@ -99,7 +99,7 @@ class EmbeddingWorker:
         self._queue: deque[tuple[_Job, int]] = deque()
         self._ready = threading.Condition()
         self._stopping = False
-        self._error: Exception | None = None
+        self._load_error: str | None = None  # why the model failed to load
         self._threads_set = threading.Event()
         count = torch.get_num_threads()  # what threads that first run torch later start from
         self._thread = threading.Thread(target=self._run, name="parrot-embeddings", daemon=True)
@@ -120,8 +120,8 @@ class EmbeddingWorker:
             len(inputs),
         )
         with self._ready:
-            if self._error is not None:
-                raise self._error
+            if self._load_error is not None:
+                raise EmbeddingModelUnavailableError(self._load_error)
             if self._stopping:
                 raise ServerShuttingDownError("the server is shutting down")
             self._queue.extend((job, i) for i in range(len(inputs)))
@@ -171,10 +171,8 @@ class EmbeddingWorker:
         except Exception as exc:  # a broken folder: answer 503 with the cause, keep serving chat
             log.exception("embedding model %s failed to load", self.info.path)
             with self._ready:
-                self._error = EmbeddingModelUnavailableError(
-                    f"the embedding model {self.info.name} failed to load: {exc}"
-                )
-                self._fail_queued(self._error)
+                self._load_error = f"the embedding model {self.info.name} failed to load: {exc}"
+                self._fail_queued(EmbeddingModelUnavailableError(self._load_error))
             return
         log.info(
             "embedding model %s loaded from %s (%d dimensions, inputs cut at %d tokens, "
