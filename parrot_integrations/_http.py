@@ -27,6 +27,7 @@ from ._sse import SSE_DONE as SSE_DONE
 from ._sse import parse_openai_sse_line as parse_openai_sse_line
 from ._sse import parse_sse_line as parse_sse_line
 from .errors import InvalidRequestError, ServerError
+from .protocol.embeddings import EmbeddingRequest, EmbeddingResponse
 from .protocol.native import (
     API_PREFIX,
     CallInfo,
@@ -297,6 +298,11 @@ def completion_stream(request: CompletionRequest) -> Call[None]:
 
 def list_models() -> Call[ModelList]:
     return Call("GET", f"{OPENAI_PREFIX}/models", _model(ModelList))
+
+
+def embeddings(input: Any, model: str, options: dict[str, Any]) -> Call[EmbeddingResponse]:
+    json = body(EmbeddingRequest, input=input, model=model, **options)
+    return Call("POST", f"{OPENAI_PREFIX}/embeddings", _model(EmbeddingResponse), json=json)
 
 
 # -- tokenizer endpoints (vLLM's) ----------------------------------------------------------------

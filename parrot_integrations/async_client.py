@@ -12,6 +12,7 @@ from pydantic import BaseModel
 
 from . import _http
 from .errors import APIConnectionError
+from .protocol.embeddings import EmbeddingResponse
 from .protocol.native import (
     CallInfo,
     CallSpec,
@@ -174,6 +175,16 @@ class AsyncParrotClient:
     async def list_models(self) -> ModelList:
         """`GET /v1/models`: the served model."""
         return await self._call(_http.list_models())
+
+    async def embeddings(
+        self,
+        input: str | Sequence[str] | Sequence[int] | Sequence[Sequence[int]],
+        *,
+        model: str,
+        **options: Any,
+    ) -> EmbeddingResponse:
+        """As `ParrotClient.embeddings`, awaited."""
+        return await self._call(_http.embeddings(input, model, options))
 
     # -- tokenizer (/tokenize, /detokenize) -----------------------------------------------------
     async def tokenize(

@@ -11,6 +11,7 @@ from pydantic import BaseModel
 
 from . import _http
 from .errors import APIConnectionError
+from .protocol.embeddings import EmbeddingResponse
 from .protocol.native import (
     CallInfo,
     CallSpec,
@@ -181,6 +182,19 @@ class ParrotClient:
     def list_models(self) -> ModelList:
         """`GET /v1/models`: the served model."""
         return self._call(_http.list_models())
+
+    def embeddings(
+        self,
+        input: str | Sequence[str] | Sequence[int] | Sequence[Sequence[int]],
+        *,
+        model: str,
+        **options: Any,
+    ) -> EmbeddingResponse:
+        """`POST /v1/embeddings`: the vectors of `input` (a text, a list of texts, or token
+        ids of the embedding model's vocabulary: one list, or a list of lists) from the
+        embedding model served as `model` (listed by `list_models`). `options`: the other
+        fields of `EmbeddingRequest` (`encoding_format`, `dimensions`, `user`)."""
+        return self._call(_http.embeddings(input, model, options))
 
     # -- tokenizer (/tokenize, /detokenize) -----------------------------------------------------
     def tokenize(

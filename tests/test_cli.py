@@ -8,6 +8,7 @@ import subprocess
 import httpx
 import pytest
 
+from parrot_server.embedding.packaged import packaged_model_dir
 from parrot_server.spawn import ServerProcess, free_port, parrot_command
 
 CLI = parrot_command()
@@ -24,6 +25,7 @@ def test_help_explains_every_flag_and_its_env_var():
         ("--session-ttl", "PARROT_SESSION_TTL"),
         ("--api-key", "PARROT_API_KEY"),
         ("--max-inflight-calls", "PARROT_MAX_INFLIGHT_CALLS"),
+        ("--embedding-model", "PARROT_EMBEDDING_MODEL"),
     ]:
         assert flag in text and env in text
     assert "default: 127.0.0.1" in text and "default: 8000" in text and "--config" in text
@@ -43,6 +45,17 @@ def test_bad_config_file_is_refused_without_a_traceback(tmp_path):
     assert out.returncode != 0 and "cannot read config file" in out.stderr + out.stdout
 
 
+def test_an_embedding_model_folder_that_is_not_one_is_refused_at_start(tmp_path):
+    out = subprocess.run(
+        [*CLI, "serve", "--embedding-model", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert f"--embedding-model: no model config.json in {tmp_path}" in out.stderr
+
+
 @pytest.mark.slow
 def test_config_file_env_and_api_key(tmp_path):
     port = free_port()
@@ -52,6 +65,9 @@ def test_config_file_env_and_api_key(tmp_path):
         'session-ttl = 99\nmax-sessions = 3\nserved-model-name = "smol, tiny"\n'
     )
     env = os.environ | {"PARROT_MAX_SESSIONS": "2"}  # env beats the file
+    # The packaged embedding model's folder, given as a path: served under the folder's name.
+    embedding_dir = packaged_model_dir()
+    env["PARROT_EMBEDDING_MODEL"] = str(embedding_dir)
     command = [*CLI, "serve", "--config", str(cfg), "--log-level", "warning"]
     url = f"http://127.0.0.1:{port}"
     server = ServerProcess.start("parrot serve", command, url, tmp_path / "serve.log", env=env)
@@ -72,10 +88,19 @@ def test_config_file_env_and_api_key(tmp_path):
         assert full.status_code == 429 and "at most 2 sessions" in full.json()["error"]["message"]
         assert httpx.get(url + "/v1/models").status_code == 401
         assert httpx.get(url + "/health").status_code == 200  # the one public route
-        cards = httpx.get(url + "/v1/models", headers=auth).json()["data"]
+        *cards, embedding_card = httpx.get(url + "/v1/models", headers=auth).json()["data"]
         assert [c["id"] for c in cards] == ["smol", "tiny"]
         assert {c["max_model_len"] for c in cards} == {1024}
         assert all(c["root"].endswith(".gguf") for c in cards)
+        # --served-model-name names the chat model only; the key guards /v1/embeddings too.
+        assert embedding_card["id"] == embedding_dir.name
+        assert embedding_card["root"] == str(embedding_dir)
+        embed = {"model": embedding_dir.name, "input": "hi"}
+        assert httpx.post(url + "/v1/embeddings", json=embed).status_code == 401
+        vectors = httpx.post(url + "/v1/embeddings", json=embed, headers=auth, timeout=60)
+        assert vectors.status_code == 200 and len(vectors.json()["data"][0]["embedding"]) == 384
+        misnamed = httpx.post(url + "/v1/embeddings", json=embed | {"model": "smol"}, headers=auth)
+        assert misnamed.status_code == 404
         body = {"prompt": "Hi", "max_tokens": 1}
         done = httpx.post(url + "/v1/completions", json=body | {"model": "tiny"}, headers=auth)
         assert done.json()["model"] == "tiny"

@@ -55,7 +55,9 @@ def _wait_idle(base_url: str, within: float = 10.0) -> None:
 
 def test_models_list_and_retrieve(client, model):
     models = client.models.list()
-    assert [m.id for m in models.data] == [model] and models.data[0].object == "model"
+    # The chat model, then the embedding model served beside it.
+    assert [m.id for m in models.data] == [model, "all-MiniLM-L6-v2"]
+    assert models.data[0].object == "model"
     assert client.models.retrieve(model).id == model
     with pytest.raises(openai.NotFoundError, match="does not exist"):
         client.models.retrieve("gpt-4o")

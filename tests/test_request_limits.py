@@ -28,6 +28,7 @@ def server(parrot_process):
         *("--kv-pool-tokens", "4096", "--max-context-len", "512", "--log-level", "warning"),
         *("--max-request-bytes", str(LIMIT), "--request-body-timeout", str(BODY_TIMEOUT)),
         *("--max-sessions", "1", "--max-running-requests", "1", "--max-queued-requests", "1"),
+        "--no-embedding-model",
     ]
     server = parrot_process(["serve", *flags], "limits").wait_healthy()
     yield server
@@ -127,6 +128,14 @@ def test_bodies_within_the_limit_reach_their_routes(url):
     assert resp.status_code == 400 and "characters" in message and "context window" in message
     ok = httpx.post(f"{url}/v1/completions", json={"prompt": "Hi", "max_tokens": 1}, timeout=60)
     assert ok.status_code == 200
+
+
+@pytest.mark.slow
+def test_without_an_embedding_model_the_route_says_how_to_enable_one(url):
+    resp = httpx.post(f"{url}/v1/embeddings", json={"model": "all-MiniLM-L6-v2", "input": "hi"})
+    assert resp.status_code == 404 and "--embedding-model" in resp.json()["error"]["message"]
+    models = httpx.get(f"{url}/v1/models").json()["data"]
+    assert "all-MiniLM-L6-v2" not in [m["id"] for m in models]
 
 
 @pytest.mark.slow

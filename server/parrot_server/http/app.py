@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from ..core.config import ServeConfig
 from ..core.serve_core import ServeCore
 from ..core.tenants import KeyTable
+from ..embedding_service import EmbeddingService
 from ..engine.async_engine import AsyncEngine
 from ..engine_processes import EngineProcesses
 from ..engine_service import EngineService
@@ -19,6 +20,7 @@ from ..tokenize_service import TokenizeService
 from .auth import install_auth
 from .body_limit import install_body_limit
 from .draining import install_draining
+from .embedding_routes import router as embedding_router
 from .engine_routes import health_router as engine_health_router
 from .engine_routes import router as engine_router
 from .errors import install_error_handlers
@@ -60,11 +62,13 @@ def create_app(
     engine: AsyncEngine | None = None,
     processes: EngineProcesses | None = None,
     keys: KeyTable | None = None,
+    embeddings: EmbeddingService | None = None,
 ) -> FastAPI:
     """The ServeCore app. With the embedded `engine`, its SGLang routes (`/generate`, ...) are
     served too, for clients that speak SGLang's protocol. `processes`, the local engine
     processes the core drives, run around the core's life (started before it, stopped after).
-    `keys`: who may call (an empty table, the default, leaves the server open)."""
+    `keys`: who may call (an empty table, the default, leaves the server open). `embeddings`:
+    the embedding model's service (`/v1/embeddings`; None: that route is a 404)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -94,6 +98,11 @@ def create_app(
     app.include_router(native_router)
     app.include_router(openai_router)
     app.include_router(tokenize_router)
+    app.state.embedding_service = embeddings
+    app.include_router(embedding_router)
+    if embeddings is not None:
+        core.models.other_cards.append(embeddings.card(core.models.created))
+        core.stop_hooks.append(embeddings.worker.stop)
     if engine is not None:
         loaded = engine.engine.loaded
         app.state.engine_service = service = EngineService(
