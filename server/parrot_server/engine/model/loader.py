@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ from .config import HF_ARCHITECTURES, ModelConfig
 from .errors import ModelLoadError, ModelNotFoundError, UnsupportedModelError
 from .gguf import convert_gguf
 from .llama import LlamaModel
+from .naming import dir_model_name, gguf_file_name, gguf_model_name
 from .weights import from_hf_state_dict
 
 __all__ = [
@@ -98,11 +100,11 @@ def load_model(
     given = default_model_path() if path is None else Path(path)
     src = given.expanduser()
     if not src.exists():
-        raise ModelNotFoundError(given, "no such file or directory")
+        raise ModelNotFoundError(given, _missing_reason(str(path), src))
     if src.is_dir():
-        hf_dir, name = src, src.resolve().name
+        hf_dir, name = src, dir_model_name(src)
     else:
-        hf_dir, name = gguf_cache_dir(src, cache_dir), _gguf_model_name(src)
+        hf_dir, name = gguf_cache_dir(src, cache_dir), gguf_model_name(src)
     config = _read_config(hf_dir, given)
     if dtype is None and src.is_file() and torch.device(device).type == "cpu" and _kernel_ready():
         model = _build_compact_model(config, src, given)
@@ -117,6 +119,19 @@ def load_model(
 
 
 _QUANTISED = (QuantLinear, QuantEmbedding)
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # "Org/Name", as the Hugging Face Hub names
+
+
+def _missing_reason(given: str, src: Path) -> str:
+    """Why a model path that does not exist cannot load, with what to pass instead."""
+    if _HUB_ID.fullmatch(given) and not given.endswith(".gguf"):
+        return (
+            f"no such file or directory ({src.absolute()}); it looks like a Hugging Face Hub id, "
+            "and Parrot never downloads models. Pass a GGUF file or a local HF safetensors "
+            f"folder (e.g. `huggingface-cli download {given} --local-dir DIR`, then "
+            "`--model DIR`), or no --model for the bundled SmolLM2-135M-Instruct"
+        )
+    return f"no such file or directory ({src.absolute()})"
 
 
 def weight_dtype(name: str) -> torch.dtype | None:
@@ -150,21 +165,17 @@ def _cache_root(cache_dir: str | Path | None) -> Path:
     return Path(root).expanduser()
 
 
-def _gguf_model_name(path: Path) -> str:
-    """File stem without a llama.cpp quantisation suffix: "X.Q4_1.gguf" -> "X"."""
-    return re.sub(r"[.-](I?Q\d\w*|F16|BF16|F32)$", "", path.stem, flags=re.IGNORECASE)
-
-
 def gguf_cache_dir(path: Path, cache_dir: str | Path | None = None) -> Path:
     """The HF-format directory converted from GGUF `path`, converting it if not cached yet."""
     st, resolved = path.stat(), path.resolve()
     ident = f"{CACHE_VERSION}:{resolved}:{st.st_size}:{st.st_mtime_ns}"
-    key = f"{_gguf_model_name(path)}-{hashlib.sha256(ident.encode()).hexdigest()[:16]}"
+    key = f"{gguf_file_name(path)}-{hashlib.sha256(ident.encode()).hexdigest()[:16]}"
     root = _cache_root(cache_dir)
     final = root / key
     if final.is_dir():
         return final
-    log.info("first load of %s: converting it into %s", path, final)
+    log.info("first load of %s: converting it once into %s", path, final)
+    start = time.monotonic()
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))
     try:
@@ -178,6 +189,7 @@ def gguf_cache_dir(path: Path, cache_dir: str | Path | None = None) -> Path:
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    log.info("converted %s in %.1f s", path.name, time.monotonic() - start)
     return final
 
 
