@@ -37,6 +37,7 @@ from parrot_integrations.protocol.openai_tools import FunctionCallDelta, ToolCal
 
 from .core.engine_client import EngineClient, OutputStream, default_max_tokens
 from .core.errors import ServerShuttingDownError
+from .core.metered_stream import MeteredStream
 from .core.metrics import Metrics
 from .core.objective import priority_of
 from .core.served_models import ServedModels
@@ -240,6 +241,8 @@ class OpenAIService:
             if self.metrics is not None:
                 self.metrics.observe("openai", objective, "error", time.monotonic() - start, None)
             raise
+        if self.metrics is not None:
+            stream = MeteredStream(stream, self.metrics)
         return _Run(stream, self.metrics, objective, start, self._live)
 
     def _check(self, req: SamplingRequest, tenant: Tenant) -> str:

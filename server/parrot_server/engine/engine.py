@@ -235,6 +235,10 @@ class Engine:
         batch = self.scheduler.schedule()
         outputs = [self._finish(r, FinishReason(FinishKind.LENGTH, 0), "") for r in batch.completed]
         if batch.chunks:
+            now = time.monotonic()
+            for chunk in batch.chunks:
+                if chunk.request.queued_seconds is None:
+                    chunk.request.queued_seconds = now - chunk.request.arrival_time
             tokens = self.runner.run(batch.chunks)
             self.scheduler.commit(batch)
             for chunk, token in zip(batch.chunks, tokens, strict=True):
@@ -287,7 +291,14 @@ class Engine:
         req: Request, new_ids: list[int], text: str, reason: FinishReason | None
     ) -> RequestOutput:
         out = RequestOutput(
-            req.rid, new_ids, text, reason, len(req.prompt_ids), len(req.output_ids), req.num_cached
+            req.rid,
+            new_ids,
+            text,
+            reason,
+            len(req.prompt_ids),
+            len(req.output_ids),
+            req.num_cached,
+            req.queued_seconds if reason is not None else None,
         )
         if req.on_output is not None:
             req.on_output(out)

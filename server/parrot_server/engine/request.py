@@ -60,6 +60,8 @@ class RequestOutput:
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int
+    # On the final output of an engine that measures it: arrival to first scheduled step.
+    queued_seconds: float | None = None
 
 
 @dataclass(eq=False)
@@ -74,6 +76,7 @@ class Request:
     prefill_only: bool = False  # a fill: compute the prompt's KV, sample nothing
     arrival: int = field(default_factory=lambda: next(_arrivals))
     arrival_time: float = field(default_factory=time.monotonic)
+    queued_seconds: float | None = None  # arrival to its first scheduled step, once scheduled
 
     output_ids: list[int] = field(default_factory=list)
     status: RequestStatus = RequestStatus.WAITING
