@@ -126,13 +126,15 @@ def log_engines(args: argparse.Namespace, local_urls: list[str]) -> None:
     """`parrot serve` driving engines in other processes: which, and how calls are placed (each
     engine's model is logged as it registers)."""
     urls = [*local_urls, *args.engine_url]
+    local = f"{len(local_urls)} local `parrot engine` processes"
+    if local_urls:
+        local += f" ({args.model or 'the bundled SmolLM2-135M-Instruct'})"
     log.info(
-        "engines: %d local `parrot engine` processes, %d attached (%s); placement %s; model %s",
-        len(local_urls),
+        "engines: %s, %d attached (%s); placement %s",
+        local,
         len(args.engine_url),
         ", ".join(urls),
         args.placement,
-        args.model or "the default (bundled SmolLM2-135M-Instruct)",
         extra={"engines": urls, "placement": args.placement},
     )
 
