@@ -8,7 +8,7 @@ import shutil
 import pytest
 import torch
 
-from parrot_server.engine.model import default_model_path, load_model
+from parrot_server.engine.model import ModelNotFoundError, default_model_path, load_model
 from parrot_server.engine.model.gguf import gguf_field, read_gguf
 from parrot_server.engine.model.loader import gguf_cache_dir
 from parrot_server.engine.model.naming import dir_model_name, gguf_model_name
@@ -54,3 +54,12 @@ def test_a_snapshot_loads_under_its_repository_name(tmp_path):
     shutil.copytree(gguf_cache_dir(default_model_path()), snap)
     loaded = load_model(snap, dtype=torch.float32)
     assert loaded.name == "Org/Smol" and loaded.path == snap
+
+
+def test_a_missing_model_names_its_path_and_a_hub_id_what_to_pass(tmp_path):
+    missing = tmp_path / "nope"
+    with pytest.raises(ModelNotFoundError, match=str(missing)):
+        load_model(missing)
+    with pytest.raises(ModelNotFoundError, match="never downloads") as info:
+        load_model("Org/Some-Model")
+    assert "huggingface-cli download Org/Some-Model --local-dir DIR" in str(info.value)

@@ -14,7 +14,7 @@ import sys
 
 from .cli_config import Options, load_config, log_setup
 from .core.tenants import DEFAULT_PUBLIC_PATHS, KeyTable, TenantConfigError
-from .startup import build_engine, listen, log_engines, log_served
+from .startup import build_engine, check_model, listen, log_engines, log_served
 
 
 def _add_access_args(_option: Options) -> None:
@@ -269,6 +269,9 @@ def _serve(args: argparse.Namespace) -> int:
     if args.engines < 1:
         print(f"parrot: --engines must be >= 1, got {args.engines}", file=sys.stderr)
         return 2
+    local_model = args.engines > 1 or not args.engine_url
+    if local_model and not check_model(args):
+        return 2
     sock = listen(args)  # before the heavy imports and the model: a taken port fails at once
     if sock is None:
         return 1
@@ -317,6 +320,8 @@ def _serve_engine(args: argparse.Namespace) -> int:
         if not value > 0:
             print(f"parrot: {flag} must be > 0, got {value!r}", file=sys.stderr)
             return 2
+    if not check_model(args):
+        return 2
     sock = listen(args)
     if sock is None:
         return 1

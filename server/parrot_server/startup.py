@@ -44,6 +44,17 @@ def listen(args: argparse.Namespace) -> socket.socket | None:
     return sock
 
 
+def check_model(args: argparse.Namespace) -> bool:
+    """False (message printed) when `--model` names nothing here, for a model loaded on this
+    machine (the embedded engine, `--engines N`); before any import of the engine."""
+    from .engine.model_source import missing_reason
+
+    why = None if args.model is None else missing_reason(args.model)
+    if why is not None:
+        print(f"parrot: cannot load model {args.model!r}: {why}", file=sys.stderr)
+    return why is None
+
+
 def build_engine(args: argparse.Namespace) -> AsyncEngine | None:
     """The embedded engine on its worker thread, or None (message printed) if loading fails."""
     from .engine.async_engine import AsyncEngine

@@ -13,7 +13,6 @@ import importlib.util
 import json
 import logging
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -26,6 +25,7 @@ from safetensors.torch import load_file
 
 from parrot_kernels import cpu_ops
 
+from ..model_source import missing_reason
 from ..tokenizer import TokenizerNotFoundError, load_hf_tokenizer
 from .compact import (
     QuantEmbedding,
@@ -99,8 +99,9 @@ def load_model(
     """
     given = default_model_path() if path is None else Path(path)
     src = given.expanduser()
-    if not src.exists():
-        raise ModelNotFoundError(given, _missing_reason(str(path), src))
+    missing = missing_reason(given)
+    if missing is not None:
+        raise ModelNotFoundError(given, missing)
     if src.is_dir():
         hf_dir, name = src, dir_model_name(src)
     else:
@@ -119,19 +120,6 @@ def load_model(
 
 
 _QUANTISED = (QuantLinear, QuantEmbedding)
-_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # "Org/Name", as the Hugging Face Hub names
-
-
-def _missing_reason(given: str, src: Path) -> str:
-    """Why a model path that does not exist cannot load, with what to pass instead."""
-    if _HUB_ID.fullmatch(given) and not given.endswith(".gguf"):
-        return (
-            f"no such file or directory ({src.absolute()}); it looks like a Hugging Face Hub id, "
-            "and Parrot never downloads models. Pass a GGUF file or a local HF safetensors "
-            f"folder (e.g. `huggingface-cli download {given} --local-dir DIR`, then "
-            "`--model DIR`), or no --model for the bundled SmolLM2-135M-Instruct"
-        )
-    return f"no such file or directory ({src.absolute()})"
 
 
 def weight_dtype(name: str) -> torch.dtype | None:
