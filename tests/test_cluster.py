@@ -238,6 +238,9 @@ def test_serve_attaches_a_running_engine_by_url(parrot_process):
     with ParrotClient(front.url) as client, client.session() as s:
         assert fact(s, topic="the moon").get(timeout=120)
     assert _engine_stats(engine.url)["generated_tokens_total"] - before == 16  # ignore_eos
+    # The front counts the tokens its engines answered, under the model's name.
+    counted = 'parrot_generated_tokens_total{model_name="SmolLM2-135M-Instruct"} 16.0'
+    assert counted in httpx.get(f"{front.url}/metrics").text.splitlines()
     # The front has no engine of its own, so it serves no SGLang /generate route.
     assert httpx.post(f"{front.url}/generate", json={"text": "x"}).status_code == 404
     front.stop()

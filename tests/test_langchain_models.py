@@ -85,6 +85,17 @@ def test_ls_params_and_identity():
     assert m._llm_type == "parrot-chat" and ParrotLLM()._llm_type == "parrot"
 
 
+@pytest.mark.slow
+def test_ls_model_name_is_the_served_name(chat, llm):
+    """Traces name the model the server serves, as its answers do, not the `default` alias."""
+    served = chat.client.list_models().data[0].id
+    assert served != "default"
+    assert chat._get_ls_params()["ls_model_name"] == served
+    assert llm._get_ls_params()["ls_model_name"] == served
+    assert chat.invoke("Hi").response_metadata["model_name"] == served
+    assert chat._get_ls_params(model="other")["ls_model_name"] == "other"
+
+
 # -- chat -----------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_chat_invoke_usage_and_cached_tokens(chat):

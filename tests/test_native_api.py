@@ -8,6 +8,7 @@ import time
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 API = "/api/v1"
 GREEDY = {"max_tokens": 8, "temperature": 0}
@@ -257,9 +258,10 @@ def test_health_and_metrics(server_url):
 
 
 def _cached_prompt_tokens(server_url: str) -> float:
-    for line in httpx.get(server_url + "/metrics").text.splitlines():
-        if line.startswith("parrot_cached_prompt_tokens_total "):
-            return float(line.split()[1])
+    text = httpx.get(server_url + "/metrics").text
+    for family in text_string_to_metric_families(text):
+        if family.name == "parrot_cached_prompt_tokens":
+            return sum(s.value for s in family.samples if s.name.endswith("_total"))
     raise AssertionError("parrot_cached_prompt_tokens_total missing from /metrics")
 
 

@@ -241,7 +241,8 @@ def test_metrics_count_openai_requests(client, model, base_url):
     client.completions.create(model=model, prompt="Hi", max_tokens=2)
     assert ok_count() == before + 1
     text = httpx.get(f"{base_url}/metrics", timeout=10).text
-    assert 'parrot_time_to_first_token_seconds_count{api="openai",objective="none"}' in text
+    ttft = 'parrot_time_to_first_token_seconds_count{api="openai",model_name="%s",objective="none"}'
+    assert ttft % model in text
 
 
 # -- errors -----------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
@@ -28,6 +29,29 @@ log = logging.getLogger(__name__)
 
 DISABLE_ENV = "PARROT_CPU_EXTENSION"  # "0": never build or load any of them
 CSRC = Path(__file__).parent / "csrc"
+HEARTBEAT_SECONDS = 30.0  # between "still building" lines
+
+
+class _Heartbeat:
+    """While its block runs, logs `what` and the time so far every `HEARTBEAT_SECONDS`."""
+
+    def __init__(self, what: str, enabled: bool = True) -> None:
+        self.what, self.enabled = what, enabled
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="parrot-heartbeat", daemon=True)
+
+    def _beat(self) -> None:
+        start = time.monotonic()
+        while not self._done.wait(HEARTBEAT_SECONDS):
+            log.info("%s (%.0f s so far)", self.what, time.monotonic() - start)
+
+    def __enter__(self) -> _Heartbeat:
+        if self.enabled:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
 
 
 class CppExtension:
@@ -60,10 +84,23 @@ class CppExtension:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
-    def _build(self) -> ModuleType:
+    def _build(self) -> tuple[ModuleType, bool]:
+        """The module, and whether it came from the cache (no compiler ran)."""
+        build_dir = self._build_dir()
+        # A first build takes minutes (or a rebuild after the sources changed): say so, and
+        # keep saying it, so a slow start is not mistaken for a hang.
+        built = build_dir / f"{self.name}.so"
+        sources = [p for p in CSRC.iterdir() if p.suffix in (".cpp", ".h")]
+        fresh = built.is_file() and built.stat().st_mtime >= max(p.stat().st_mtime for p in sources)
+        if not fresh:
+            log.info("building the %s extension (first run only, a few minutes)", self.what)
+        with _Heartbeat(f"still building the {self.what} extension", enabled=not fresh):
+            module = self._build_locked(build_dir)
+        return module, fresh
+
+    def _build_locked(self, build_dir: Path) -> ModuleType:
         from torch.utils import cpp_extension
 
-        build_dir = self._build_dir()
         # torch guards a build with a plain lock file, which a process killed mid-build leaves
         # behind, and then every later load waits on it forever. An flock is released with its
         # process: whoever holds it is the only builder, so a torch lock file found then is stale.
@@ -85,14 +122,19 @@ class CppExtension:
                 if os.environ.get(DISABLE_ENV) == "0":
                     self.error = f"turned off by {DISABLE_ENV}=0"
                     return None
+                start = time.monotonic()
                 try:
-                    self.module = self._build()
+                    self.module, cached = self._build()
                 except Exception as exc:  # no compiler, no ninja, a failed build: torch path
                     self.error = f"{type(exc).__name__}: {exc}".strip()
                     first = self.error.splitlines()[0][:300]  # a failed build's log is long
                     log.warning("%s extension unavailable (%s)", self.what, first)
                 else:
-                    log.info("%s extension loaded", self.what)
+                    took = time.monotonic() - start
+                    if cached:
+                        log.debug("%s extension loaded from the cache (%.1f s)", self.what, took)
+                    else:
+                        log.info("%s extension built in %.0f s", self.what, took)
             return self.module
 
     def start(self) -> None:

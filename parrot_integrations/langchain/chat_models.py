@@ -17,6 +17,7 @@ from ..protocol.openai import ChatCompletion, ChatCompletionChunk, ChatCompletio
 from . import _convert, _group, _hook, _native, _structured
 from ._base import ParrotBase, run_private_loop
 from ._errors import mapped_errors
+from ._served_name import ls_model_name
 
 
 class ChatParrot(ParrotBase, BaseChatModel):
@@ -59,7 +60,7 @@ class ChatParrot(ParrotBase, BaseChatModel):
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         params = LangSmithParams(
             ls_provider=_convert.PROVIDER,
-            ls_model_name=self._ls_model_name(kwargs),
+            ls_model_name=ls_model_name(self, kwargs),
             ls_model_type="chat",
         )
         temperature = kwargs.get("temperature", self.temperature)

@@ -16,6 +16,7 @@ from ..protocol.openai import Completion, CompletionRequest
 from . import _convert, _group, _hook
 from ._base import ParrotBase, loop_running
 from ._errors import mapped_errors
+from ._served_name import ls_model_name
 
 
 class ParrotLLM(ParrotBase, BaseLLM):
@@ -58,7 +59,7 @@ class ParrotLLM(ParrotBase, BaseLLM):
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         params = LangSmithParams(
             ls_provider=_convert.PROVIDER,
-            ls_model_name=self._ls_model_name(kwargs),
+            ls_model_name=ls_model_name(self, kwargs),
             ls_model_type="llm",
             ls_max_tokens=kwargs.get("max_tokens", self.max_tokens),
         )

@@ -14,6 +14,7 @@ import sys
 
 from .cli_config import Options, load_config, log_setup
 from .core.tenants import DEFAULT_PUBLIC_PATHS, KeyTable, TenantConfigError
+from .startup import build_engine, check_model, listen, log_engines, log_served
 
 
 def _add_access_args(_option: Options) -> None:
@@ -265,43 +266,10 @@ def _keys(args: argparse.Namespace) -> KeyTable | None:
         return None
 
 
-def _engine(args: argparse.Namespace):
-    """The embedded engine on its worker thread, or None (message printed) if loading fails."""
-    from .engine.async_engine import AsyncEngine
-    from .engine.config import EngineConfig
-    from .engine.engine import Engine
-    from .engine.errors import EngineError
-    from .engine.model import ModelLoadError
-
-    config = EngineConfig(
-        model=args.model,
-        chat_template=args.chat_template,
-        dtype=args.dtype,
-        device=args.device,
-        kv_pool_tokens=args.kv_pool_tokens,
-        max_context_len=args.max_context_len,
-        max_step_tokens=args.max_step_tokens,
-        background_step_tokens=args.background_step_tokens or None,
-        max_running_requests=args.max_running_requests,
-        max_queued_requests=args.max_queued_requests,
-        num_threads=args.threads,
-    )
-    try:
-        return AsyncEngine(lambda: Engine(config))
-    except (ModelLoadError, EngineError) as exc:
-        print(f"parrot: {exc}", file=sys.stderr)
-        return None
-
-
 def _serve(args: argparse.Namespace) -> int:
     from .core.config import ServeConfig
-    from .core.engine_client import LocalEngineClient
-    from .core.serve_core import ServeCore
     from .embedding.model_dir import EmbeddingModelNotFoundError
     from .embedding.served import served_embedding_model
-    from .embedding_service import EmbeddingService
-    from .http.app import create_app
-    from .http.serving import serve
 
     log_setup(args)
     try:
@@ -336,14 +304,28 @@ def _serve(args: argparse.Namespace) -> int:
     if args.engines < 1:
         print(f"parrot: --engines must be >= 1, got {args.engines}", file=sys.stderr)
         return 2
+    local_model = args.engines > 1 or not args.engine_url
+    if local_model and not check_model(args):
+        return 2
+    sock = listen(args)  # before the heavy imports and the model: a taken port fails at once
+    if sock is None:
+        return 1
+    from .core.engine_client import LocalEngineClient
+    from .core.serve_core import ServeCore
+    from .embedding_service import EmbeddingService
+    from .http.app import create_app
+    from .http.serving import serve
+
     if args.engines > 1 or args.engine_url:
         from .cluster import build_pool
 
         pool, procs = build_pool(args)
+        log_engines(args, procs.urls if procs else [])
         core, engine = ServeCore(pool, config, names), None
     else:
-        procs, engine = None, _engine(args)
+        procs, engine = None, build_engine(args)
         if engine is None:
+            sock.close()
             return 2
         core = ServeCore(LocalEngineClient(engine), config, names)
     embeddings = None  # started after the engine: see EmbeddingWorker on torch threads
@@ -354,14 +336,15 @@ def _serve(args: argparse.Namespace) -> int:
             )
         except ValueError as exc:
             print(f"parrot: --embedding-threads: {exc}", file=sys.stderr)
+            sock.close()
             return 2
     app = create_app(core, engine, processes=procs, keys=keys, embeddings=embeddings)
+    log_served(names)
     serve(
         app,
+        sock,
         core=app.state.core,
         grace=args.graceful_shutdown,
-        host=args.host,
-        port=args.port,
         log_level=args.log_level,
         log_config=None,  # uvicorn's loggers go through ours (text or json)
     )
@@ -369,9 +352,6 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _serve_engine(args: argparse.Namespace) -> int:
-    from .http.app import create_engine_app
-    from .http.serving import serve
-
     log_setup(args)
     if args.parent_pid is not None:
         from .engine_processes import die_with_parent
@@ -387,13 +367,21 @@ def _serve_engine(args: argparse.Namespace) -> int:
         if not value > 0:
             print(f"parrot: {flag} must be > 0, got {value!r}", file=sys.stderr)
             return 2
-    engine = _engine(args)
+    if not check_model(args):
+        return 2
+    sock = listen(args)
+    if sock is None:
+        return 1
+    from .http.app import create_engine_app
+    from .http.serving import serve
+
+    engine = build_engine(args)
     if engine is None:
+        sock.close()
         return 2
     serve(
         create_engine_app(engine, keys, args.max_request_bytes, args.request_body_timeout),
-        host=args.host,
-        port=args.port,
+        sock,
         log_level=args.log_level,
         log_config=None,
     )

@@ -9,6 +9,8 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+from .core.metered_stream import MeteredStream
+from .core.metrics import Metrics
 from .core.tenants import Principal, Slot, TenantLoad, cache_key
 from .engine.async_engine import AsyncEngine
 from .engine.errors import EngineError, EngineUnavailableError, InvalidRequestError
@@ -67,7 +69,8 @@ HEALTH_PRIORITY = 1_000  # above every objective's priority: a busy engine still
 
 
 class EngineService:
-    """`load`: the tenants' pending work (the ServeCore's, when the engine is embedded)."""
+    """`load`: the tenants' pending work, and `metrics`: where its requests are counted (the
+    ServeCore's, when the engine is embedded)."""
 
     def __init__(
         self,
@@ -75,11 +78,13 @@ class EngineService:
         model_name: str,
         model_path: str,
         load: TenantLoad | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.engine = engine
         self.model_name = model_name
         self.model_path = model_path
         self.load = load or TenantLoad()
+        self.metrics = metrics
         self._owners: dict[str, str] = {}  # rid -> tenant name, of requests sent here
 
     async def _submit(self, req: GenerateRequest, who: Principal):
@@ -95,6 +100,8 @@ class EngineService:
         except BaseException:
             slot.release()
             raise
+        if self.metrics is not None:
+            stream = MeteredStream(stream, self.metrics)
         self._owners[stream.rid] = who.tenant.name
         return stream, slot
 

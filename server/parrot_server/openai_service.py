@@ -38,6 +38,7 @@ from parrot_integrations.protocol.openai_logprobs import ChoiceLogprobs, Complet
 from parrot_integrations.protocol.openai_tools import FunctionCallDelta, ToolCallDelta
 
 from .core.engine_client import EngineClient, Submission, default_max_tokens
+from .core.metered_stream import MeteredStream
 from .core.metrics import Metrics
 from .core.objective import priority_of
 from .core.served_models import ServedModels
@@ -145,6 +146,8 @@ class OpenAIService:
             if self.metrics is not None:
                 self.metrics.observe("openai", objective, "error", time.monotonic() - start, None)
             raise
+        if self.metrics is not None:
+            streams = [MeteredStream(s, self.metrics) for s in streams]
         return [
             ChoiceRun(i, s, self.metrics, objective, start, self._live)
             for i, s in enumerate(streams)

@@ -28,6 +28,7 @@ from ..engine.sampling_params import SamplingParams, choices_ebnf
 from .call_prompt import render_prompt
 from .engine_client import EngineClient, OutputStream, Submission, default_max_tokens
 from .graph import Call, Graph
+from .metered_stream import MeteredStream
 from .metrics import Metrics
 from .objective import priority_of
 from .penalty_fields import penalty_fields
@@ -232,7 +233,7 @@ class Executor:
     ) -> tuple[str, float | None, RequestOutput]:
         """The generated text, when its first text came, and the final output (finish reason
         and token counts)."""
-        stream = await self._submit(sub)
+        stream = MeteredStream(await self._submit(sub), self.metrics)
         parts: list[str] = []
         first: float | None = None
         last: RequestOutput | None = None

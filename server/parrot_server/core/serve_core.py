@@ -34,7 +34,7 @@ class ServeCore:
         self.config = config = config or ServeConfig()
         self.engine = engine
         self.models = ServedModels(engine, served_names)
-        self.metrics = Metrics()
+        self.metrics = Metrics(lambda: self.models.primary)
         self.executor = Executor(engine, self.metrics, config.max_inflight_calls)
         self.sessions = SessionManager(config, self.executor)
         self.tenant_load = TenantLoad(self.sessions.pending_calls)

@@ -248,6 +248,10 @@ class Engine:
         batch = self.scheduler.schedule()
         outputs = [self._finish(r, FinishReason(FinishKind.LENGTH, 0), "") for r in batch.completed]
         if batch.chunks:
+            now = time.monotonic()
+            for chunk in batch.chunks:
+                if chunk.request.queued_seconds is None:
+                    chunk.request.queued_seconds = now - chunk.request.arrival_time
             tokens = self.runner.run(batch.chunks)
             self.scheduler.commit(batch)
             for chunk, sampled in zip(batch.chunks, tokens, strict=True):
@@ -320,6 +324,7 @@ class Engine:
             len(req.output_ids),
             req.num_cached,
             logprobs,
+            req.queued_seconds if reason is not None else None,
         )
         if req.on_output is not None:
             req.on_output(out)

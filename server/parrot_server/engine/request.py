@@ -70,6 +70,8 @@ class RequestOutput:
     completion_tokens: int
     cached_tokens: int
     logprobs: list[TokenLogprob] | None = None  # one per new token, when the request asked
+    # On the final output of an engine that measures it: arrival to first scheduled step.
+    queued_seconds: float | None = None
 
 
 @dataclass(eq=False)
@@ -84,6 +86,7 @@ class Request:
     prefill_only: bool = False  # a fill: compute the prompt's KV, sample nothing
     arrival: int = field(default_factory=lambda: next(_arrivals))
     arrival_time: float = field(default_factory=time.monotonic)
+    queued_seconds: float | None = None  # arrival to its first scheduled step, once scheduled
 
     output_ids: list[int] = field(default_factory=list)
     status: RequestStatus = RequestStatus.WAITING

@@ -27,6 +27,7 @@ from .errors import install_error_handlers
 from .native_routes import router as native_router
 from .openai_routes import router as openai_router
 from .ops_routes import router as ops_router
+from .request_metrics import install_request_metrics
 from .tokenize_routes import router as tokenize_router
 
 VERSION = "0.1.0"
@@ -90,10 +91,11 @@ def create_app(
     # Over the same OpenAIService: a chat is counted as /v1 renders it.
     app.state.tokenize_service = TokenizeService(openai, core.config.max_value_chars)
     install_error_handlers(app)
-    # The last added runs first: draining, then the key check, then the body limit.
+    # The last added runs first: counting, draining, the key check, then the body limit.
     install_body_limit(app, core.config.max_request_bytes, core.config.request_body_timeout_seconds)
     install_auth(app, keys or KeyTable())
     install_draining(app, core)
+    install_request_metrics(app, core.metrics)  # outermost: counts every answer
     app.include_router(ops_router)
     app.include_router(native_router)
     app.include_router(openai_router)
@@ -106,7 +108,7 @@ def create_app(
     if engine is not None:
         loaded = engine.engine.loaded
         app.state.engine_service = service = EngineService(
-            engine, loaded.name, str(loaded.path), core.tenant_load
+            engine, loaded.name, str(loaded.path), core.tenant_load, core.metrics
         )
         core.stop_hooks.append(service.stop_all)
         app.include_router(engine_router)

@@ -9,6 +9,7 @@ so the HF "rotate_half" RoPE applies.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -19,11 +20,13 @@ import gguf
 import numpy as np
 import torch
 from safetensors.torch import save_file
-from tqdm.auto import tqdm
 
+from ..progress import progress
 from .config import ModelConfig, RopeScaling, RopeScalingKind
 from .errors import ModelLoadError, UnsupportedModelError
 from .rope import base_inv_freq, llama3_inv_freq
+
+log = logging.getLogger(__name__)
 
 ARCHITECTURES = ("llama", "qwen2")  # general.architecture values we read (Mistral is "llama")
 _PERMUTED_QK = ("llama",)  # archs whose Q/K rows llama.cpp interleaved
@@ -54,13 +57,13 @@ def read_gguf(path: Path) -> gguf.GGUFReader:
         reader = gguf.GGUFReader(path)
     except (ValueError, OSError) as exc:
         raise ModelLoadError(path, f"not a readable GGUF file ({exc})") from exc
-    arch = _field(reader, "general.architecture")
+    arch = gguf_field(reader, "general.architecture")
     if arch not in ARCHITECTURES:
         raise UnsupportedModelError(path, str(arch))
     return reader
 
 
-def _field(reader: gguf.GGUFReader, key: str, default: Any = None) -> Any:
+def gguf_field(reader: gguf.GGUFReader, key: str, default: Any = None) -> Any:
     field = reader.get_field(key)
     if field is None:
         return default
@@ -73,10 +76,10 @@ def _field(reader: gguf.GGUFReader, key: str, default: Any = None) -> Any:
 
 def hf_config(path: Path, reader: gguf.GGUFReader) -> dict[str, Any]:
     """The HF config.json dict the GGUF describes."""
-    arch = _field(reader, "general.architecture")
+    arch = gguf_field(reader, "general.architecture")
 
     def meta(key: str, default: Any = None) -> Any:
-        return _field(reader, f"{arch}.{key}", default)
+        return gguf_field(reader, f"{arch}.{key}", default)
 
     tensors = {t.name: t for t in reader.tensors}
     hidden, heads = meta("embedding_length"), meta("attention.head_count")
@@ -94,7 +97,7 @@ def hf_config(path: Path, reader: gguf.GGUFReader) -> dict[str, Any]:
         freqs = torch.tensor(gguf.quants.dequantize(t.data, t.tensor_type))
         rope_scaling = _llama3_from_freq_factors(path, freqs, head_dim, theta)
     # End of text, of turn, of message: instruct models stop on any of them.
-    eos = [_field(reader, f"tokenizer.ggml.{k}_token_id") for k in ("eos", "eot", "eom")]
+    eos = [gguf_field(reader, f"tokenizer.ggml.{k}_token_id") for k in ("eos", "eot", "eom")]
     return {
         "model_type": arch,
         "vocab_size": int(tensors["token_embd.weight"].shape[1]),
@@ -110,7 +113,7 @@ def hf_config(path: Path, reader: gguf.GGUFReader) -> dict[str, Any]:
         "max_position_embeddings": max_pos,
         "tie_word_embeddings": "output.weight" not in tensors,
         "attention_bias": "blk.0.attn_q.bias" in tensors,
-        "bos_token_id": _field(reader, "tokenizer.ggml.bos_token_id"),
+        "bos_token_id": gguf_field(reader, "tokenizer.ggml.bos_token_id"),
         "eos_token_id": list(dict.fromkeys(i for i in eos if i is not None)),
     }
 
@@ -154,7 +157,7 @@ def gguf_tensors(
 ) -> Iterator[tuple[str, Any, Callable[[np.ndarray], np.ndarray]]]:
     """Each weight tensor as (HF name, GGUF tensor, row order): `row order` maps the tensor's
     rows (dequantised values or whole rows of blocks alike) to HF layout."""
-    arch = _field(reader, "general.architecture")
+    arch = gguf_field(reader, "general.architecture")
     for t in reader.tensors:
         try:
             name = _hf_name(t.name)
@@ -173,10 +176,10 @@ def gguf_tensors(
 def hf_state_dict(
     path: Path, reader: gguf.GGUFReader, config: ModelConfig
 ) -> dict[str, torch.Tensor]:
-    """Dequantise every tensor (with a progress bar) into HF names and layout."""
+    """Dequantise every tensor (showing progress) into HF names and layout."""
     out: dict[str, torch.Tensor] = {}
     tensors = list(gguf_tensors(path, reader, config))
-    for name, t, rows in tqdm(tensors, desc=f"Dequantising {path.name}", unit="tensor"):
+    for name, t, rows in progress(tensors, f"dequantising {path.name}", "tensor", log):
         w = rows(gguf.quants.dequantize(t.data, t.tensor_type))
         tensor = torch.from_numpy(w.copy() if not w.flags.writeable else np.ascontiguousarray(w))
         out[name] = tensor.to(_KEEP_DTYPE.get(t.tensor_type, torch.float32))
@@ -194,7 +197,7 @@ def load_gguf_tokenizer(path: Path) -> Any:
     except Exception as exc:  # transformers raises many kinds for unsupported tokenizers
         raise ModelLoadError(path, f"cannot build the tokenizer from the GGUF ({exc})") from exc
     if tok.chat_template is None:
-        tok.chat_template = _field(read_gguf(path), "tokenizer.chat_template")
+        tok.chat_template = gguf_field(read_gguf(path), "tokenizer.chat_template")
     return tok
 
 

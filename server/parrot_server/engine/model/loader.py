@@ -13,9 +13,9 @@ import importlib.util
 import json
 import logging
 import os
-import re
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from safetensors.torch import load_file
 
 from parrot_kernels import cpu_ops
 
+from ..model_source import missing_reason
 from ..tokenizer import TokenizerNotFoundError, load_hf_tokenizer
 from .compact import (
     QuantEmbedding,
@@ -38,6 +39,7 @@ from .config import HF_ARCHITECTURES, ModelConfig
 from .errors import ModelLoadError, ModelNotFoundError, UnsupportedModelError
 from .gguf import convert_gguf
 from .llama import LlamaModel
+from .naming import dir_model_name, gguf_file_name, gguf_model_name
 from .weights import from_hf_state_dict
 
 __all__ = [
@@ -97,12 +99,13 @@ def load_model(
     """
     given = default_model_path() if path is None else Path(path)
     src = given.expanduser()
-    if not src.exists():
-        raise ModelNotFoundError(given, "no such file or directory")
+    missing = missing_reason(given)
+    if missing is not None:
+        raise ModelNotFoundError(given, missing)
     if src.is_dir():
-        hf_dir, name = src, src.resolve().name
+        hf_dir, name = src, dir_model_name(src)
     else:
-        hf_dir, name = gguf_cache_dir(src, cache_dir), _gguf_model_name(src)
+        hf_dir, name = gguf_cache_dir(src, cache_dir), gguf_model_name(src)
     config = _read_config(hf_dir, given)
     if dtype is None and src.is_file() and torch.device(device).type == "cpu" and _kernel_ready():
         model = _build_compact_model(config, src, given)
@@ -150,21 +153,17 @@ def _cache_root(cache_dir: str | Path | None) -> Path:
     return Path(root).expanduser()
 
 
-def _gguf_model_name(path: Path) -> str:
-    """File stem without a llama.cpp quantisation suffix: "X.Q4_1.gguf" -> "X"."""
-    return re.sub(r"[.-](I?Q\d\w*|F16|BF16|F32)$", "", path.stem, flags=re.IGNORECASE)
-
-
 def gguf_cache_dir(path: Path, cache_dir: str | Path | None = None) -> Path:
     """The HF-format directory converted from GGUF `path`, converting it if not cached yet."""
     st, resolved = path.stat(), path.resolve()
     ident = f"{CACHE_VERSION}:{resolved}:{st.st_size}:{st.st_mtime_ns}"
-    key = f"{_gguf_model_name(path)}-{hashlib.sha256(ident.encode()).hexdigest()[:16]}"
+    key = f"{gguf_file_name(path)}-{hashlib.sha256(ident.encode()).hexdigest()[:16]}"
     root = _cache_root(cache_dir)
     final = root / key
     if final.is_dir():
         return final
-    log.info("first load of %s: converting it into %s", path, final)
+    log.info("first load of %s: converting it once into %s", path, final)
+    start = time.monotonic()
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))
     try:
@@ -178,6 +177,7 @@ def gguf_cache_dir(path: Path, cache_dir: str | Path | None = None) -> Path:
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    log.info("converted %s in %.1f s", path.name, time.monotonic() - start)
     return final
 
 
