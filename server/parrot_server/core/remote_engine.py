@@ -29,12 +29,10 @@ from ..engine.errors import (
     InvalidRequestError,
     PromptTooLongError,
 )
-from ..engine.sampling_params import SamplingParams
 from ..engine.tokenizer import TokenizerNotFoundError, read_chat_template
 from ..engine.tokenizer_thread import TokenizerThread
 from ..sglang_protocol import (
     LoadEntry,
-    SamplingParamsModel,
     error_message,
     parse_loads,
 )
@@ -49,6 +47,7 @@ from .engine_client import (
     template_text,
 )
 from .remote_info import engine_info, get_json
+from .remote_request import logprob_fields, sampling_params_body
 from .remote_stream import (
     EngineProtocolError,
     RemoteStream,
@@ -368,49 +367,6 @@ class RemoteEngineClient(EngineClient):
         await self._http.aclose()
         if "_tokens" in self.__dict__:
             self._tokens.close()
-
-
-# Sent only when not neutral: a worker that lacks one is not asked for it.
-_PROCESSORS = (
-    "frequency_penalty",
-    "presence_penalty",
-    "repetition_penalty",
-    "min_p",
-    "min_new_tokens",
-)
-
-
-def sampling_params_body(sp: SamplingParams) -> dict[str, Any]:
-    """Ours -> SGLang's `sampling_params`. Unset fields are left out: SGLang 0.5.5 types
-    `sampling_seed` as a plain int (default 42), not an optional one."""
-    body = SamplingParamsModel(
-        max_new_tokens=sp.max_new_tokens,
-        temperature=sp.temperature,
-        top_p=sp.top_p,
-        top_k=sp.top_k,
-        stop=list(sp.stop) or None,
-        stop_token_ids=list(sp.stop_token_ids) or None,
-        sampling_seed=sp.sampling_seed,
-        ignore_eos=sp.ignore_eos,
-        skip_special_tokens=sp.skip_special_tokens,
-        json_schema=sp.json_schema,
-        regex=sp.regex,
-        ebnf=sp.ebnf,
-        constrained_prompt_tail=sp.constrained_prompt_tail or None,
-        logit_bias={str(t): b for t, b in sp.logit_bias} or None,
-        **{name: getattr(sp, name) for name in _PROCESSORS},
-    )
-    neutral = {
-        n for n in _PROCESSORS if getattr(body, n) == SamplingParamsModel.model_fields[n].default
-    }
-    return body.model_dump(exclude_none=True, exclude=neutral)
-
-
-def logprob_fields(sp: SamplingParams) -> dict[str, Any]:
-    """The `/generate` fields asking for the output tokens' logprobs, when `sp` wants them."""
-    if not sp.logprobs:
-        return {}
-    return {"return_logprob": True, "top_logprobs_num": sp.top_logprobs}
 
 
 def _http_client(
