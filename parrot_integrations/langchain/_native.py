@@ -57,6 +57,39 @@ from ._convert import PROVIDER
 
 OUTPUT = "out"
 _MODEL_ALIASES = (None, "", "default")  # names /v1 takes for the served model without a check
+# Request fields a native call expresses (`sampling`, the messages or prompt), or that change
+# nothing in the output; a request setting any other field (n, logprobs, penalties, ...) goes
+# through /v1.
+_MAPPED = frozenset(
+    {
+        "model",
+        "messages",
+        "prompt",
+        "max_tokens",
+        "max_completion_tokens",
+        "temperature",
+        "top_p",
+        "top_k",
+        "seed",
+        "stop",
+        "stream",
+        "response_format",
+        "criteria",
+        "session_id",
+        "ignore_eos",
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+        "user",
+        "safety_identifier",
+        "metadata",
+        "store",
+        "service_tier",
+        "prompt_cache_key",
+        "prompt_cache_retention",
+        "prompt_cache_options",
+    }
+)
 
 
 class NotNative(Exception):
@@ -187,6 +220,9 @@ def _request(model: Any, first: Any, stop: list[str] | None, kwargs: dict) -> An
         )
     if req.session_id is not None:
         raise NotNative("session_id: the call belongs to that session, not to a program's")
+    unmapped = sorted(req.model_dump(exclude_defaults=True).keys() - _MAPPED)
+    if unmapped:
+        raise NotNative(f"{', '.join(unmapped)}: a native call has no such field")
     return req
 
 
@@ -265,7 +301,7 @@ def chat_result(text: str, usage: OutputUsage | None) -> ChatResult:
         return ChatResult(generations=[ChatGeneration(message=message)])
     wire = _convert.native_usage(usage)
     message = _convert.answer_message(text, usage.model, usage.finish_reason, wire, None)
-    return _convert.chat_result(message, wire)
+    return _convert.chat_result([_convert.generation(message)], wire)
 
 
 def chat_message(text: str, usage: OutputUsage | None) -> AIMessage:
@@ -303,7 +339,10 @@ def llm_result(answers: list[tuple[str, OutputUsage | None]]) -> LLMResult:
     model = next((u.model for _, u in answers if u is not None), None)
     return _convert.llm_result(
         [
-            (text, u.finish_reason if u else None, _convert.native_usage(u) if u else None)
+            (
+                [_convert.Completed(text, u.finish_reason if u else None)],
+                _convert.native_usage(u) if u else None,
+            )
             for text, u in answers
         ],
         model,

@@ -58,6 +58,7 @@ from pydantic_core import PydanticCustomError
 
 from ._strict import StrictModel as _Strict
 from .native import Criteria
+from .openai_logprobs import ChatLogprobs, CompletionLogprobs
 from .openai_tools import (
     MAX_TOOLS,
     ChatTool,
@@ -392,7 +393,7 @@ class ChatCompletionMessage(BaseModel):
 class ChatCompletionChoice(BaseModel):
     index: int = 0
     message: ChatCompletionMessage
-    logprobs: None = None
+    logprobs: ChatLogprobs | None = None
     finish_reason: FinishReasonName
 
 
@@ -420,7 +421,7 @@ class ChatDelta(BaseModel):
 class ChatCompletionChunkChoice(BaseModel):
     index: int = 0
     delta: ChatDelta
-    logprobs: None = None
+    logprobs: ChatLogprobs | None = None
     finish_reason: FinishReasonName | None = None
 
 
@@ -437,7 +438,7 @@ class ChatCompletionChunk(BaseModel):
 class CompletionChoice(BaseModel):
     index: int = 0
     text: str
-    logprobs: None = None
+    logprobs: CompletionLogprobs | None = None
     finish_reason: FinishReasonName | None  # None only in stream chunks before the last
 
 
