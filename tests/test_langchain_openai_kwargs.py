@@ -215,7 +215,7 @@ def test_chat_logprobs(server_url):
     message = chat.invoke(PROMPT)
     content = message.response_metadata["logprobs"]["content"]
     _check_token_logprobs(content, 2)
-    assert len(content) == message.usage_metadata["output_tokens"]
+    assert len(content) <= message.usage_metadata["output_tokens"]  # an end token may be left out
     # greedy: each token is the most likely one
     assert all(e["token"] == e["top_logprobs"][0]["token"] for e in content)
     plain = ChatParrot(base_url=server_url, max_tokens=5, temperature=0).invoke(PROMPT)
@@ -233,7 +233,7 @@ def test_chat_logprobs_streamed(server_url):
         total += chunk
     content = total.response_metadata["logprobs"]["content"]
     _check_token_logprobs(content, 1)
-    assert len(content) == total.usage_metadata["output_tokens"]
+    assert len(content) <= total.usage_metadata["output_tokens"]
     assert "".join(e["token"] for e in content).strip() == total.content.strip()
 
 

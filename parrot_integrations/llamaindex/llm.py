@@ -12,7 +12,6 @@ trailing `/v1` accepted), API key, retries and typed exceptions (`InvalidRequest
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -45,6 +44,7 @@ from ..protocol.openai import (
     CompletionRequest,
 )
 from ..protocol.openai_tools import named_choice
+from ._clients import Clients
 from ._convert import (
     ChatStream,
     as_chat,
@@ -110,12 +110,21 @@ class Parrot(FunctionCallingLLM):
         default=True, description="Use /v1/chat/completions (the chat template) for complete."
     )
 
-    _client: ParrotClient | None = PrivateAttr(default=None)
-    # An httpx.AsyncClient belongs to the loop it first ran on: one per loop (asyncio.run()
-    # twice, as LlamaIndex's sync wrappers do, must not reuse a dead loop's connections).
-    _aclients: dict[int, tuple[asyncio.AbstractEventLoop, AsyncParrotClient]] = PrivateAttr(
-        default_factory=dict
+    default_headers: dict[str, str] | None = Field(
+        default=None, description="HTTP headers for every request; they win over the SDK's."
     )
+    http_client: Any = Field(
+        default=None, exclude=True, description="An httpx.Client of yours for sync calls."
+    )
+    async_http_client: Any = Field(
+        default=None, exclude=True, description="An httpx.AsyncClient of yours for async calls."
+    )
+    logprobs: bool | None = Field(
+        default=None, description="Per token, its most likely alternatives in `logprobs`."
+    )
+    top_logprobs: int = Field(default=0, ge=0, le=20, description="Alternatives per token.")
+
+    _clients: Clients | None = PrivateAttr(default=None)
     # What the server said ("name", "window"), asked once; the fields override it.
     _server_meta: dict[str, Any] = PrivateAttr(default_factory=dict)
 
@@ -129,43 +138,34 @@ class Parrot(FunctionCallingLLM):
         return "Parrot_llm"
 
     # -- clients ----------------------------------------------------------------------------------
-    def _client_kwargs(self) -> dict[str, Any]:
-        return {
-            "base_url": self.api_base,
-            "api_key": self.api_key,
-            "timeout": self.timeout,
-            "max_retries": self.max_retries,
-        }
+    @property
+    def _sdk(self) -> Clients:
+        if self._clients is None:
+            settings = {
+                "base_url": self.api_base,
+                "api_key": self.api_key,
+                "timeout": self.timeout,
+                "max_retries": self.max_retries,
+                "default_headers": self.default_headers,
+            }
+            self._clients = Clients(settings, self.http_client, self.async_http_client)
+        return self._clients
 
     @property
     def client(self) -> ParrotClient:
-        if self._client is None:
-            self._client = ParrotClient(**self._client_kwargs())
-        return self._client
+        return self._sdk.sync
 
     @property
     def aclient(self) -> AsyncParrotClient:
-        loop = asyncio.get_running_loop()
-        # Forget clients of closed loops (their connections died with them).
-        for key, (old, _) in list(self._aclients.items()):
-            if old.is_closed():
-                del self._aclients[key]
-        entry = self._aclients.get(id(loop))
-        if entry is None or entry[0] is not loop:
-            entry = (loop, AsyncParrotClient(**self._client_kwargs()))
-            self._aclients[id(loop)] = entry
-        return entry[1]
+        """The running event loop's client."""
+        return self._sdk.current
 
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        """Closes the blocking client (not an `http_client` of yours)."""
+        self._sdk.close()
 
     async def aclose(self) -> None:
-        self.close()
-        entry = self._aclients.pop(id(asyncio.get_running_loop()), None)
-        if entry is not None:
-            await entry[1].aclose()
+        await self._sdk.aclose()
 
     # -- metadata ---------------------------------------------------------------------------------
     def _served_name(self) -> str:
@@ -221,11 +221,18 @@ class Parrot(FunctionCallingLLM):
             fields["max_tokens"] = self.max_tokens
         return {**fields, **self.additional_kwargs, **kwargs}
 
+    def _chat_fields(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        fields = self._fields(kwargs)
+        if self.logprobs:  # chat only, as LlamaIndex's OpenAI LLM
+            fields.setdefault("logprobs", True)
+            fields.setdefault("top_logprobs", self.top_logprobs)
+        return fields
+
     def _chat_request(
         self, messages: Sequence[ChatMessage], kwargs: dict[str, Any], stream: bool
     ) -> ChatCompletionRequest:
         wire = [to_wire(m) for m in messages]
-        fields = self._fields(kwargs)
+        fields = self._chat_fields(kwargs)
         if stream:  # the final chunk then carries the usage
             fields.update(stream=True, stream_options={"include_usage": True})
         return build_request(ChatCompletionRequest, messages=wire, **fields)
