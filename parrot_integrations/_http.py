@@ -10,7 +10,7 @@ client only runs the loop that sends.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -90,7 +90,8 @@ def resolve_api_key(api_key: str | None = None) -> str | None:
 
 
 class ClientSettings:
-    """What both clients are configured with; builds their httpx client and requests."""
+    """What both clients are configured with; builds their requests. Requests carry absolute
+    URLs and all their headers, so a caller's own httpx client works as well as ours."""
 
     def __init__(
         self,
@@ -100,17 +101,23 @@ class ClientSettings:
         max_retries: int,
         backoff_base: float,
         backoff_max: float,
+        default_headers: Mapping[str, str] | None = None,
+        default_query: Mapping[str, Any] | None = None,
     ) -> None:
         self.base_url = normalize_base_url(base_url)
         self.api_key = resolve_api_key(api_key)
         self.timeout = httpx.Timeout(timeout)
         self.retry = RetryPolicy(max_retries, backoff_base, backoff_max)
-
-    def httpx_options(self) -> dict[str, Any]:
         headers = {"user-agent": "parrot-sdk"}
         if self.api_key:
             headers["authorization"] = f"Bearer {self.api_key}"
-        return {"base_url": self.base_url, "headers": headers, "timeout": self.timeout}
+        # The caller's headers win, as in OpenAI's client (an Authorization of their own, say).
+        self.headers = httpx.Headers(headers)
+        self.headers.update(default_headers or {})  # case-insensitive: replaces ours
+        self.query = dict(default_query or {})
+
+    def httpx_options(self) -> dict[str, Any]:
+        return {"timeout": self.timeout}
 
     def timeout_for(self, call: Call[Any]) -> httpx.Timeout:
         """A stream has no read timeout (tokens may be far apart while the call queues); a
@@ -125,14 +132,32 @@ class ClientSettings:
         return httpx.Timeout(connect=t.connect, read=read, write=t.write, pool=t.pool)
 
     def build(self, http: httpx.Client | httpx.AsyncClient, call: Call[Any]) -> httpx.Request:
+        headers = self.headers.copy()
+        if call.stream:
+            headers["accept"] = "text/event-stream"
         return http.build_request(
             call.method,
-            call.path,
+            self.base_url + call.path,
             json=call.json,
-            params=call.params,
+            params={**self.query, **(call.params or {})} or None,
             timeout=self.timeout_for(call),
-            headers={"accept": "text/event-stream"} if call.stream else None,
+            headers=headers,
         )
+
+
+HttpT = TypeVar("HttpT", httpx.Client, httpx.AsyncClient)
+
+
+def http_client(given: HttpT | None, cls: type[HttpT], settings: ClientSettings) -> HttpT:
+    """The caller's httpx client (proxies, transports, event hooks of their own), checked to be
+    the kind this SDK client drives, else a new one."""
+    if given is None:
+        return cls(**settings.httpx_options())
+    if not isinstance(given, cls):
+        raise InvalidRequestError(
+            f"http_client must be an httpx.{cls.__name__}, got {type(given).__name__}"
+        )
+    return given
 
 
 # -- endpoints ----------------------------------------------------------------------------------

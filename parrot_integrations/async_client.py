@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import httpx
@@ -40,7 +40,7 @@ M = TypeVar("M", bound=BaseModel)
 
 
 class AsyncParrotClient:
-    """Asyncio client; arguments as `ParrotClient`. Use `async with AsyncParrotClient() as c:`
+    """Asyncio client; arguments as `ParrotClient` (`http_client` an `httpx.AsyncClient`). Use `async with AsyncParrotClient() as c:`
     or `await c.aclose()`."""
 
     def __init__(
@@ -52,11 +52,22 @@ class AsyncParrotClient:
         *,
         backoff_base: float = 0.5,
         backoff_max: float = 8.0,
+        default_headers: Mapping[str, str] | None = None,
+        default_query: Mapping[str, Any] | None = None,
+        http_client: httpx.AsyncClient | None = None,
     ) -> None:
         self.settings = _http.ClientSettings(
-            base_url, api_key, timeout, max_retries, backoff_base, backoff_max
+            base_url,
+            api_key,
+            timeout,
+            max_retries,
+            backoff_base,
+            backoff_max,
+            default_headers,
+            default_query,
         )
-        self._http = httpx.AsyncClient(**self.settings.httpx_options())
+        self._owns_http = http_client is None
+        self._http = _http.http_client(http_client, httpx.AsyncClient, self.settings)
 
     @property
     def base_url(self) -> str:
@@ -219,7 +230,9 @@ class AsyncParrotClient:
 
     # -- lifetime -------------------------------------------------------------------------------
     async def aclose(self) -> None:
-        await self._http.aclose()
+        """Closes the connections; a caller's `http_client` is left open (it is theirs)."""
+        if self._owns_http:
+            await self._http.aclose()
 
     async def __aenter__(self) -> AsyncParrotClient:
         return self

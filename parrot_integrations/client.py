@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import httpx
@@ -42,7 +42,10 @@ class ParrotClient:
     """Blocking client. `base_url` is the server root (default `$PARROT_BASE_URL`, else
     http://127.0.0.1:8000), `api_key` defaults to `$PARROT_API_KEY`, `timeout` (seconds or an
     `httpx.Timeout`) bounds each request, and 429/503 answers and connection failures are
-    retried `max_retries` times with exponential backoff from `backoff_base` seconds."""
+    retried `max_retries` times with exponential backoff from `backoff_base` seconds.
+    `default_headers` go with every request (they win over the SDK's own, `Authorization`
+    included), `default_query` adds query parameters to every request, and `http_client` is an
+    `httpx.Client` of the caller's to send through (not closed by `close()`)."""
 
     def __init__(
         self,
@@ -53,11 +56,22 @@ class ParrotClient:
         *,
         backoff_base: float = 0.5,
         backoff_max: float = 8.0,
+        default_headers: Mapping[str, str] | None = None,
+        default_query: Mapping[str, Any] | None = None,
+        http_client: httpx.Client | None = None,
     ) -> None:
         self.settings = _http.ClientSettings(
-            base_url, api_key, timeout, max_retries, backoff_base, backoff_max
+            base_url,
+            api_key,
+            timeout,
+            max_retries,
+            backoff_base,
+            backoff_max,
+            default_headers,
+            default_query,
         )
-        self._http = httpx.Client(**self.settings.httpx_options())
+        self._owns_http = http_client is None
+        self._http = _http.http_client(http_client, httpx.Client, self.settings)
 
     @property
     def base_url(self) -> str:
@@ -234,7 +248,9 @@ class ParrotClient:
 
     # -- lifetime -------------------------------------------------------------------------------
     def close(self) -> None:
-        self._http.close()
+        """Closes the connections; a caller's `http_client` is left open (it is theirs)."""
+        if self._owns_http:
+            self._http.close()
 
     def __enter__(self) -> ParrotClient:
         return self

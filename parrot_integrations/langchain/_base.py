@@ -13,13 +13,16 @@ import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
+import httpx
 from langchain_core.utils import from_env, secret_from_env
 from pydantic import (
     AliasChoices,
     BaseModel,
+    ConfigDict,
     Field,
     PrivateAttr,
     SecretStr,
+    ValidationInfo,
     field_validator,
 )
 
@@ -36,6 +39,8 @@ T = TypeVar("T")
 
 
 class ParrotBase(BaseModel):
+    model_config = ConfigDict(arbitrary_types_allowed=True)  # an httpx.Timeout
+
     model: str | None = Field(default=None, validation_alias=AliasChoices("model", "model_name"))
     """Model name (alias `model_name`). None: the server's only model (`GET /v1/models`)."""
 
@@ -49,7 +54,7 @@ class ParrotBase(BaseModel):
 
     api_key: SecretStr | None = Field(
         default_factory=secret_from_env("PARROT_API_KEY", default=None),
-        validation_alias=AliasChoices("api_key", "parrot_api_key"),
+        validation_alias=AliasChoices("api_key", "parrot_api_key", "openai_api_key"),
     )
     """Sent as `Authorization: Bearer`; default `$PARROT_API_KEY`; none when the server has no
     key set."""
@@ -63,11 +68,12 @@ class ParrotBase(BaseModel):
     seed: int | None = None
     """Seed of the request's sampler: same seed, prompt and settings give the same text."""
 
-    timeout: float | None = Field(
+    timeout: float | httpx.Timeout | None = Field(
         default=_http.DEFAULT_TIMEOUT, validation_alias=AliasChoices("timeout", "request_timeout")
     )
-    """Seconds per HTTP request (alias `request_timeout`); None: no limit. A non-streamed
-    request waits for the whole answer, so allow for the generation time."""
+    """Seconds per HTTP request, or an `httpx.Timeout` (alias `request_timeout`); None: no
+    limit. A non-streamed request waits for the whole answer, so allow for the generation
+    time."""
 
     max_retries: int = Field(default=_http.DEFAULT_MAX_RETRIES, ge=0)
     """Retries of 429/503 answers and of connections that never reached the server, with
@@ -86,7 +92,54 @@ class ParrotBase(BaseModel):
 
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
     """Other request fields sent as they are (OpenAI's or Parrot's, e.g. `top_k`,
-    `ignore_eos`); a call's keyword arguments win over them."""
+    `ignore_eos`); the fields above and a call's keyword arguments win over them."""
+
+    extra_body: dict[str, Any] | None = None
+    """More request fields merged into the body last (vendor extras such as `top_k`,
+    `repetition_penalty`, `chat_template_kwargs`), as the `openai` client's `extra_body`; a
+    call's `extra_body` is merged over it."""
+
+    frequency_penalty: float | None = None
+    """Penalty on tokens by how often they already appear. None: the server's (0)."""
+
+    presence_penalty: float | None = None
+    """Penalty on tokens that already appear. None: the server's (0)."""
+
+    logit_bias: dict[int, float] | None = None
+    """Token id -> bias added to its logit."""
+
+    disabled_params: dict[str, Any] | None = None
+    """Request fields never sent (as `ChatOpenAI`'s: a field set here is dropped from every
+    request, whatever its value)."""
+
+    default_headers: dict[str, str] | None = None
+    """HTTP headers sent with every request; they win over the SDK's own (`Authorization`
+    included)."""
+
+    default_query: dict[str, Any] | None = None
+    """Query parameters added to every request."""
+
+    http_client: Any = Field(default=None, exclude=True)
+    """An `httpx.Client` of yours for the blocking calls (proxies, transports, event hooks);
+    never closed by the model."""
+
+    http_async_client: Any = Field(default=None, exclude=True)
+    """An `httpx.AsyncClient` of yours for the async calls (on every event loop: see
+    docs/langchain.md); never closed by the model."""
+
+    organization: str | None = Field(
+        default=None, validation_alias=AliasChoices("organization", "openai_organization")
+    )
+    """Accepted for `ChatOpenAI` compatibility (alias `openai_organization`); no effect: a
+    Parrot server has no organizations (tenants are chosen by the API key)."""
+
+    openai_proxy: str | None = None
+    """Refused when set: pass `http_client=httpx.Client(proxy=...)` and
+    `http_async_client=httpx.AsyncClient(proxy=...)` (clients you own and close)."""
+
+    tiktoken_model_name: str | None = None
+    """Accepted for `ChatOpenAI` compatibility; no effect: tokens are counted by the server's
+    own tokenizer (`get_token_ids`)."""
 
     _client: ParrotClient | None = PrivateAttr(default=None)
     # httpx's async client belongs to the loop that made it: one per event loop.
@@ -95,6 +148,24 @@ class ParrotBase(BaseModel):
     )
     # Native sessions for batches and shipped chains, reused across runs (`_sessions.py`).
     _sessions: SessionPool = PrivateAttr(default_factory=SessionPool)
+
+    @field_validator("openai_proxy")
+    @classmethod
+    def _proxy_through_client(cls, v: str | None) -> None:
+        if v is not None:
+            raise ValueError(
+                "openai_proxy is not supported: pass http_client=httpx.Client(proxy=...) and "
+                "http_async_client=httpx.AsyncClient(proxy=...)"
+            )
+        return None
+
+    @field_validator("http_client", "http_async_client")
+    @classmethod
+    def _httpx_client(cls, v: Any, info: ValidationInfo) -> Any:
+        kind = httpx.Client if info.field_name == "http_client" else httpx.AsyncClient
+        if v is not None and not isinstance(v, kind):
+            raise ValueError(f"must be an httpx.{kind.__name__}, got {type(v).__name__}")
+        return v
 
     @field_validator("base_url")
     @classmethod
@@ -105,20 +176,23 @@ class ParrotBase(BaseModel):
             raise ValueError(exc.message) from None
 
     # -- clients ------------------------------------------------------------------------------
-    def _client_args(self) -> dict[str, Any]:
+    def _client_args(self, http_client: Any) -> dict[str, Any]:
         key = self.api_key.get_secret_value() if self.api_key else None
         return {
             "base_url": self.base_url,
             "api_key": key,
             "timeout": self.timeout,
             "max_retries": self.max_retries,
+            "default_headers": self.default_headers,
+            "default_query": self.default_query,
+            "http_client": http_client,
         }
 
     @property
     def client(self) -> ParrotClient:
         """The blocking SDK client (made on first use, reused)."""
         if self._client is None:
-            self._client = ParrotClient(**self._client_args())
+            self._client = ParrotClient(**self._client_args(self.http_client))
         return self._client
 
     @property
@@ -127,7 +201,8 @@ class ParrotBase(BaseModel):
         loop = asyncio.get_running_loop()
         client = self._aclients.get(loop)
         if client is None:
-            client = self._aclients[loop] = AsyncParrotClient(**self._client_args())
+            args = self._client_args(self.http_async_client)
+            client = self._aclients[loop] = AsyncParrotClient(**args)
         return client
 
     async def _close_async_client(self) -> None:
@@ -144,10 +219,31 @@ class ParrotBase(BaseModel):
             "temperature": self.temperature,
             "top_p": self.top_p,
             "seed": self.seed,
+            "frequency_penalty": self.frequency_penalty,
+            "presence_penalty": self.presence_penalty,
+            # JSON object keys are strings
+            "logit_bias": {str(k): v for k, v in self.logit_bias.items()}
+            if self.logit_bias
+            else None,
             "session_id": self.session_id,
             "criteria": self.criteria,
+            **self._own_fields(),
         }
-        return {**self.model_kwargs, **{k: v for k, v in fields.items() if v is not None}}
+        set_fields = {k: v for k, v in fields.items() if v is not None}
+        return {**self.model_kwargs, **set_fields, **(self.extra_body or {})}
+
+    def _own_fields(self) -> dict[str, Any]:
+        """The request fields of one model class (None: left to the server)."""
+        return {}
+
+    def _params(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The fields, then a call's keyword arguments (its `extra_body` merged over the
+        model's), less `disabled_params`."""
+        extra = kwargs.pop("extra_body", None) or {}
+        params = {**self._default_params(), **kwargs, **extra}
+        for name in self.disabled_params or ():
+            params.pop(name, None)
+        return params
 
     @staticmethod
     def _build(cls: type[BaseModel], params: dict[str, Any]) -> Any:

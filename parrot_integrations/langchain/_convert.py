@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from langchain_core.messages import (
@@ -133,16 +134,23 @@ def token_usage(usage: Usage | None) -> dict[str, Any]:
     return usage.model_dump()
 
 
-def ai_message(response: ChatCompletion) -> AIMessage:
-    choice = response.choices[0]
-    return answer_message(
-        choice.message.content or "",
-        response.model,
-        choice.finish_reason,
-        response.usage,
-        response.id,
-        choice.message.tool_calls or [],
-    )
+def chat_response_result(response: ChatCompletion) -> ChatResult:
+    """One generation per choice (`n`), each message with the response's usage and each
+    choice's log probabilities in `generation_info` (LangChain adds them to the message's
+    `response_metadata`), as `ChatOpenAI` reports them."""
+    generations = []
+    for choice in response.choices:
+        message = answer_message(
+            choice.message.content or "",
+            response.model,
+            choice.finish_reason,
+            response.usage,
+            response.id,
+            choice.message.tool_calls or [],
+        )
+        logprobs = choice.logprobs.model_dump() if choice.logprobs is not None else None
+        generations.append(generation(message, logprobs))
+    return chat_result(generations, response.usage, response.id)
 
 
 def answer_message(
@@ -180,35 +188,57 @@ def answer_message(
     )
 
 
-def chat_result(message: AIMessage, usage: Usage | None, rid: str | None = None) -> ChatResult:
-    """One answer as the chat model's result: the finish reason in `generation_info`, OpenAI's
-    `token_usage` and the model name in `llm_output`."""
-    meta = message.response_metadata
-    generation = ChatGeneration(
-        message=message, generation_info={"finish_reason": meta.get("finish_reason")}
-    )
+def generation(message: AIMessage, logprobs: dict[str, Any] | None = None) -> ChatGeneration:
+    """An answer with its finish reason (and log probabilities) in `generation_info`."""
+    info: dict[str, Any] = {"finish_reason": message.response_metadata.get("finish_reason")}
+    if logprobs is not None:
+        info["logprobs"] = logprobs
+    return ChatGeneration(message=message, generation_info=info)
+
+
+def chat_result(
+    generations: list[ChatGeneration], usage: Usage | None, rid: str | None = None
+) -> ChatResult:
+    """Answers as the chat model's result: OpenAI's `token_usage` and the model name in
+    `llm_output`."""
     llm_output: dict[str, Any] = {
         "token_usage": token_usage(usage),
-        "model_name": meta.get("model_name"),
+        "model_name": generations[0].message.response_metadata.get("model_name"),
     }
     if rid is not None:
         llm_output["id"] = rid
-    return ChatResult(generations=[generation], llm_output=llm_output)
+    return ChatResult(generations=generations, llm_output=llm_output)
 
 
-def llm_result(answers: list[tuple[str, str | None, Usage | None]], model: str | None) -> LLMResult:
-    """(text, finish reason, usage) per prompt as the completion model's result: usage summed
-    over the prompts, as OpenAI's LLM does, and per generation in `generation_info`."""
+@dataclass(frozen=True)
+class Completed:
+    """One answer of a completion model: what `generation_info` reports of it."""
+
+    text: str
+    finish_reason: str | None
+    logprobs: dict[str, Any] | None = None
+
+
+def llm_result(answers: list[tuple[list[Completed], Usage | None]], model: str | None) -> LLMResult:
+    """(answers, usage) per prompt as the completion model's result: usage summed over the
+    prompts, as OpenAI's LLM does, and per prompt in each of its generations'
+    `generation_info`, with the finish reason and log probabilities."""
     total = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0, "cached_tokens": 0}
     generations = []
-    for text, finish_reason, usage in answers:
-        info: dict[str, Any] = {"finish_reason": finish_reason}
+    for completed, usage in answers:
         if usage:
             for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
                 total[key] += getattr(usage, key)
             total["cached_tokens"] += usage.prompt_tokens_details.cached_tokens
-            info["usage"] = usage.model_dump()
-        generations.append([Generation(text=text, generation_info=info)])
+        row = []
+        for answer in completed:
+            info: dict[str, Any] = {"finish_reason": answer.finish_reason}
+            if answer.logprobs is not None:
+                info["logprobs"] = answer.logprobs
+            if usage:
+                info["usage"] = usage.model_dump()
+            row.append(Generation(text=answer.text, generation_info=info))
+        generations.append(row)
     return LLMResult(
         generations=generations, llm_output={"token_usage": total, "model_name": model}
     )

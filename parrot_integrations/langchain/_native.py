@@ -58,6 +58,40 @@ from ._convert import PROVIDER
 
 OUTPUT = "out"
 _MODEL_ALIASES = (None, "", "default")  # names /v1 takes for the served model without a check
+# Request fields a native call expresses (`sampling`, the messages or prompt), or that change
+# nothing in the output; a request setting any other field (n, logprobs, echo, ...) goes
+# through /v1.
+_MAPPED = frozenset(
+    {
+        "model",
+        "messages",
+        "prompt",
+        "max_tokens",
+        "max_completion_tokens",
+        "temperature",
+        "top_p",
+        "top_k",
+        "seed",
+        "stop",
+        "stream",
+        "response_format",
+        "criteria",
+        "session_id",
+        "ignore_eos",
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+        "user",
+        "safety_identifier",
+        "metadata",
+        "store",
+        "service_tier",
+        "prompt_cache_key",
+        "prompt_cache_retention",
+        "prompt_cache_options",
+    }
+    | set(Penalties.model_fields)  # native outputs take the penalties, min_p and logit_bias
+)
 
 
 class NotNative(Exception):
@@ -189,20 +223,9 @@ def _request(model: Any, first: Any, stop: list[str] | None, kwargs: dict) -> An
         )
     if req.session_id is not None:
         raise NotNative("session_id: the call belongs to that session, not to a program's")
-    # /v1 fields a native output has no place for: the call runs through /v1.
-    beyond = {
-        "n": req.choices > 1,
-        "logprobs": req.top_logprobs_wanted is not None,
-        "min_tokens": bool(req.min_tokens),
-        "stop_token_ids": bool(req.stop_token_ids),
-        "skip_special_tokens": not req.skip_special_tokens,
-        "chat_template_kwargs": isinstance(req, ChatCompletionRequest)
-        and bool(req.chat_template_kwargs),
-        "echo": isinstance(req, CompletionRequest) and bool(req.echo),
-    }
-    named = [name for name, used in beyond.items() if used]
-    if named:
-        raise NotNative(f"{', '.join(named)}: a native call has no such field")
+    unmapped = sorted(req.model_dump(exclude_defaults=True).keys() - _MAPPED)
+    if unmapped:
+        raise NotNative(f"{', '.join(unmapped)}: a native call has no such field")
     return req
 
 
@@ -281,7 +304,7 @@ def chat_result(text: str, usage: OutputUsage | None) -> ChatResult:
         return ChatResult(generations=[ChatGeneration(message=message)])
     wire = _convert.native_usage(usage)
     message = _convert.answer_message(text, usage.model, usage.finish_reason, wire, None)
-    return _convert.chat_result(message, wire)
+    return _convert.chat_result([_convert.generation(message)], wire)
 
 
 def chat_message(text: str, usage: OutputUsage | None) -> AIMessage:
@@ -319,7 +342,10 @@ def llm_result(answers: list[tuple[str, OutputUsage | None]]) -> LLMResult:
     model = next((u.model for _, u in answers if u is not None), None)
     return _convert.llm_result(
         [
-            (text, u.finish_reason if u else None, _convert.native_usage(u) if u else None)
+            (
+                [_convert.Completed(text, u.finish_reason if u else None)],
+                _convert.native_usage(u) if u else None,
+            )
             for text, u in answers
         ],
         model,

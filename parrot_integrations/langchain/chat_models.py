@@ -7,12 +7,13 @@ from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput
-from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.config import get_config_list
-from pydantic import AliasChoices, ConfigDict, Field
+from pydantic import AliasChoices, ConfigDict, Field, model_validator
 
+from ..errors import InvalidRequestError
 from ..protocol.openai import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Usage
 from . import _convert, _group, _hook, _native, _structured
 from ._base import ParrotBase, run_private_loop
@@ -48,6 +49,39 @@ class ChatParrot(ParrotBase, BaseChatModel):
     )
     """Stop sequences (alias `stop_sequences`, at most 4); a call's `stop` replaces them."""
 
+    n: int | None = Field(default=None, ge=1)
+    """Answers per prompt: `generate` gives n `ChatGeneration`s (`invoke` returns the first).
+    Not with streaming."""
+
+    logprobs: bool | None = None
+    """Log probability of each generated token, in `response_metadata["logprobs"]` (OpenAI's
+    `{"content": [{"token", "logprob", "bytes", "top_logprobs"}]}`; streamed: each chunk's)."""
+
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    """Alternatives listed per token with `logprobs=True`."""
+
+    stream_usage: bool | None = None
+    """Usage in the last streamed chunk (`usage_metadata`). None: yes (every Parrot server
+    reports it); False: the stream carries none. A call's `stream_usage=` wins."""
+
+    service_tier: str | None = None
+    """Sent; no effect (one tier)."""
+
+    store: bool | None = None
+    """Sent; no effect (nothing is stored)."""
+
+    reasoning_effort: str | None = None
+    """Sent; the server refuses a value (400): its models have no reasoning setting."""
+
+    verbosity: str | None = None
+    """Sent; the server refuses a value (400)."""
+
+    @model_validator(mode="after")
+    def _one_answer_when_streaming(self) -> ChatParrot:
+        if self.streaming and (self.n or 1) > 1:
+            raise ValueError("n must be 1 when streaming")
+        return self
+
     # -- LangChain metadata -----------------------------------------------------------------------
     @property
     def _llm_type(self) -> str:
@@ -75,6 +109,17 @@ class ChatParrot(ParrotBase, BaseChatModel):
         return params
 
     # -- request ------------------------------------------------------------------------------
+    def _own_fields(self) -> dict[str, Any]:
+        return {
+            "n": self.n,
+            "logprobs": self.logprobs,
+            "top_logprobs": self.top_logprobs,
+            "service_tier": self.service_tier,
+            "store": self.store,
+            "reasoning_effort": self.reasoning_effort,
+            "verbosity": self.verbosity,
+        }
+
     def _default_params(self) -> dict[str, Any]:
         params = self._sampling()
         if self.max_tokens is not None:
@@ -89,18 +134,24 @@ class ChatParrot(ParrotBase, BaseChatModel):
         # Per-call kwargs (bind(...), invoke(..., model=...)) win over the fields. LangChain's
         # tracing hint reaches here when a shipped chain runs a bound model step itself.
         kwargs.pop("ls_structured_output_format", None)
-        params = {**self._default_params(), **kwargs}
+        stream_usage = kwargs.pop("stream_usage", None)
+        params = self._params(kwargs)
         if stop is not None:
             params["stop"] = stop
         params["messages"] = _convert.messages_to_dicts(messages)
-        if stream:  # usage comes in a last chunk only when asked for
-            params.update(stream=True, stream_options={"include_usage": True})
+        if stream:
+            if (params.get("n") or 1) > 1:
+                raise InvalidRequestError("n must be 1 when streaming", param="n")
+            params["stream"] = True
+            if stream_usage is None:
+                stream_usage = self.stream_usage is not False
+            if stream_usage:  # usage comes in a last chunk only when asked for
+                params["stream_options"] = {"include_usage": True}
         return self._build(ChatCompletionRequest, params)
 
     @staticmethod
     def _result(response: ChatCompletion) -> ChatResult:
-        message = _convert.ai_message(response)
-        return _convert.chat_result(message, response.usage, response.id)
+        return _convert.chat_response_result(response)
 
     # -- generation ---------------------------------------------------------------------------
     def _generate(
@@ -304,7 +355,13 @@ class _StreamState:
         if chunk.choices and chunk.choices[0].finish_reason is not None:
             self.finish_reason = chunk.choices[0].finish_reason
         message = _convert.content_chunk(chunk)
-        return None if message is None else ChatGenerationChunk(message=message)
+        logprobs = chunk.choices[0].logprobs if chunk.choices else None
+        if message is None and logprobs is None:
+            return None
+        if message is None:  # log probabilities of tokens whose text is still held back
+            message = AIMessageChunk(content="", id=chunk.id)
+        info = None if logprobs is None else {"logprobs": logprobs.model_dump()}
+        return ChatGenerationChunk(message=message, generation_info=info)
 
     def last(self) -> ChatGenerationChunk:
         message = _convert.final_chunk(self.id, self.model, self.finish_reason, self.usage)

@@ -10,8 +10,9 @@ from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackMana
 from langchain_core.language_models import BaseLLM, LangSmithParams
 from langchain_core.messages import BaseMessage, get_buffer_string
 from langchain_core.outputs import GenerationChunk, LLMResult
-from pydantic import AliasChoices, ConfigDict, Field
+from pydantic import AliasChoices, ConfigDict, Field, model_validator
 
+from ..errors import InvalidRequestError
 from ..protocol.openai import Completion, CompletionRequest
 from . import _convert, _group, _hook
 from ._base import ParrotBase, loop_running
@@ -38,6 +39,34 @@ class ParrotLLM(ParrotBase, BaseLLM):
         default=None, validation_alias=AliasChoices("stop", "stop_sequences")
     )
     """Stop sequences (alias `stop_sequences`, at most 4); a call's `stop` replaces them."""
+
+    n: int = Field(default=1, ge=1)
+    """Completions per prompt: n generations per prompt in `generate`'s result. Not with
+    streaming."""
+
+    best_of: int | None = Field(default=None, ge=1)
+    """Candidates generated per answer, the best n returned."""
+
+    logprobs: int | None = Field(default=None, ge=0, le=5)
+    """Log probabilities of each token and of this many alternatives, in the generation's
+    `generation_info["logprobs"]` (OpenAI's `tokens`, `token_logprobs`, `top_logprobs`,
+    `text_offset`)."""
+
+    batch_size: int = Field(default=20, ge=1)
+    """Accepted for `OpenAI` compatibility; no effect: Parrot takes one prompt per request
+    and sends a batch's requests together."""
+
+    allowed_special: Any = None
+    """Accepted for `OpenAI` compatibility; no effect (tiktoken's setting)."""
+
+    disallowed_special: Any = None
+    """Accepted for `OpenAI` compatibility; no effect (tiktoken's setting)."""
+
+    @model_validator(mode="after")
+    def _one_answer_when_streaming(self) -> ParrotLLM:
+        if self.streaming and (self.n > 1 or (self.best_of or 1) > 1):
+            raise ValueError("n and best_of must be 1 when streaming")
+        return self
 
     @property
     def _llm_type(self) -> str:
@@ -72,6 +101,13 @@ class ParrotLLM(ParrotBase, BaseLLM):
         return params
 
     # -- request ------------------------------------------------------------------------------
+    def _own_fields(self) -> dict[str, Any]:
+        return {
+            "n": self.n if self.n != 1 else None,
+            "best_of": self.best_of,
+            "logprobs": self.logprobs,
+        }
+
     def _default_params(self) -> dict[str, Any]:
         params = {**self._sampling(), "max_tokens": self.max_tokens}
         if self.stop:
@@ -81,17 +117,32 @@ class ParrotLLM(ParrotBase, BaseLLM):
     def _request(
         self, prompt: str, stop: list[str] | None, stream: bool, **kwargs: Any
     ) -> CompletionRequest:
-        params = {**self._default_params(), **kwargs, "prompt": prompt}
+        params = {**self._params(kwargs), "prompt": prompt}
         if stop is not None:
             params["stop"] = stop
         if stream:
+            if (params.get("n") or 1) > 1 or (params.get("best_of") or 1) > 1:
+                raise InvalidRequestError("n and best_of must be 1 when streaming", param="n")
             params.update(stream=True, stream_options={"include_usage": True})
         return self._build(CompletionRequest, params)
 
     @staticmethod
     def _result(responses: list[Completion]) -> LLMResult:
-        """One generation per prompt; usage summed over the prompts, as OpenAI's LLM does."""
-        answers = [(r.choices[0].text, r.choices[0].finish_reason, r.usage) for r in responses]
+        """n generations per prompt; usage summed over the prompts, as OpenAI's LLM does."""
+        answers = [
+            (
+                [
+                    _convert.Completed(
+                        c.text,
+                        c.finish_reason,
+                        c.logprobs.model_dump() if c.logprobs is not None else None,
+                    )
+                    for c in r.choices
+                ],
+                r.usage,
+            )
+            for r in responses
+        ]
         return _convert.llm_result(answers, responses[0].model if responses else None)
 
     # -- generation ---------------------------------------------------------------------------
@@ -200,5 +251,9 @@ def _chunk(chunk: Completion) -> GenerationChunk | None:
     if not chunk.choices:
         return None
     choice = chunk.choices[0]
-    info = {"finish_reason": choice.finish_reason} if choice.finish_reason else None
-    return GenerationChunk(text=choice.text, generation_info=info)
+    info: dict[str, Any] = {}
+    if choice.finish_reason:
+        info["finish_reason"] = choice.finish_reason
+    if choice.logprobs is not None:
+        info["logprobs"] = choice.logprobs.model_dump()
+    return GenerationChunk(text=choice.text, generation_info=info or None)

@@ -13,17 +13,21 @@ from ..client import ParrotClient
 
 
 class SDKClients:
-    """Clients made on first use; `settings()` gives `ParrotClient`'s arguments at that time."""
+    """Clients made on first use; `settings()` gives `ParrotClient`'s arguments at that time.
+    `sync_http` / `async_http`: the caller's own httpx clients, if any (never closed here)."""
 
-    def __init__(self, settings: Callable[[], dict[str, Any]]) -> None:
+    def __init__(
+        self, settings: Callable[[], dict[str, Any]], sync_http: Any = None, async_http: Any = None
+    ) -> None:
         self._settings = settings
+        self._sync_http, self._async_http = sync_http, async_http
         self._sync: ParrotClient | None = None
         self._by_loop: dict[int, tuple[asyncio.AbstractEventLoop, AsyncParrotClient]] = {}
 
     @property
     def sync(self) -> ParrotClient:
         if self._sync is None:
-            self._sync = ParrotClient(**self._settings())
+            self._sync = ParrotClient(**self._settings(), http_client=self._sync_http)
         return self._sync
 
     def for_running_loop(self) -> AsyncParrotClient:
@@ -34,7 +38,7 @@ class SDKClients:
                 del self._by_loop[key]
         entry = self._by_loop.get(id(loop))
         if entry is None or entry[0] is not loop:
-            entry = (loop, AsyncParrotClient(**self._settings()))
+            entry = (loop, AsyncParrotClient(**self._settings(), http_client=self._async_http))
             self._by_loop[id(loop)] = entry
         return entry[1]
 

@@ -6,6 +6,8 @@ sync wrappers do, must not reuse a dead loop's connections)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from llama_index.core.bridge.pydantic import BaseModel, Field, PrivateAttr, field_validator
 
 from .. import _http
@@ -24,6 +26,15 @@ class ServerConnection(BaseModel):
     )
     timeout: float = Field(default=60.0, ge=0, description="Seconds per HTTP request.")
     max_retries: int = Field(default=2, ge=0, description="Retries on 429/503/connect errors.")
+    default_headers: dict[str, str] | None = Field(
+        default=None, description="HTTP headers for every request; they win over the SDK's."
+    )
+    http_client: Any = Field(
+        default=None, exclude=True, description="An httpx.Client of yours for sync calls."
+    )
+    async_http_client: Any = Field(
+        default=None, exclude=True, description="An httpx.AsyncClient of yours for async calls."
+    )
 
     _clients: SDKClients | None = PrivateAttr(default=None)
 
@@ -39,12 +50,15 @@ class ServerConnection(BaseModel):
             "api_key": self.api_key,
             "timeout": self.timeout,
             "max_retries": self.max_retries,
+            "default_headers": self.default_headers,
         }
 
     @property
     def _sdk(self) -> SDKClients:
         if self._clients is None:
-            self._clients = SDKClients(self._client_kwargs)
+            self._clients = SDKClients(
+                self._client_kwargs, self.http_client, self.async_http_client
+            )
         return self._clients
 
     @property
@@ -57,6 +71,7 @@ class ServerConnection(BaseModel):
         return self._sdk.for_running_loop()
 
     def close(self) -> None:
+        """Closes the blocking client (not an `http_client` of yours)."""
         self._sdk.close()
 
     async def aclose(self) -> None:

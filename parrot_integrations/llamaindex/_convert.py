@@ -10,6 +10,7 @@ from llama_index.core.base.llms.types import (
     ChatMessage,
     ChatResponse,
     CompletionResponse,
+    LogProb,
     MessageRole,
     TextBlock,
     ToolCallBlock,
@@ -20,6 +21,7 @@ from pydantic import ValidationError
 from .. import _http
 from ..errors import InvalidRequestError
 from ..protocol.openai import ChatCompletion, ChatCompletionChunk, Completion, Usage
+from ..protocol.openai_logprobs import ChoiceLogprobs
 from ..protocol.openai_tools import ToolCall
 
 # LlamaIndex roles -> OpenAI wire roles ("chatbot"/"model" are other vendors' assistant).
@@ -109,7 +111,19 @@ def chat_response(body: ChatCompletion) -> ChatResponse:
         message=answer_message(text, (message.tool_calls or []) if message else []),
         raw=body.model_dump(),
         additional_kwargs=usage_fields(body.usage),
+        logprobs=token_logprobs(body.choices[0].logprobs) if body.choices else None,
     )
+
+
+def token_logprobs(logprobs: ChoiceLogprobs | None) -> list[list[LogProb]] | None:
+    """Per generated token, its most likely alternatives: the shape LlamaIndex's OpenAI LLM
+    gives."""
+    if logprobs is None or logprobs.content is None:
+        return None
+    return [
+        [LogProb(token=t.token, logprob=t.logprob, bytes=t.bytes or []) for t in entry.top_logprobs]
+        for entry in logprobs.content
+    ]
 
 
 class ChatStream:
@@ -183,6 +197,7 @@ def as_completion(r: ChatResponse) -> CompletionResponse:
         delta=r.delta,
         raw=r.raw,
         additional_kwargs=r.additional_kwargs,
+        logprobs=r.logprobs,
     )
 
 

@@ -99,6 +99,11 @@ class Parrot(FunctionCallingLLM, ServerConnection):
         default=True, description="Use /v1/chat/completions (the chat template) for complete."
     )
 
+    logprobs: bool | None = Field(
+        default=None, description="Per token, its most likely alternatives in `logprobs`."
+    )
+    top_logprobs: int = Field(default=0, ge=0, le=20, description="Alternatives per token.")
+
     # What the server said ("name", "window"), asked once; the fields override it.
     _server_meta: dict[str, Any] = PrivateAttr(default_factory=dict)
 
@@ -160,11 +165,18 @@ class Parrot(FunctionCallingLLM, ServerConnection):
             fields["max_tokens"] = self.max_tokens
         return {**fields, **self.additional_kwargs, **kwargs}
 
+    def _chat_fields(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        fields = self._fields(kwargs)
+        if self.logprobs:  # chat only, as LlamaIndex's OpenAI LLM
+            fields.setdefault("logprobs", True)
+            fields.setdefault("top_logprobs", self.top_logprobs)
+        return fields
+
     def _chat_request(
         self, messages: Sequence[ChatMessage], kwargs: dict[str, Any], stream: bool
     ) -> ChatCompletionRequest:
         wire = [to_wire(m) for m in messages]
-        fields = self._fields(kwargs)
+        fields = self._chat_fields(kwargs)
         if stream:  # the final chunk then carries the usage
             fields.update(stream=True, stream_options={"include_usage": True})
         return build_request(ChatCompletionRequest, messages=wire, **fields)
