@@ -148,6 +148,8 @@ class ParrotBase(BaseModel):
     )
     # Native sessions for batches and shipped chains, reused across runs (`_sessions.py`).
     _sessions: SessionPool = PrivateAttr(default_factory=SessionPool)
+    # The server's name for its model (`ls_model_name` in traces), once asked.
+    _served_name: str | None = PrivateAttr(default=None)
 
     @field_validator("openai_proxy")
     @classmethod

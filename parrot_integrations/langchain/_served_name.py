@@ -3,7 +3,6 @@ model under, as its answers carry it, not the `default` alias a model without `m
 
 from __future__ import annotations
 
-import threading
 from typing import TYPE_CHECKING, Any
 
 from parrot_integrations.client import ParrotClient
@@ -14,9 +13,6 @@ if TYPE_CHECKING:
     from ._base import ParrotBase
 
 LOOKUP_TIMEOUT_SECONDS = 5.0
-# base URL -> the name its server answers with; asked once per server and process.
-_served: dict[str, str] = {}
-_lock = threading.Lock()
 
 
 def ls_model_name(model: ParrotBase, kwargs: dict[str, Any]) -> str:
@@ -25,19 +21,15 @@ def ls_model_name(model: ParrotBase, kwargs: dict[str, Any]) -> str:
     name = model._ls_model_name(kwargs)
     if name != DEFAULT_MODEL_ALIAS:
         return name
-    with _lock:
-        served = _served.get(model.base_url)
-    if served is None:
+    if model._served_name is None:
         # One quick try, not the model's retries: a trace's label must not delay the call.
-        args = model._client_args() | {"max_retries": 0, "timeout": LOOKUP_TIMEOUT_SECONDS}
+        quick = {"max_retries": 0, "timeout": LOOKUP_TIMEOUT_SECONDS}
         try:
-            with ParrotClient(**args) as client:
+            with ParrotClient(**model._client_args(model.http_client) | quick) as client:
                 cards = client.list_models().data
         except ParrotError:
             return name
         if not cards:
             return name
-        served = cards[0].id
-        with _lock:
-            _served[model.base_url] = served
-    return served
+        model._served_name = cards[0].id  # asked once per model object
+    return model._served_name
