@@ -45,7 +45,7 @@ def test_bad_config_file_is_refused_without_a_traceback(tmp_path):
     assert out.returncode != 0 and "cannot read config file" in out.stderr + out.stdout
 
 
-def test_an_embedding_model_folder_that_is_not_one_is_refused_at_start(tmp_path):
+def test_bad_embedding_flags_are_refused_at_start(tmp_path):
     out = subprocess.run(
         [*CLI, "serve", "--embedding-model", str(tmp_path)],
         capture_output=True,
@@ -54,6 +54,10 @@ def test_an_embedding_model_folder_that_is_not_one_is_refused_at_start(tmp_path)
     )
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert f"--embedding-model: no model config.json in {tmp_path}" in out.stderr
+    out = subprocess.run(
+        [*CLI, "serve", "--embedding-threads", "0"], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 2 and "--embedding-threads must be >= 1, got 0" in out.stderr
 
 
 @pytest.mark.slow

@@ -59,6 +59,10 @@ def _serve(args: argparse.Namespace) -> int:
     except EmbeddingModelNotFoundError as exc:
         print(f"parrot: --embedding-model: {exc}", file=sys.stderr)
         return 2
+    threads = args.embedding_threads
+    if threads is not None and threads < 1:
+        print(f"parrot: --embedding-threads must be >= 1, got {threads}", file=sys.stderr)
+        return 2
     names = tuple(n.strip() for n in (args.served_model_name or "").split(",") if n.strip())
     if args.engine_url is None:
         env_urls = os.environ.get("PARROT_ENGINE_URL", "")
@@ -92,14 +96,9 @@ def _serve(args: argparse.Namespace) -> int:
         core = ServeCore(LocalEngineClient(engine), config, names)
     embeddings = None  # started after the engine: see EmbeddingWorker on torch threads
     if embedding_model is not None:
-        try:
-            embeddings = EmbeddingService.start(
-                embedding_model, args.embedding_threads, config.max_value_chars
-            )
-        except ValueError as exc:
-            print(f"parrot: --embedding-threads: {exc}", file=sys.stderr)
-            sock.close()
-            return 2
+        embeddings = EmbeddingService.start(
+            embedding_model, args.embedding_threads, config.max_value_chars
+        )
     app = create_app(core, engine, processes=procs, keys=keys, embeddings=embeddings)
     log_served(names)
     serve(
