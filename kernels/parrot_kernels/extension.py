@@ -90,7 +90,7 @@ class CppExtension:
         # A first build takes minutes (or a rebuild after the sources changed): say so, and
         # keep saying it, so a slow start is not mistaken for a hang.
         built = build_dir / f"{self.name}.so"
-        sources = [p for p in CSRC.iterdir() if p.suffix in (".cpp", ".h")]
+        sources = [*self.sources, *CSRC.glob("*.h")]
         fresh = built.is_file() and built.stat().st_mtime >= max(p.stat().st_mtime for p in sources)
         if not fresh:
             log.info("building the %s extension (first run only, a few minutes)", self.what)
