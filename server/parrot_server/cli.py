@@ -100,7 +100,9 @@ def _serve(args: argparse.Namespace) -> int:
             embedding_model, args.embedding_threads, config.max_value_chars
         )
     app = create_app(core, engine, processes=procs, keys=keys, embeddings=embeddings)
-    log_served(names)
+    log_served(
+        names, f"{embedding_model.name} ({embedding_model.path})" if embedding_model else None
+    )
     serve(
         app,
         sock,
