@@ -136,6 +136,25 @@ async def test_greedy_stream_equals_the_local_engine(engine_url, local):
 
 
 @pytest.mark.slow
+async def test_logprobs_and_penalties_cross_to_the_remote_engine(engine_url, local):
+    """The logit processors and the logprobs request go over SGLang's protocol and come back
+    as the embedded engine makes them."""
+    prompt = "The word is apple. apple apple apple apple apple apple"
+    sampling = SamplingParams(
+        max_new_tokens=5, temperature=0, presence_penalty=2.0, logprobs=True, top_logprobs=2
+    )
+    [want] = local.generate([prompt], sampling)
+    async with connected(engine_url) as client:
+        outs, ids, _ = await collect(await client.submit(prompt, sampling))
+    assert ids == want.new_token_ids
+    got = [e for o in outs for e in o.logprobs or ()]
+    assert [e.token_id for e in got] == ids
+    for g, w in zip(got, want.logprobs, strict=True):
+        assert g.logprob == pytest.approx(w.logprob, abs=1e-4)
+        assert [t for t, _ in g.top] == [t for t, _ in w.top] and len(g.top) == 2
+
+
+@pytest.mark.slow
 async def test_a_repeated_prompt_is_served_from_the_cache(engine_url):
     prompt = "A list of rivers of Europe, longest first: the Volga, the Danube,"
     sampling = SamplingParams(max_new_tokens=4, temperature=0)
@@ -316,6 +335,12 @@ def test_finish_reasons_and_sampling_params_map_to_sglang_names():
     }  # no null sampling_seed: SGLang 0.5.5 types it as a plain int
     seeded = sampling_params_body(SamplingParams(sampling_seed=3, stop_token_ids=(2,)))
     assert seeded["sampling_seed"] == 3 and seeded["stop_token_ids"] == [2]
+    # Logit processors only when not neutral, under SGLang's names.
+    biased = sampling_params_body(
+        SamplingParams(max_new_tokens=4, min_p=0.1, min_new_tokens=2, logit_bias={7: -100})
+    )
+    assert biased["min_p"] == 0.1 and biased["min_new_tokens"] == 2
+    assert biased["logit_bias"] == {"7": -100} and "repetition_penalty" not in biased
 
 
 def _event(text, ids, total):
