@@ -373,6 +373,31 @@ def test_api_key_is_sent_as_bearer(stub, monkeypatch):
     assert auth == ["Bearer from-env", "Bearer explicit", None]
 
 
+def test_default_headers_query_and_callers_http_client(stub):
+    """Headers win over the SDK's own (case-insensitively, Authorization included), the query
+    joins every request's, and a caller's httpx client sends them and is left open."""
+    ready = Reply(200, {"id": "v", "status": "ready", "value": "x"})
+    stub.respond = sequence(OK_SESSION, ready)
+    with httpx.Client() as http:
+        client = ParrotClient(
+            stub.url,
+            api_key="ours",
+            default_headers={"Authorization": "Bearer theirs", "X-App": "a"},
+            default_query={"trace": "1"},
+            http_client=http,
+        )
+        client.create_session()
+        client.get_variable("S1", "v", wait=2)
+        client.close()
+        assert not http.is_closed
+    first, second = stub.requests
+    assert first.headers["authorization"] == "Bearer theirs" and first.headers["x-app"] == "a"
+    assert first.query == {"trace": "1"}
+    assert second.query == {"trace": "1", "timeout": "2"}
+    with pytest.raises(InvalidRequestError, match="httpx.AsyncClient"):
+        AsyncParrotClient(stub.url, http_client=http)
+
+
 # -- error mapping ------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("status", "kind", "cls"),
