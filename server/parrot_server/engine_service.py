@@ -13,7 +13,7 @@ from .core.metered_stream import MeteredStream
 from .core.metrics import Metrics
 from .core.tenants import Principal, Slot, TenantLoad, cache_key
 from .engine.async_engine import AsyncEngine
-from .engine.errors import EngineError, EngineUnavailableError, InvalidRequestError
+from .engine.errors import EngineError, EngineUnavailableError
 from .engine.request import RequestOutput, TokenLogprob
 from .engine.sampling_params import SamplingParams
 from .sglang_protocol import (
@@ -22,46 +22,12 @@ from .sglang_protocol import (
     LoadEntry,
     MetaInfo,
 )
+from .sglang_sampling import from_generate_request
 
 try:
     _VERSION = importlib.metadata.version("parrot-integrations")
 except importlib.metadata.PackageNotFoundError:  # run from a source tree that is not installed
     _VERSION = "unknown"
-
-
-def to_sampling_params(req: GenerateRequest) -> SamplingParams:
-    sp = req.sampling_params
-    if req.return_logprob and req.logprob_start_len not in (-1, None):
-        raise InvalidRequestError(
-            "logprob_start_len: the embedded engine scores output tokens only (give -1)"
-        )
-    try:
-        bias = {int(k): v for k, v in (sp.logit_bias or {}).items()}
-    except ValueError:
-        raise InvalidRequestError("logit_bias: keys must be token ids") from None
-    return SamplingParams(
-        max_new_tokens=sp.max_new_tokens,
-        temperature=sp.temperature,
-        top_p=sp.top_p,
-        top_k=sp.top_k,
-        stop=tuple([sp.stop] if isinstance(sp.stop, str) else sp.stop or ()),
-        stop_token_ids=tuple(sp.stop_token_ids or ()),
-        sampling_seed=sp.sampling_seed,
-        ignore_eos=sp.ignore_eos,
-        skip_special_tokens=sp.skip_special_tokens,
-        json_schema=sp.json_schema,
-        regex=sp.regex,
-        ebnf=sp.ebnf,
-        constrained_prompt_tail=sp.constrained_prompt_tail or 0,
-        frequency_penalty=sp.frequency_penalty,
-        presence_penalty=sp.presence_penalty,
-        repetition_penalty=sp.repetition_penalty,
-        min_p=sp.min_p,
-        min_new_tokens=sp.min_new_tokens,
-        logit_bias=bias,
-        logprobs=req.return_logprob,
-        top_logprobs=req.top_logprobs_num if req.return_logprob else 0,
-    )
 
 
 HEALTH_GENERATE_SECONDS = 20.0
@@ -92,7 +58,7 @@ class EngineService:
         try:
             stream = await self.engine.submit(
                 req.input_ids if req.input_ids is not None else req.text,
-                to_sampling_params(req),
+                from_generate_request(req),
                 rid=req.rid,
                 namespace=cache_key(who.tenant.cache_namespace, req.extra_key),
                 priority=req.priority or 0,

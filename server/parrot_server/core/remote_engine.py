@@ -36,6 +36,7 @@ from ..sglang_protocol import (
     error_message,
     parse_loads,
 )
+from ..sglang_sampling import logprob_fields, sampling_params_body
 from .engine_client import (
     EngineClient,
     EngineInfo,
@@ -47,7 +48,6 @@ from .engine_client import (
     template_text,
 )
 from .remote_info import engine_info, get_json
-from .remote_request import logprob_fields, sampling_params_body
 from .remote_stream import (
     EngineProtocolError,
     RemoteStream,
