@@ -4,11 +4,6 @@
 key-protected server, `extra_body` / `model_kwargs` / `disabled_params` in the body and their
 effect, `stream_usage`, fields accepted without effect, fields refused, and the answers' `n`
 generations and log probabilities.
-
-Tests needing the server to honour `n`, `logprobs` / `top_logprobs`, penalties and vendor
-sampling fields on /v1 (without it, those requests are refused with a 400 naming the field):
-test_chat_n_generations, test_chat_logprobs, test_chat_logprobs_streamed,
-test_chat_penalties_and_vendor_extras, test_batch_with_penalties_goes_through_v1, test_llm_n_and_logprobs.
 """
 
 from __future__ import annotations
@@ -256,16 +251,36 @@ def test_chat_penalties_and_vendor_extras(server_url, wire):
         assert (body["repetition_penalty"], body["min_p"]) == (1.1, 0.05)
 
 
-def test_batch_with_penalties_goes_through_v1(server_url, wire):
-    """A native call has no penalties: such a batch's inputs are sent to /v1, with them."""
-    http = httpx.AsyncClient(event_hooks={"request": [wire.ahook]})
-    chat = ChatParrot(base_url=server_url, max_tokens=3, temperature=0, frequency_penalty=0.2,
-                      http_async_client=http)  # fmt: skip
-    plain = ChatParrot(base_url=server_url, max_tokens=3, temperature=0, frequency_penalty=0.2)
-    assert [m.content for m in chat.batch([PROMPT, PROMPT])] == [plain.invoke(PROMPT).content] * 2
+def _abatch(wire: Wire, prompts: list[str], **fields) -> list:
+    """`abatch` through a ChatParrot whose async httpx client records the wire (the client
+    belongs to one event loop: made, used and closed in it)."""
+
+    async def run() -> list:
+        async with httpx.AsyncClient(event_hooks={"request": [wire.ahook]}) as http:
+            chat = ChatParrot(http_async_client=http, **fields)
+            return await chat.abatch(prompts)
+
+    return asyncio.run(run())
+
+
+def test_batch_with_penalties_runs_as_one_program_with_them(server_url, wire):
+    """Native outputs take the penalties: such a batch is still one program, carrying them."""
+    fields = {"base_url": server_url, "max_tokens": 3, "temperature": 0, "frequency_penalty": 0.2}
+    answers = _abatch(wire, [PROMPT, PROMPT], **fields)
+    assert [m.content for m in answers] == [ChatParrot(**fields).invoke(PROMPT).content] * 2
+    programs = [i for i, r in enumerate(wire.requests) if r.url.path.endswith("/programs")]
+    assert len(programs) == 1 and not any(r.url.path.startswith("/v1") for r in wire.requests)
+    outputs = [o for c in wire.body(programs[0])["calls"] for o in c["outputs"].values()]
+    assert len(outputs) == 2 and all(o["sampling"]["frequency_penalty"] == 0.2 for o in outputs)
+
+
+def test_batch_with_logprobs_goes_through_v1(server_url, wire):
+    """A native call has no logprobs: such a batch's inputs are sent to /v1, with them."""
+    fields = {"base_url": server_url, "max_tokens": 3, "temperature": 0, "logprobs": True}
+    answers = _abatch(wire, [PROMPT, PROMPT], **fields)
+    assert all(m.response_metadata["logprobs"]["content"] for m in answers)
     assert [r.url.path for r in wire.requests] == ["/v1/chat/completions"] * 2
-    assert all(wire.body(i)["frequency_penalty"] == 0.2 for i in range(2))
-    asyncio.run(http.aclose())
+    assert all(wire.body(i)["logprobs"] is True for i in range(2))
 
 
 def test_llm_n_and_logprobs(server_url):
