@@ -1,10 +1,6 @@
 """LlamaIndex `OpenAI` LLM keyword arguments on `Parrot`, against a real `parrot serve`:
 `default_headers`, `http_client` / `async_http_client` seen on the wire by the caller's own httpx
-clients, `additional_kwargs` in the body, and log probabilities in LlamaIndex's shape.
-
-Needs the server to honour `logprobs` / `top_logprobs` on /v1 (refused with a 400 naming the
-field without it): test_chat_logprobs.
-"""
+clients, `additional_kwargs` in the body, and log probabilities in LlamaIndex's shape."""
 
 from __future__ import annotations
 
