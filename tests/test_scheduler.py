@@ -11,14 +11,14 @@ from parrot_server.engine.sampling_params import SamplingParams
 from parrot_server.engine.scheduler import Scheduler
 
 
-def make(pool=64, step=16, running=8, queued=100, wait=32, background=None):
+def make(pool=64, step=16, running=8, queued=100, wait=32, pause=0):
     cfg = EngineConfig(
         kv_pool_tokens=pool,
         max_step_tokens=step,
         max_running_requests=running,
         max_queued_requests=queued,
         prefix_wait_min_tokens=wait,
-        background_step_tokens=background,
+        background_pause_steps=pause,
     )
     return Scheduler(cfg, KVSlotAllocator(pool), RadixCache())
 
@@ -60,34 +60,54 @@ def test_priority_orders_admission_and_budget():
     assert [c.request.rid for c in batch.chunks] == ["high"]
 
 
-def test_urgent_arrival_is_admitted_before_background_prefill_takes_the_step():
-    s = make(pool=256, step=16, background=4)
+def test_urgent_work_runs_in_steps_of_its_own_while_background_waits():
+    s = make(pool=256, step=16, pause=64)
     batch_job = req("batch", 100, priority=0)
     s.add(batch_job)
     assert fake_step(s).chunks[0].length == 16  # alone: the whole step
     chat = req("chat", 10, priority=2, start=500)
     s.add(chat)
-    batch = fake_step(s)
-    # The chat is admitted first and prefills at once; the batch prompt's share is capped.
-    assert [(c.request.rid, c.length) for c in batch.chunks] == [("chat", 10), ("batch", 4)]
-    batch = fake_step(s)  # the chat decodes in short steps beside the capped prefill
-    assert [(c.request.rid, c.length) for c in batch.chunks] == [("chat", 1), ("batch", 4)]
-    for _ in range(3):
-        fake_step(s)
+    # The chat is admitted at once and prefills and decodes alone: on a CPU every token in a
+    # step slows it down.
+    assert [(c.request.rid, c.length) for c in fake_step(s).chunks] == [("chat", 10)]
+    assert [(c.request.rid, c.length) for c in fake_step(s).chunks] == [("chat", 1)]
+    assert batch_job.num_computed == 16  # waited, its KV kept
     s.finish(chat)
-    assert fake_step(s).chunks[0].length == 16  # the chat gone, the batch has the step again
+    assert [(c.request.rid, c.length) for c in fake_step(s).chunks] == [("batch", 16)]
 
 
-def test_without_a_cap_or_a_priority_gap_the_step_is_shared_in_order():
-    s = make(pool=256, step=16, background=None)
+def test_background_waits_a_bounded_number_of_steps_in_a_row():
+    s = make(pool=256, step=16, pause=3)
+    s.add(req("batch", 100, priority=0))
+    fake_step(s)
+    s.add(req("chat", 10, priority=2, start=500, max_new=50))
+    served = [[c.request.rid for c in fake_step(s).chunks] for _ in range(8)]
+    assert served == [["chat"]] * 3 + [["chat", "batch"]] + [["chat"]] * 3 + [["chat", "batch"]]
+
+
+def test_an_urgent_request_waiting_for_a_background_prefill_does_not_stall_it():
+    """A chat whose prompt shares a prefix with a background prompt being prefilled waits for
+    that prefix; the background prefill is not paused for a request that is not running."""
+    s = make(pool=256, step=16, pause=64, wait=4)
+    s.add(req("batch", 60, priority=0))
+    fake_step(s)
+    s.add(req("chat", 40, priority=2))  # shares the batch prompt's first 40 tokens
+    served = [[c.request.rid for c in fake_step(s).chunks] for _ in range(4)]
+    # The batch computes the shared prefix (16 tokens a step) while the chat waits for it;
+    # then the chat runs and the batch waits.
+    assert served == [["batch"], ["batch"], ["chat"], ["chat"]]
+
+
+def test_without_a_pause_the_step_is_shared_in_priority_order():
+    s = make(pool=256, step=16, pause=0)
     s.add(req("batch", 100, priority=0))
     fake_step(s)
     s.add(req("chat", 10, priority=2, start=500))
     assert [(c.request.rid, c.length) for c in fake_step(s).chunks] == [("chat", 10), ("batch", 6)]
-    s = make(pool=256, step=16, background=4)
+    s = make(pool=256, step=16, pause=64)
     s.add(req("a", 100, priority=1))
     fake_step(s)
-    s.add(req("b", 10, priority=1, start=500))  # same priority: nobody is background
+    s.add(req("b", 10, priority=1, start=500))  # same priority: nobody waits
     assert [(c.request.rid, c.length) for c in fake_step(s).chunks] == [("a", 16)]
 
 

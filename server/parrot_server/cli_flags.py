@@ -74,10 +74,10 @@ def add_engine_args(_option: Options) -> None:
         type=int,
     )
     _option(
-        "--background-step-tokens",
-        d.background_step_tokens,
-        "while a higher-priority request runs, lower-priority prefill gets at most this many "
-        "tokens of a step (0: no cap)",
+        "--background-pause-steps",
+        d.background_pause_steps,
+        "while a higher-priority request runs, lower-priority ones wait, at most this many "
+        "engine steps in a row (0: never)",
         type=int,
     )
     _option("--max-running-requests", d.max_running_requests, "decode batch cap", type=int)

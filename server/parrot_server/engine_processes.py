@@ -232,7 +232,7 @@ def engine_argv(args, count: int) -> list[str]:
         ("--kv-pool-tokens", args.kv_pool_tokens),
         ("--max-context-len", args.max_context_len),
         ("--max-step-tokens", args.max_step_tokens),
-        ("--background-step-tokens", args.background_step_tokens),
+        ("--background-pause-steps", args.background_pause_steps),
         ("--max-running-requests", args.max_running_requests),
         ("--max-queued-requests", args.max_queued_requests),
         ("--threads", threads),

@@ -71,7 +71,7 @@ def build_engine(args: argparse.Namespace) -> AsyncEngine | None:
         kv_pool_tokens=args.kv_pool_tokens,
         max_context_len=args.max_context_len,
         max_step_tokens=args.max_step_tokens,
-        background_step_tokens=args.background_step_tokens or None,
+        background_pause_steps=args.background_pause_steps,
         max_running_requests=args.max_running_requests,
         max_queued_requests=args.max_queued_requests,
         num_threads=args.threads,

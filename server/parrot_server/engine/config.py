@@ -33,10 +33,10 @@ class EngineConfig:
     # being prefilled than the cache holds waits for that prefill (whose KV is cached chunk by
     # chunk) instead of computing the same tokens again; 0 admits it at once.
     prefix_wait_min_tokens: int = 32
-    # While a request runs whose priority is above others' (a chat turn beside batch work), the
-    # lower-priority prompts' prefill gets at most this many tokens of each step, so the step
-    # that carries the urgent request's next token stays short; None: no cap.
-    background_step_tokens: int | None = 64
+    # While a request runs whose priority is above others' (a chat turn beside batch work),
+    # the lower-priority requests wait, at most this many steps in a row (then one step serves
+    # everyone); 0: they are never held back, steps are only filled in priority order.
+    background_pause_steps: int = 64
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
@@ -51,10 +51,9 @@ class EngineConfig:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"EngineConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if self.background_step_tokens is not None and self.background_step_tokens < 1:
+        if self.background_pause_steps < 0:
             raise ValueError(
-                "EngineConfig.background_step_tokens must be >= 1 or None, got "
-                f"{self.background_step_tokens}"
+                f"EngineConfig.background_pause_steps must be >= 0, got {self.background_pause_steps}"
             )
         if self.prefix_wait_min_tokens < 0:
             raise ValueError(

@@ -3,8 +3,9 @@
 One step holds at most `max_step_tokens` tokens, given out in priority order: running requests
 (a decoding request needs one token, a prefilling one a chunk of its prompt) and new admissions,
 a waiting request of higher priority being admitted before running ones of lower priority get
-their share. While a request of higher priority runs, lower-priority prefill gets at most
-`background_step_tokens` of a step: the urgent request's tokens come at the pace of short steps.
+their share. While a request of higher priority runs, lower-priority requests wait (at most
+`background_pause_steps` steps in a row): on a CPU a step's time grows with every token in it,
+so the urgent request's tokens come at the pace of steps of its own.
 Admission matches the prompt against the prefix cache, so only the uncached rest is computed.
 A prompt's KV enters the cache chunk by chunk as it is computed, and a new request that shares
 a longer prefix with a prompt still being prefilled waits for it rather than computing the same
@@ -54,35 +55,22 @@ class Batch:
 
 @dataclass
 class _Budget:
-    """What is left of one step: `left` tokens in all, and `background` of them for prefill of
-    requests below the highest priority running (`top`)."""
+    """What is left of one step: `left` tokens; with `pause`, requests below the highest
+    priority running (`top`) get none of it."""
 
     left: int
-    background: int | None
+    pause: bool
     top: int | None = None
 
     def grant(self, req: Request, pending: int | None = None) -> int:
         """How many of its `pending` tokens (default: all it has yet to compute) `req` may
         compute in this step."""
-        n = min(req.num_pending if pending is None else pending, self.left)
-        if (
-            n > 1
-            and self.background is not None
-            and self.top is not None
-            and req.priority < self.top
-        ):
-            n = min(n, self.background)
-        return n
+        if self.pause and self.top is not None and req.priority < self.top:
+            return 0
+        return min(req.num_pending if pending is None else pending, self.left)
 
-    def take(self, req: Request, n: int) -> None:
+    def take(self, n: int) -> None:
         self.left -= n
-        if (
-            n > 1
-            and self.background is not None
-            and self.top is not None
-            and req.priority < self.top
-        ):
-            self.background -= n
 
 
 class Scheduler:
@@ -95,6 +83,7 @@ class Scheduler:
         self.waiting: list[Request] = []  # sorted by Request.sort_key
         self.running: list[Request] = []
         self.num_preemptions = 0
+        self._paused_steps = 0  # steps in a row in which lower-priority requests waited
         self.prompt_tokens_total = 0  # over first admissions
         self.cached_tokens_total = 0  # of those, served from the prefix cache
 
@@ -154,7 +143,8 @@ class Scheduler:
     # -- one step -----------------------------------------------------------------------------
     def schedule(self) -> Batch:
         batch = Batch()
-        step = _Budget(self.config.max_step_tokens, self.config.background_step_tokens)
+        limit = self.config.background_pause_steps
+        step = _Budget(self.config.max_step_tokens, self._paused_steps < limit)
         self.running.sort(key=lambda r: r.sort_key)
         step.top = max((r.priority for r in self.running), default=None)
         scheduled: set[int] = set()
@@ -180,9 +170,13 @@ class Scheduler:
                 continue
             batch.chunks.append(self._chunk(req, slots, n))
             scheduled.add(id(req))
-            step.take(req, n)
+            step.take(n)
         if self.num_preemptions == preempted_before:  # KV was short this step: admit no one
             self._admit(batch, step)
+        paused = step.pause and any(
+            r.priority < (step.top or 0) for r in self.running if r.status is RequestStatus.RUNNING
+        )
+        self._paused_steps = self._paused_steps + 1 if paused else 0
         self._mark_shared_prefixes(batch)
         return batch
 
@@ -226,7 +220,7 @@ class Scheduler:
             step.top = req.priority if step.top is None else max(step.top, req.priority)
             n = step.grant(req, req.num_tokens - match.length)
             if n == 0 and req.num_tokens > match.length:
-                break  # a background prompt with no room left in this step
+                break  # no room left in this step, or paused behind more urgent work
             # Locked first: making room for the rest must not evict the matched prefix.
             self.cache.lock(match.node)
             slots = self._allocate(n) if n else []
@@ -246,7 +240,7 @@ class Scheduler:
                 batch.completed.append(req)
                 continue
             batch.chunks.append(self._chunk(req, slots, n))
-            step.take(req, n)
+            step.take(n)
         for req in deferred:
             bisect.insort(self.waiting, req, key=lambda r: r.sort_key)
 
