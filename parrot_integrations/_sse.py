@@ -17,14 +17,21 @@ ModelT = TypeVar("ModelT", bound=BaseModel)
 SSE_DONE = object()  # the `data: [DONE]` sentinel
 
 
-def parse_sse_line(line: str) -> VariableChunk | object | None:
-    """One line of a variable stream: a chunk, `SSE_DONE`, or None for anything else (blank
+def _payload(line: str) -> str | object | None:
+    """A `data:` line's payload, `SSE_DONE` for `[DONE]`, None for any other line (blank
     separators, comments, `event:` lines)."""
     if not line.startswith("data:"):
         return None
     payload = line[5:].strip()
-    if payload == "[DONE]":
-        return SSE_DONE
+    return SSE_DONE if payload == "[DONE]" else payload
+
+
+def parse_sse_line(line: str) -> VariableChunk | object | None:
+    """One line of a variable stream: a chunk, `SSE_DONE`, or None for anything else (a
+    chunk's own `error` field says its producer failed)."""
+    payload = _payload(line)
+    if not isinstance(payload, str):
+        return payload
     try:
         return VariableChunk.model_validate_json(payload)
     except ValidationError as exc:
@@ -35,11 +42,9 @@ def parse_openai_sse_line(line: str, cls: type[ModelT]) -> ModelT | object | Non
     """One line of an OpenAI-style stream: a `cls` chunk, `SSE_DONE`, or None for anything
     else. An `{"error": ...}` event (a failure after the 200 was sent) raises its typed
     exception, so a stream never ends silently short."""
-    if not line.startswith("data:"):
-        return None
-    payload = line[5:].strip()
-    if payload == "[DONE]":
-        return SSE_DONE
+    payload = _payload(line)
+    if not isinstance(payload, str):
+        return payload
     try:
         data = json.loads(payload)
         if isinstance(data, dict) and "error" in data:
