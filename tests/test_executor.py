@@ -183,3 +183,25 @@ async def test_each_prompt_is_tokenized_once(service):
     assert (await openai.chat(req)).choices[0].message.content is not None
     await openai.chat(req.model_copy(update={"max_tokens": None, "stop": ["."]}))
     assert tokens.texts_encoded - before == 2
+
+
+@pytest.mark.parametrize("chat", [True, False])
+async def test_a_v1_stream_closed_before_its_first_event_aborts_its_requests(service, chat):
+    """The HTTP layer closes a stream whose client left before the first event was sent: the
+    event generator never started, yet its engine requests (submitted already) must end."""
+    from parrot_integrations.protocol.openai import ChatCompletionRequest, CompletionRequest
+    from parrot_server.openai_service import OpenAIService
+
+    openai = OpenAIService(service.core.engine, service.core.metrics)
+    engine = service.core.engine.engine
+    fields = {"model": "default", "max_tokens": 500, "ignore_eos": True, "stream": True, "n": 2}
+    if chat:
+        req = ChatCompletionRequest(messages=[{"role": "user", "content": "Once"}], **fields)
+        events = await openai.chat_stream(req)
+    else:
+        events = await openai.completion_stream(CompletionRequest(prompt="Once", **fields))
+    assert (await engine.stats()).running_requests + (await engine.stats()).waiting_requests == 2
+    await events.aclose()
+    await asyncio.sleep(0.2)
+    stats = await engine.stats()
+    assert stats.running_requests + stats.waiting_requests == 0

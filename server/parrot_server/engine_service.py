@@ -6,9 +6,10 @@ from __future__ import annotations
 import asyncio
 import importlib.metadata
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
+from .closing_stream import ClosingStream
 from .core.metered_stream import MeteredStream
 from .core.metrics import Metrics
 from .core.tenants import Principal, Slot, TenantLoad, cache_key
@@ -113,7 +114,7 @@ class EngineService:
                 await stream.aclose()
                 self._done(stream.rid, slot)
 
-        return _Closing(chunks(), close)
+        return ClosingStream(chunks(), close)
 
     async def health_generate(self) -> None:
         """One greedy token through the whole engine (tokenizer thread, scheduler, model), ahead
@@ -230,28 +231,6 @@ class EngineService:
                 generated_tokens_total=s.generated_tokens_total,
             )
         ]
-
-
-class _Closing:
-    """An async iterator whose `aclose` also runs `close`: a generator closed before its
-    first step never runs its `finally`, and the request would run on for nobody."""
-
-    def __init__(
-        self, chunks: AsyncIterator[GenerateResponse], close: Callable[[], Awaitable[None]]
-    ) -> None:
-        self._chunks, self._close = chunks, close
-
-    def __aiter__(self) -> _Closing:
-        return self
-
-    async def __anext__(self) -> GenerateResponse:
-        return await anext(self._chunks)
-
-    async def aclose(self) -> None:
-        try:
-            await self._chunks.aclose()  # type: ignore[attr-defined]
-        finally:
-            await self._close()
 
 
 class _Accumulator:

@@ -42,6 +42,7 @@ class ChoiceRun:
         self.finish_reason: str | None = None  # "stop" | "length" once finished
         self.called_tools = False  # the answer is tool calls: its finish reason says so
         self.logprobs: list[TokenLogprob] = []  # every token's so far, when the request asked
+        self.ended = False  # its metrics recorded and its request closed
 
     def __aiter__(self) -> AsyncIterator[RequestOutput]:
         return self._outputs()
@@ -75,6 +76,9 @@ class ChoiceRun:
         await self.stream.aclose()
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: Any, tb: Any) -> None:
+        if self.ended:
+            return
+        self.ended = True
         self.live.discard(self)
         if self.finish_reason is not None:
             outcome = "ok"
@@ -98,6 +102,12 @@ class ChoiceRun:
             _background.add(task)
             task.add_done_callback(_background.discard)
             await asyncio.shield(task)
+
+
+async def end_runs(runs: list[ChoiceRun]) -> None:
+    """Ends runs whose stream was closed, maybe before it entered them (each ends once)."""
+    for run in runs:
+        await run.__aexit__(GeneratorExit, None, None)
 
 
 async def merged(runs: list[ChoiceRun]) -> AsyncIterator[tuple[ChoiceRun, RequestOutput]]:

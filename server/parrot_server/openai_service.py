@@ -37,6 +37,7 @@ from parrot_integrations.protocol.openai import (
 from parrot_integrations.protocol.openai_logprobs import ChoiceLogprobs, CompletionLogprobs
 from parrot_integrations.protocol.openai_tools import FunctionCallDelta, ToolCallDelta
 
+from .closing_stream import ClosingStream
 from .core.engine_client import EngineClient, Submission, default_max_tokens
 from .core.metered_stream import MeteredStream
 from .core.metrics import Metrics
@@ -46,7 +47,7 @@ from .core.tenants import DEFAULT_TENANT, Tenant, cache_key
 from .engine.request import RequestOutput
 from .error_status import status_of
 from .openai_logprobs import TokenTexts, chat_logprobs, completion_logprobs
-from .openai_run import ChoiceRun, merged, response_id, usage_of
+from .openai_run import ChoiceRun, end_runs, merged, response_id, usage_of
 from .openai_sampling import to_sampling_params
 from .tool_calls import ToolFormat, tool_format
 from .tool_calls.format import CallPiece, Piece, TextPiece
@@ -291,7 +292,7 @@ class OpenAIService:
 
         # OpenAI's first delta of each choice: the role.
         first = [chunk(run, ChatDelta(role="assistant", content="")) for run in runs]
-        return self._events(runs, render, first, usage)
+        return ClosingStream(self._events(runs, render, first, usage), lambda: end_runs(runs))
 
     # -- completions --------------------------------------------------------------------------
     async def completion(
@@ -363,7 +364,7 @@ class OpenAIService:
             return final.model_dump_json()
 
         first = [chunk(run, echo) for run in runs] if echo else []
-        return self._events(runs, render, first, usage)
+        return ClosingStream(self._events(runs, render, first, usage), lambda: end_runs(runs))
 
     # -- streaming ----------------------------------------------------------------------------
     @staticmethod
