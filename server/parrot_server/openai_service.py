@@ -123,7 +123,7 @@ class OpenAIService:
         try:
             if isinstance(prompt, str):  # once, here: both the limit and the engine need it
                 prompt = await self.engine.encode(prompt)
-            limit = req.max_new_tokens or await default_max_tokens(self.engine, prompt)
+            limit = req.max_new_tokens or default_max_tokens(self.engine.info, prompt)
             subs = [
                 Submission(
                     prompt,

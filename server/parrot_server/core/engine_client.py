@@ -205,14 +205,14 @@ def template_text(tokenizer: Any) -> str | None:
     return template
 
 
-async def default_max_tokens(engine: EngineClient, prompt: str | list[int]) -> int:
+def default_max_tokens(info: EngineInfo, prompt_ids: list[int]) -> int:
     """The generation limit when none is given (`/v1` without `max_tokens`, a native output
     with `max_tokens=None`): to the end of the context window, or of the KV pool if smaller,
     less the prompt; at least 1. One token short of the window: an SGLang worker refuses a
     request whose prompt + max_new_tokens reaches its context length (and serves at most
-    pool - 1 tokens per request); our engine would only have capped it."""
-    info = engine.info
-    n = len(prompt) if isinstance(prompt, list) else await engine.count_tokens(prompt)
+    pool - 1 tokens per request); our engine would only have capped it. Takes the ids the
+    engine will get, so the prompt is not tokenized a second time for it."""
+    n = len(prompt_ids)
     return max(1, min(info.max_context_len, info.kv_pool_tokens) - 1 - n)
 
 

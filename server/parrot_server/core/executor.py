@@ -201,7 +201,7 @@ class Executor:
                     )
                 unset = 1
                 if binding.sampling.max_tokens is None:  # to the end of the context window
-                    unset = await default_max_tokens(self.engine, prompt)
+                    unset = default_max_tokens(self.engine.info, prompt)
                 sampling = to_sampling_params(binding.sampling, unset)
                 rid = f"{session.id}.{call.id}.{k}"
                 sub = Submission(

@@ -97,11 +97,6 @@ class AsyncEngine:
         return await asyncio.wrap_future(fut)
 
     # -- API ----------------------------------------------------------------------------------
-    async def encode(self, text: str) -> list[int]:
-        """`text` as `Engine.encode` tokenizes it, off the worker thread; a text that cannot
-        fit the context window raises `PromptTooLongError` without being tokenized."""
-        return await self.tokens.encode(text, self.engine.max_context_len)
-
     async def submit(
         self, prompt: list[int] | str | None, sampling: SamplingParams | None = None, **kwargs: Any
     ) -> RequestStream:
