@@ -173,8 +173,8 @@ class Scheduler:
             step.take(n)
         if self.num_preemptions == preempted_before:  # KV was short this step: admit no one
             self._admit(batch, step)
-        paused = step.pause and any(
-            r.priority < (step.top or 0) for r in self.running if r.status is RequestStatus.RUNNING
+        paused = (
+            step.pause and step.top is not None and any(r.priority < step.top for r in self.running)
         )
         self._paused_steps = self._paused_steps + 1 if paused else 0
         self._mark_shared_prefixes(batch)
