@@ -13,8 +13,9 @@
 // matmul(x [N, K] fp32, w) -> [N, M] fp32 multiplies each block in registers without expanding
 // the weight. For one or two rows of x (decode) it sums d * (q . x) + m * sum(x) per block,
 // which costs fewer vector operations per block than dequantising first; for more rows it
-// dequantises each block once and multiplies it with up to eight rows. A weight row stays in L1
-// while all rows of x pass over it, so the weights stream from memory once per call. Results
+// dequantises each block once and multiplies it with up to eight rows. A tile of weight rows
+// stays in cache while each group of x rows passes over it (the group in L1), so the weights
+// stream from memory once per call. Results
 // equal the dequantised fp32 product up to float rounding. (Rounding x to integers per block,
 // as llama.cpp does, moved this model's perplexity by about half a percent, at the limit we
 // hold to.) The vector paths (AVX-512, AVX2 + FMA + F16C) are picked at run time from the
@@ -28,6 +29,7 @@
 #include <immintrin.h>
 
 #include <cstdint>
+#include <algorithm>
 #include <cstring>
 #include <utility>
 #include <vector>
@@ -191,18 +193,24 @@ AVX2 void dot_rows_avx2(const Job& J, const RowScales& s, int64_t r, int64_t i0)
   }
 }
 
+// Four rows of x per pass; past four, weight rows go in tiles as in the AVX-512 kernel.
 template <int64_t Q>
 AVX2 void matmul_rows_avx2(const Job& J, int64_t r0, int64_t r1) {
-  RowScales s(J.L.nb);
-  for (int64_t r = r0; r < r1; ++r) {
-    scales_f16c(Q, J.L, J.w + r * J.L.row_bytes, s);
+  std::vector<RowScales> s(std::min(kRowTile, r1 - r0), RowScales(J.L.nb));
+  for (int64_t t0 = r0; t0 < r1; t0 += kRowTile) {
+    const int64_t t1 = std::min(t0 + kRowTile, r1);
+    for (int64_t r = t0; r < t1; ++r) scales_f16c(Q, J.L, J.w + r * J.L.row_bytes, s[r - t0]);
     int64_t i = 0;
-    for (; i + 4 <= J.n; i += 4) dot_rows_avx2<Q, 4>(J, s, r, i);
-    switch (J.n - i) {
-      case 3: dot_rows_avx2<Q, 3>(J, s, r, i); break;
-      case 2: dot_rows_avx2<Q, 2>(J, s, r, i); break;
-      case 1: dot_rows_avx2<Q, 1>(J, s, r, i); break;
-      default: break;
+    for (; i + 4 <= J.n; i += 4)
+      for (int64_t r = t0; r < t1; ++r) dot_rows_avx2<Q, 4>(J, s[r - t0], r, i);
+    for (int64_t r = t0; r < t1; ++r) {
+      const RowScales& rs = s[r - t0];
+      switch (J.n - i) {
+        case 3: dot_rows_avx2<Q, 3>(J, rs, r, i); break;
+        case 2: dot_rows_avx2<Q, 2>(J, rs, r, i); break;
+        case 1: dot_rows_avx2<Q, 1>(J, rs, r, i); break;
+        default: break;
+      }
     }
   }
 }
