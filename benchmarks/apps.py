@@ -187,6 +187,23 @@ def start_stacks(args) -> list[Stack]:
     return stacks
 
 
+def sustained(rates: list[float], curves: dict[str, list[float]], slo: float) -> str:
+    """Each stack's highest swept rate whose median latency per token stays within `slo`
+    (every lower rate too), and Parrot's against the best other stack's."""
+    best: dict[str, float] = {}
+    for name, medians in curves.items():
+        best[name] = 0.0
+        for rate, median in sorted(zip(rates, medians, strict=True)):
+            if median > slo:
+                break
+            best[name] = rate
+    cells = ", ".join(f"{k} {v:g}/s" for k, v in best.items())
+    others = [v for k, v in best.items() if k != "parrot"]
+    top = max(others, default=0.0)
+    times = "-" if not top or "parrot" not in best else f"{best['parrot'] / top:.1f}x"
+    return f"sustained at median <= {slo:g} s/token: {cells}; parrot vs the best other {times}"
+
+
 def ratio(times: dict[str, float]) -> str:
     others = [v for k, v in times.items() if k != "parrot"]
     return f"{min(others) / times['parrot']:.2f}x" if others and "parrot" in times else "-"
@@ -200,23 +217,36 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=None, help="requests per rate")
     ap.add_argument("--plot", default=None, help="write the latency-vs-rate plot to this PNG")
     ap.add_argument(
+        "--slo",
+        type=float,
+        default=0.1,
+        help="median seconds per output token a rate must keep to count as sustained",
+    )
+    ap.add_argument(
         "--apps", nargs="+", choices=EVERY_APP, default=EVERY_APP, help="which apps (default: all)"
     )
     args = ap.parse_args()
     scale = Scale.quick() if args.quick else Scale()
     reps = args.reps or (1 if args.quick else 3)
-    rates = args.rates or ([0.5, 1.0] if args.quick else [0.25, 0.5, 1.0, 2.0])
+    rates = args.rates or ([0.5, 1.0] if args.quick else [0.25, 0.5, 1.0, 2.0, 3.0, 4.0])
     requests = args.requests or (8 if args.quick else 24)
     stacks = start_stacks(args)
     try:
-        report(stacks, scale, reps, rates, requests, args.plot, args.apps)
+        report(stacks, scale, reps, rates, requests, args.plot, args.apps, args.slo)
     finally:
         for server in {id(s.server): s.server for s in stacks}.values():
             server.stop()
 
 
 def report(
-    stacks: list[Stack], scale: Scale, reps: int, rates, requests: int, plot, apps: list[str]
+    stacks: list[Stack],
+    scale: Scale,
+    reps: int,
+    rates,
+    requests: int,
+    plot,
+    apps: list[str],
+    slo: float,
 ) -> None:
     # One loop for every async part: ChatOpenAI's HTTP client outlives a loop of its own.
     loop = asyncio.new_event_loop()
@@ -250,6 +280,8 @@ def report(
                 f"rate {rate:4.2f}/s  {stack.name:10s} s/token p50 {p[0]:.3f} p90 {p[1]:.3f} "
                 f"p99 {p[2]:.3f}"
             )
+    if curves:
+        print(sustained(rates, curves, slo))
     if plot and curves:
         import matplotlib
 

@@ -81,8 +81,11 @@ def test_background_waits_a_bounded_number_of_steps_in_a_row():
     s.add(req("batch", 100, priority=0))
     fake_step(s)
     s.add(req("chat", 10, priority=2, start=500, max_new=50))
-    served = [[c.request.rid for c in fake_step(s).chunks] for _ in range(8)]
-    assert served == [["chat"]] * 3 + [["chat", "batch"]] + [["chat"]] * 3 + [["chat", "batch"]]
+    batches = [fake_step(s) for _ in range(8)]
+    served = [[c.request.rid for c in b.chunks] for b in batches]
+    # Every fourth step is the background's turn, of its own (the engine runs a slice of it).
+    assert served == ([["chat"]] * 3 + [["batch"]]) * 2
+    assert [b.turn for b in batches] == ([False] * 3 + [True]) * 2
 
 
 def test_an_urgent_request_waiting_for_a_background_prefill_does_not_stall_it():
@@ -260,3 +263,25 @@ def test_scheduling_code_never_imports_torch():
         "sys.exit('torch' in sys.modules)"
     )
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_a_batch_set_aside_is_skipped_until_committed_and_held_back_while_urgent_work_waits():
+    s = make(step=16, pause=4)
+    low = req("low", 12)
+    s.add(low)
+    batch = s.schedule()
+    s.set_aside(batch)  # the engine stopped it between layers
+    assert not s.holds_back(0)  # nothing more urgent: finish it
+    high = req("high", 6, priority=5)
+    s.add(high)
+    assert s.holds_back(0)  # more urgent work waits
+    urgent = s.schedule()
+    assert [c.request.rid for c in urgent.chunks] == ["high"]  # low's slots are in use
+    s.commit(urgent)
+    assert s.holds_back(0)  # more urgent work runs
+    for _ in range(3):
+        assert s.holds_back(0)
+        s.commit(s.schedule())
+    assert not s.holds_back(0)  # it has waited background_pause_steps (4) steps in a row
+    s.commit(batch)
+    assert not low.set_aside and low.num_computed == 12

@@ -76,8 +76,15 @@ def add_engine_args(_option: Options) -> None:
     _option(
         "--background-pause-steps",
         d.background_pause_steps,
-        "while a higher-priority request runs, lower-priority ones wait, at most this many "
-        "engine steps in a row (0: never)",
+        "while a higher-priority request runs, lower-priority ones wait (a step of theirs under "
+        "way stops between layers when one arrives), then get a turn after this many engine "
+        "steps in a row (0: never held back)",
+        type=int,
+    )
+    _option(
+        "--background-slice-layers",
+        d.background_slice_layers,
+        "layers of one step that lower-priority work computes on its turn",
         type=int,
     )
     _option("--max-running-requests", d.max_running_requests, "decode batch cap", type=int)

@@ -233,6 +233,7 @@ def engine_argv(args, count: int) -> list[str]:
         ("--max-context-len", args.max_context_len),
         ("--max-step-tokens", args.max_step_tokens),
         ("--background-pause-steps", args.background_pause_steps),
+        ("--background-slice-layers", args.background_slice_layers),
         ("--max-running-requests", args.max_running_requests),
         ("--max-queued-requests", args.max_queued_requests),
         ("--threads", threads),

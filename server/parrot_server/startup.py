@@ -72,6 +72,7 @@ def build_engine(args: argparse.Namespace) -> AsyncEngine | None:
         max_context_len=args.max_context_len,
         max_step_tokens=args.max_step_tokens,
         background_pause_steps=args.background_pause_steps,
+        background_slice_layers=args.background_slice_layers,
         max_running_requests=args.max_running_requests,
         max_queued_requests=args.max_queued_requests,
         num_threads=args.threads,

@@ -16,10 +16,11 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
-from .engine import Engine, EngineStats
+from .engine import Engine
 from .errors import EngineUnavailableError
 from .request import FinishKind, FinishReason, RequestOutput, TokenLogprob
 from .sampling_params import SamplingParams
+from .stats import EngineStats
 from .tokenizer_thread import TokenizerThread
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,10 @@ class AsyncEngine:
         )
         self._wake = threading.Event()
         self._stopping = False
+        # Priorities of submissions on their way to the engine (each batch's highest), which
+        # the engine reads between layers to stop a less urgent step.
+        self._arriving: list[int] = []
+        self._arriving_lock = threading.Lock()
         built: concurrent.futures.Future[Engine] = concurrent.futures.Future()
         self._thread = threading.Thread(
             target=self._run, args=(make, built), name="parrot-engine", daemon=True
@@ -65,7 +70,7 @@ class AsyncEngine:
             self._run_commands()
             if self.engine.has_work():
                 try:
-                    self.engine.step()
+                    self.engine.step(self._most_urgent_arrival)
                 except Exception as exc:  # a bug must not hang every client: fail what is in flight
                     log.exception("engine step failed; aborting in-flight requests")
                     for rid in list(self.engine.requests):
@@ -74,6 +79,10 @@ class AsyncEngine:
                 self._wake.wait(timeout=0.5)
                 self._wake.clear()
         self._run_commands()
+
+    def _most_urgent_arrival(self) -> int | None:
+        with self._arriving_lock:
+            return max(self._arriving, default=None)
 
     def _run_commands(self) -> None:
         while True:
@@ -141,7 +150,16 @@ class AsyncEngine:
                     results.append(exc)
             return results
 
-        results = await self.call(submit_all)
+        # Noted from before it is queued until it has been run (or called off): a step that
+        # reads it meanwhile stops for it, and the scheduler then serves it first.
+        top = max((kwargs.get("priority", 0) for _, _, kwargs in items), default=0)
+        with self._arriving_lock:
+            self._arriving.append(top)
+        try:
+            results = await self.call(submit_all)
+        finally:
+            with self._arriving_lock:
+                self._arriving.remove(top)
         return [
             r if isinstance(r, Exception) else RequestStream(self, r, q)
             for r, q in zip(results, queues, strict=True)

@@ -34,9 +34,12 @@ class EngineConfig:
     # chunk) instead of computing the same tokens again; 0 admits it at once.
     prefix_wait_min_tokens: int = 32
     # While a request runs whose priority is above others' (a chat turn beside batch work),
-    # the lower-priority requests wait, at most this many steps in a row (then one step serves
-    # everyone); 0: they are never held back, steps are only filled in priority order.
+    # the lower-priority requests wait, and a step of theirs under way stops between layers
+    # when such a request arrives; after this many steps in a row they get a turn of
+    # `background_slice_layers` layers of one step. 0: they are never held back, steps are
+    # only filled in priority order.
     background_pause_steps: int = 64
+    background_slice_layers: int = 8
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
@@ -54,6 +57,10 @@ class EngineConfig:
         if self.background_pause_steps < 0:
             raise ValueError(
                 f"EngineConfig.background_pause_steps must be >= 0, got {self.background_pause_steps}"
+            )
+        if self.background_slice_layers < 1:
+            raise ValueError(
+                f"EngineConfig.background_slice_layers must be >= 1, got {self.background_slice_layers}"
             )
         if self.prefix_wait_min_tokens < 0:
             raise ValueError(

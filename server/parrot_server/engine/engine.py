@@ -11,14 +11,13 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass
 
 import torch
 
 from .config import EngineConfig
 from .context import Context
 from .detokenizer import Detokenizer
-from .errors import ContextBusyError, ContextNotFoundError, InvalidRequestError, PromptTooLongError
+from .errors import ContextBusyError, ContextNotFoundError, InvalidRequestError
 from .grammar import Grammars
 from .kv_allocator import KVSlotAllocator
 from .model import LoadedModel, load_model
@@ -34,32 +33,13 @@ from .request import (
     TokenLogprob,
 )
 from .sampling_params import SamplingParams
-from .scheduler import Scheduler
+from .scheduler import Batch, Scheduler
+from .stats import EngineStats
+from .step_run import SetAside, StepRun, stop_rule
 from .tokenizer import read_chat_template
+from .validation import validate
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class EngineStats:
-    kv_pool_tokens: int
-    kv_used_tokens: int  # held by requests or by the cache
-    kv_free_tokens: int  # free now, plus what eviction could free
-    cached_tokens: int  # in the prefix cache
-    waiting_requests: int
-    running_requests: int
-    contexts: int
-    prompt_tokens_total: int
-    cached_prompt_tokens_total: int  # prompt tokens served from the prefix cache
-    generated_tokens_total: int
-    preemptions_total: int
-    shared_prefix_queries_total: int  # query tokens that read a shared prefix once per group
-    steps_total: int
-    busy_seconds_total: float  # time spent in steps (for throughput)
-
-    @property
-    def cache_hit_rate(self) -> float:
-        return self.cached_prompt_tokens_total / max(1, self.prompt_tokens_total)
 
 
 class Engine:
@@ -93,8 +73,9 @@ class Engine:
         )
         self.requests: dict[str, Request] = {}
         self.contexts: dict[str, Context] = {}
-        self._totals = dict(generated=0, steps=0)
+        self._generated = self._steps = self._steps_set_aside = 0
         self._busy_seconds = 0.0
+        self._aside: SetAside | None = None  # a step stopped between layers
 
     @functools.cached_property
     def grammars(self) -> Grammars:
@@ -131,7 +112,15 @@ class Engine:
         namespace = ctx.namespace if ctx else namespace
         new_ids = self.encode(prompt) if isinstance(prompt, str) else list(prompt or [])
         prompt_ids = base + new_ids
-        self._validate(prompt_ids, new_ids, sampling, prefill_only)
+        validate(
+            prompt_ids,
+            new_ids,
+            sampling,
+            prefill_only,
+            vocab=self.loaded.config.vocab_size,
+            window=self.max_context_len,
+            pool=self.config.kv_pool_tokens,
+        )
         req = Request(
             rid,
             prompt_ids,
@@ -184,41 +173,10 @@ class Engine:
         ns = parent.namespace if parent else namespace
         return (list(parent.tokens) if parent else []), Context(context_id, ns)
 
-    def _validate(
-        self,
-        prompt_ids: list[int],
-        new_ids: list[int],
-        sampling: SamplingParams,
-        prefill_only: bool,
-    ) -> None:
-        if not prompt_ids:
-            raise InvalidRequestError("the prompt is empty")
-        vocab = self.loaded.config.vocab_size
-        bad = [t for t in new_ids if not isinstance(t, int) or not 0 <= t < vocab]
-        if bad:
-            raise InvalidRequestError(f"token ids must be integers in [0, {vocab}); got {bad[:5]}")
-        biased = [t for t, _ in sampling.logit_bias if t >= vocab]
-        if biased:
-            raise InvalidRequestError(
-                f"logit_bias: token ids must be below {vocab}; got {biased[:5]}"
-            )
-        room = 0 if prefill_only else 1
-        if len(prompt_ids) + room > self.max_context_len:
-            raise PromptTooLongError(
-                f"prompt has {len(prompt_ids)} tokens; the context window is {self.max_context_len} "
-                f"tokens and must leave room for at least {room} generated token(s)"
-            )
-        need = min(
-            len(prompt_ids) + (0 if prefill_only else sampling.max_new_tokens), self.max_context_len
-        )
-        if need > self.config.kv_pool_tokens:
-            raise PromptTooLongError(
-                f"prompt plus max_new_tokens needs {need} KV slots but the pool holds "
-                f"{self.config.kv_pool_tokens} (EngineConfig.kv_pool_tokens)"
-            )
-
     def abort(self, rid: str, message: str = "aborted") -> bool:
         req = self.requests.get(rid)
+        if req is not None and req.set_aside:  # its slots are being written: finish that first
+            self._finish_set_aside()
         if req is None or req.status is RequestStatus.FINISHED:
             return False
         self._finish(req, FinishReason(FinishKind.ABORT, message=message), "")
@@ -243,31 +201,81 @@ class Engine:
     def has_work(self) -> bool:
         return self.scheduler.has_work()
 
-    def step(self) -> list[RequestOutput]:
+    def step(self, urgent: Callable[[], int | None] | None = None) -> list[RequestOutput]:
+        """Compute one step. `urgent()` tells the highest priority among requests submitted
+        from other threads and not queued here yet (None: none): a step of only lower-priority
+        work stops after the layer it is in and is set aside. It goes on once nothing more
+        urgent runs, or for `background_slice_layers` layers on lower-priority work's turn."""
         t0 = time.perf_counter()
-        batch = self.scheduler.schedule()
-        outputs = [self._finish(r, FinishReason(FinishKind.LENGTH, 0), "") for r in batch.completed]
-        if batch.chunks:
-            now = time.monotonic()
-            for chunk in batch.chunks:
-                if chunk.request.queued_seconds is None:
-                    chunk.request.queued_seconds = now - chunk.request.arrival_time
-            tokens = self.runner.run(batch.chunks)
-            self.scheduler.commit(batch)
-            for chunk, sampled in zip(batch.chunks, tokens, strict=True):
-                req = chunk.request
-                if sampled is not None:
-                    outputs.append(self._append(req, *sampled))
-                elif req.prefill_only and req.num_computed == req.num_tokens:
-                    outputs.append(self._finish(req, FinishReason(FinishKind.LENGTH, 0), ""))
-            self._totals["steps"] += 1
+        aside, batch = self._aside, None
+        if aside is None or self.scheduler.holds_back(aside.top):
+            batch = self.scheduler.schedule()
+            if aside is not None and not (batch.chunks or batch.completed):
+                batch = None  # nothing more urgent can run now
+        if batch is not None:
+            outputs = self._run(batch, urgent if aside is None else None)
+        else:
+            outputs = self._go_on(aside, urgent)
         self._busy_seconds += time.perf_counter() - t0
+        return outputs
+
+    def _run(self, batch: Batch, urgent: Callable[[], int | None] | None) -> list[RequestOutput]:
+        outputs = [self._finish(r, FinishReason(FinishKind.LENGTH, 0), "") for r in batch.completed]
+        if not batch.chunks:
+            return outputs
+        now = time.monotonic()
+        for chunk in batch.chunks:
+            if chunk.request.queued_seconds is None:
+                chunk.request.queued_seconds = now - chunk.request.arrival_time
+        run = self.runner.start(batch.chunks)
+        top = max(c.request.priority for c in batch.chunks)
+        if not run.advance(self._stop_rule(urgent, top, batch.turn)):
+            self._aside = SetAside(batch, run, top)
+            self.scheduler.set_aside(batch)
+            self._steps_set_aside += 1
+            return outputs
+        return outputs + self._complete(batch, run)
+
+    def _go_on(
+        self, aside: SetAside, urgent: Callable[[], int | None] | None
+    ) -> list[RequestOutput]:
+        """Continue the step set aside: to its end, or for a slice on lower-priority work's turn
+        (more urgent work still runs)."""
+        turn = self.scheduler.more_urgent(aside.top)
+        done = aside.run.advance(self._stop_rule(urgent, aside.top, turn))
+        if turn:
+            self.scheduler.took_turn()
+        return self._finish_set_aside() if done else []
+
+    def _stop_rule(
+        self, urgent: Callable[[], int | None] | None, top: int, turn: bool
+    ) -> Callable[[], bool] | None:
+        if not self.config.background_pause_steps:
+            return None  # lower-priority work is never held back
+        slice_layers = self.config.background_slice_layers if turn else None
+        return stop_rule(urgent, top, slice_layers, self.scheduler.more_urgent)
+
+    def _finish_set_aside(self) -> list[RequestOutput]:
+        aside, self._aside = self._aside, None
+        return [] if aside is None else self._complete(aside.batch, aside.run)
+
+    def _complete(self, batch: Batch, run: StepRun) -> list[RequestOutput]:
+        tokens = run.finish()
+        self.scheduler.commit(batch)
+        outputs = []
+        for chunk, sampled in zip(batch.chunks, tokens, strict=True):
+            req = chunk.request
+            if sampled is not None:
+                outputs.append(self._append(req, *sampled))
+            elif req.prefill_only and req.num_computed == req.num_tokens:
+                outputs.append(self._finish(req, FinishReason(FinishKind.LENGTH, 0), ""))
+        self._steps += 1
         return outputs
 
     def _append(self, req: Request, token: int, logprob: TokenLogprob | None) -> RequestOutput:
         req.output_ids.append(token)
         logprobs = None if logprob is None else [logprob]
-        self._totals["generated"] += 1
+        self._generated += 1
         sp = req.sampling
         text, stop_str = req.detokenizer.step(token)
         reason = None
@@ -372,9 +380,10 @@ class Engine:
             contexts=len(self.contexts),
             prompt_tokens_total=self.scheduler.prompt_tokens_total,
             cached_prompt_tokens_total=self.scheduler.cached_tokens_total,
-            generated_tokens_total=self._totals["generated"],
+            generated_tokens_total=self._generated,
             preemptions_total=self.scheduler.num_preemptions,
             shared_prefix_queries_total=self.runner.shared_prefix_queries,
-            steps_total=self._totals["steps"],
+            steps_total=self._steps,
+            steps_set_aside_total=self._steps_set_aside,
             busy_seconds_total=self._busy_seconds,
         )

@@ -1,9 +1,5 @@
-"""Runs one scheduled batch through the model: KV pool, attention, sampling.
-
-All query tokens of a step are flattened into one sequence so that every projection and MLP
-is one GEMM over the whole batch; attention works per request against the KV pool
-(`PagedAttention`), then the chunks that end a prompt or a decode are sampled.
-"""
+"""The model with its KV pool and attention kernels: starts each scheduled batch's run
+through the model (`StepRun`)."""
 
 from __future__ import annotations
 
@@ -15,13 +11,10 @@ import torch
 from parrot_kernels import cpu_shared_prefix
 from parrot_kernels import shared_prefix as torch_shared_prefix
 
-from .grammar import mask_logits
 from .kv_pool import KVPool
 from .model import LlamaModel
-from .paged_attention import PagedAttention
-from .request import TokenLogprob
-from .sampler import SampleRow, make_generator, sample_batch
 from .scheduler import Chunk
+from .step_run import Sampled, StepRun
 
 log = logging.getLogger(__name__)
 
@@ -72,51 +65,21 @@ class ModelRunner:
             cfg.num_layers, num_slots, cfg.num_kv_heads, cfg.head_dim, self.dtype, self.device
         )
 
-    @torch.inference_mode()
-    def run(self, chunks: list[Chunk]) -> list[tuple[int, TokenLogprob | None] | None]:
-        """Compute the chunks; returns the sampled token of each chunk and its log-probability
-        when the request asked (None if not sampled)."""
-        order = sorted(range(len(chunks)), key=lambda i: chunks[i].length != 1)
-        ordered = [chunks[i] for i in order]
-        ids: list[int] = []
-        positions: list[int] = []
-        for c in ordered:
-            ids.extend(c.request.tokens[c.start : c.start + c.length])
-            positions.extend(range(c.start, c.start + c.length))
-        attention = PagedAttention(
-            self.pool,
-            ordered,
+    def start(self, chunks: list[Chunk]) -> StepRun:
+        """The batch's run through the model, not started yet (`StepRun.advance`, `finish`)."""
+        run = StepRun(
+            self.model,
             self.device,
+            self.pool,
+            chunks,
+            self.kernels,
             self.min_shared_prefix,
             self.share_prefill,
-            self.kernels,
+            self.end_ids,
         )
-        self.shared_prefix_queries += attention.num_shared_queries
-        hidden = self.model(
-            torch.tensor(ids, dtype=torch.long, device=self.device),
-            torch.tensor(positions, dtype=torch.long, device=self.device),
-            attention,
-        )
-        # Only the last row of a sampling chunk needs logits (the LM head is the largest GEMM).
-        ends, sampled = [], []
-        row = 0
-        for c in ordered:
-            row += c.length
-            if c.sample:
-                ends.append(row - 1)
-                sampled.append(c)
-        result: dict[int, tuple[int, TokenLogprob | None]] = {}
-        if sampled:
-            logits = self.model.compute_logits(hidden[torch.tensor(ends, device=self.device)])
-            logits = logits.float().cpu()
-            mask_logits(logits, [c.request.grammar for c in sampled])
-            for c in sampled:
-                if c.request.rng is None:
-                    c.request.rng = make_generator(c.request.sampling)
-            rows = [
-                SampleRow(r.sampling, r.prompt_ids, r.output_ids, r.rng)
-                for r in (c.request for c in sampled)
-            ]
-            tokens = sample_batch(logits, rows, self.end_ids)
-            result = {id(c): t for c, t in zip(sampled, tokens, strict=True)}
-        return [result.get(id(c)) for c in chunks]
+        self.shared_prefix_queries += run.attention.num_shared_queries
+        return run
+
+    def run(self, chunks: list[Chunk]) -> list[Sampled | None]:
+        """Compute the chunks at once; see `StepRun.finish` for what comes back."""
+        return self.start(chunks).finish()

@@ -96,6 +96,7 @@ class Request:
     cache_node: Any = None  # locked prefix-cache node covering slots[:num_locked]
     num_locked: int = 0
     num_preemptions: int = 0
+    set_aside: bool = False  # in a step stopped between layers: its new slots are being written
     finish_reason: FinishReason | None = None
     # Per-request helpers, set by the engine and runner (typed Any: scheduling stays torch-free).
     detokenizer: Any = None  # Detokenizer: text and stop strings from the output tokens

@@ -3,9 +3,13 @@
 One step holds at most `max_step_tokens` tokens, given out in priority order: running requests
 (a decoding request needs one token, a prefilling one a chunk of its prompt) and new admissions,
 a waiting request of higher priority being admitted before running ones of lower priority get
-their share. While a request of higher priority runs, lower-priority requests wait (at most
-`background_pause_steps` steps in a row): on a CPU a step's time grows with every token in it,
-so the urgent request's tokens come at the pace of steps of its own.
+their share. While a request of higher priority runs, lower-priority requests wait: on a CPU a
+step's time grows with every token in it, so the urgent request's tokens come at the pace of
+steps of its own. A step of lower-priority work already under way when an urgent request
+arrives is stopped between layers by the engine and set aside (`set_aside`): its requests are
+skipped until it is finished (`holds_back` says when). So that they never starve, after
+`background_pause_steps` steps in a row lower-priority requests get a turn: a step of their own
+(`Batch.turn`) or the one set aside, of which the engine runs a slice of layers.
 Admission matches the prompt against the prefix cache, so only the uncached rest is computed.
 A prompt's KV enters the cache chunk by chunk as it is computed, and a new request that shares
 a longer prefix with a prompt still being prefilled waits for it rather than computing the same
@@ -18,6 +22,7 @@ resume if it survives) and the request waits again with its output so far.
 from __future__ import annotations
 
 import bisect
+import itertools
 import logging
 from dataclasses import dataclass, field
 
@@ -47,6 +52,9 @@ class Chunk:
 class Batch:
     chunks: list[Chunk] = field(default_factory=list)
     completed: list[Request] = field(default_factory=list)  # fills whose prompt was all cached
+    # Lower-priority work's turn while more urgent work runs (after `background_pause_steps`
+    # steps): the engine runs a slice of it and sets the rest aside.
+    turn: bool = False
 
     @property
     def num_tokens(self) -> int:
@@ -56,21 +64,28 @@ class Batch:
 @dataclass
 class _Budget:
     """What is left of one step: `left` tokens; with `pause`, requests below the highest
-    priority running (`top`) get none of it."""
+    priority running (`top`) get none of it; on lower-priority work's `turn`, only they do."""
 
     left: int
     pause: bool
     top: int | None = None
+    turn: bool = False
 
     def grant(self, req: Request, pending: int | None = None) -> int:
         """How many of its `pending` tokens (default: all it has yet to compute) `req` may
         compute in this step."""
-        if self.pause and self.top is not None and req.priority < self.top:
+        if self.top is not None and (
+            (self.pause and req.priority < self.top) or (self.turn and req.priority >= self.top)
+        ):
             return 0
         return min(req.num_pending if pending is None else pending, self.left)
 
     def take(self, n: int) -> None:
         self.left -= n
+
+
+def min_priority(requests: list[Request]) -> int | None:
+    return min((r.priority for r in requests), default=None)
 
 
 class Scheduler:
@@ -146,14 +161,18 @@ class Scheduler:
         limit = self.config.background_pause_steps
         step = _Budget(self.config.max_step_tokens, self._paused_steps < limit)
         self.running.sort(key=lambda r: r.sort_key)
-        step.top = max((r.priority for r in self.running), default=None)
+        step.top = max((r.priority for r in self.running if not r.set_aside), default=None)
+        # Lower-priority work has waited its limit while more urgent work runs: its turn.
+        step.turn = batch.turn = (
+            limit > 0 and not step.pause and self.more_urgent(min_priority(self.running))
+        )
         scheduled: set[int] = set()
         preempted_before = self.num_preemptions
         for req in list(self.running):
             if step.left == 0:
                 break
-            if req.status is not RequestStatus.RUNNING:  # preempted as a victim below
-                continue
+            if req.status is not RequestStatus.RUNNING or req.set_aside:
+                continue  # preempted as a victim below, or in a step set aside
             if self.waiting and self.waiting[0].priority > req.priority:
                 self._admit(batch, step, above=req.priority)
             n = step.grant(req)
@@ -180,6 +199,32 @@ class Scheduler:
         self._mark_shared_prefixes(batch)
         return batch
 
+    def more_urgent(self, priority: int | None) -> bool:
+        """Whether a request of priority above `priority` runs (outside a step set aside) or
+        waits."""
+        return priority is not None and any(
+            r.priority > priority
+            for r in itertools.chain(self.running, self.waiting)
+            if not r.set_aside
+        )
+
+    def holds_back(self, priority: int) -> bool:
+        """Whether requests of `priority` wait this step: a more urgent one is running or
+        waiting, and they have not yet waited `background_pause_steps` steps in a row."""
+        if self._paused_steps >= self.config.background_pause_steps:
+            return False
+        return self.more_urgent(priority)
+
+    def took_turn(self) -> None:
+        """Lower-priority work had its turn (a slice of a step set aside)."""
+        self._paused_steps = 0
+
+    def set_aside(self, batch: Batch) -> None:
+        """The batch stopped between layers: its requests keep their slots and are scheduled
+        again only after `commit`."""
+        for chunk in batch.chunks:
+            chunk.request.set_aside = True
+
     def _mark_shared_prefixes(self, batch: Batch) -> None:
         """Decodes and prefill chunks are attended separately, so each kind is grouped apart."""
         for decode in (True, False):
@@ -197,7 +242,7 @@ class Scheduler:
 
     def _pick_victim(self, scheduled: set[int]) -> Request:
         """Lowest-priority, latest-arrived running request not already in this step."""
-        candidates = [r for r in self.running if id(r) not in scheduled]
+        candidates = [r for r in self.running if id(r) not in scheduled and not r.set_aside]
         return max(candidates, key=lambda r: r.sort_key)
 
     def _admit(self, batch: Batch, step: _Budget, above: int | None = None) -> None:
@@ -274,6 +319,7 @@ class Scheduler:
         cache at once, so requests admitted later find them."""
         for chunk in batch.chunks:
             req = chunk.request
+            req.set_aside = False
             req.num_computed = chunk.start + chunk.length
             if chunk.length > 1 or chunk.start < len(req.prompt_ids):
                 self._cache_computed(req)

@@ -129,11 +129,34 @@ class LlamaModel(nn.Module):
     @torch.inference_mode()
     def forward(self, input_ids: Tensor, positions: Tensor, attention: AttentionFn) -> Tensor:
         """input_ids, positions: [N]. Returns the final-normed hidden states [N, hidden]."""
-        x = self.embed_tokens(input_ids)
-        rope = self.rope[positions].to(x.dtype)  # [N, 2, D/2]: cos, sin
-        for layer in self.layers:
-            x = layer(x, rope, attention)
+        x, rope = self.embed(input_ids, positions)
+        x, _ = self.run_layers(x, rope, attention)
         return self.norm(x)
+
+    @torch.inference_mode()
+    def embed(self, input_ids: Tensor, positions: Tensor) -> tuple[Tensor, Tensor]:
+        """The layers' input [N, hidden] and each token's rotary table [N, 2, head_dim / 2]."""
+        x = self.embed_tokens(input_ids)
+        return x, self.rope[positions].to(x.dtype)
+
+    @torch.inference_mode()
+    def run_layers(
+        self,
+        x: Tensor,
+        rope: Tensor,
+        attention: AttentionFn,
+        start: int = 0,
+        stop: Callable[[], bool] | None = None,
+    ) -> tuple[Tensor, int]:
+        """Layers from `start` on, asking `stop()` after each one (but the last) whether to
+        leave the rest for later. Returns the hidden states and the next layer to run (the
+        number of layers when all ran); the final norm is left to the caller."""
+        n = len(self.layers)
+        for i in range(start, n):
+            x = self.layers[i](x, rope, attention)
+            if stop is not None and i + 1 < n and stop():
+                return x, i + 1
+        return x, n
 
     @torch.inference_mode()
     def compute_logits(self, hidden: Tensor) -> Tensor:
