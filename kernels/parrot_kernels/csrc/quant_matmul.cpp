@@ -193,9 +193,30 @@ AVX2 void dot_rows_avx2(const Job& J, const RowScales& s, int64_t r, int64_t i0)
   }
 }
 
-// Four rows of x per pass; past four, weight rows go in tiles as in the AVX-512 kernel.
+// The rows of x from i0 (fewer than four) against weight row r.
+template <int64_t Q>
+AVX2 void tail_avx2(const Job& J, const RowScales& s, int64_t r, int64_t i0) {
+  switch (J.n - i0) {
+    case 3: dot_rows_avx2<Q, 3>(J, s, r, i0); break;
+    case 2: dot_rows_avx2<Q, 2>(J, s, r, i0); break;
+    case 1: dot_rows_avx2<Q, 1>(J, s, r, i0); break;
+    default: break;
+  }
+}
+
+// Four rows of x per pass; up to four, one weight row after another, past four in tiles, as
+// in the AVX-512 kernel.
 template <int64_t Q>
 AVX2 void matmul_rows_avx2(const Job& J, int64_t r0, int64_t r1) {
+  if (J.n <= 4) {
+    RowScales s(J.L.nb);
+    for (int64_t r = r0; r < r1; ++r) {
+      scales_f16c(Q, J.L, J.w + r * J.L.row_bytes, s);
+      if (J.n == 4) dot_rows_avx2<Q, 4>(J, s, r, 0);
+      else tail_avx2<Q>(J, s, r, 0);
+    }
+    return;
+  }
   std::vector<RowScales> s(std::min(kRowTile, r1 - r0), RowScales(J.L.nb));
   for (int64_t t0 = r0; t0 < r1; t0 += kRowTile) {
     const int64_t t1 = std::min(t0 + kRowTile, r1);
@@ -203,15 +224,8 @@ AVX2 void matmul_rows_avx2(const Job& J, int64_t r0, int64_t r1) {
     int64_t i = 0;
     for (; i + 4 <= J.n; i += 4)
       for (int64_t r = t0; r < t1; ++r) dot_rows_avx2<Q, 4>(J, s[r - t0], r, i);
-    for (int64_t r = t0; r < t1; ++r) {
-      const RowScales& rs = s[r - t0];
-      switch (J.n - i) {
-        case 3: dot_rows_avx2<Q, 3>(J, rs, r, i); break;
-        case 2: dot_rows_avx2<Q, 2>(J, rs, r, i); break;
-        case 1: dot_rows_avx2<Q, 1>(J, rs, r, i); break;
-        default: break;
-      }
-    }
+    if (i < J.n)
+      for (int64_t r = t0; r < t1; ++r) tail_avx2<Q>(J, s[r - t0], r, i);
   }
 }
 

@@ -98,12 +98,37 @@ AVX512 void dot_rows_avx512(const Job& J, const RowScales& s, int64_t r, int64_t
   }
 }
 
+// The rows of x from i0 (fewer than eight) against weight row r.
+template <int64_t Q>
+AVX512 void tail_avx512(const Job& J, const RowScales& s, int64_t r, int64_t i0) {
+  switch (J.n - i0) {
+    case 7: dot_rows_avx512<Q, 7>(J, s, r, i0); break;
+    case 6: dot_rows_avx512<Q, 6>(J, s, r, i0); break;
+    case 5: dot_rows_avx512<Q, 5>(J, s, r, i0); break;
+    case 4: dot_rows_avx512<Q, 4>(J, s, r, i0); break;
+    case 3: dot_rows_avx512<Q, 3>(J, s, r, i0); break;
+    case 2: dot_rows_avx512<Q, 2>(J, s, r, i0); break;
+    case 1: dot_rows_avx512<Q, 1>(J, s, r, i0); break;
+    default: break;
+  }
+}
+
 // Eight rows of x per pass (sixteen accumulators fit in AVX-512's 32 registers), so a batch
-// dequantises each block a quarter as often as four rows would. Past eight rows, weight rows
-// go in tiles and each group of eight x rows passes over a whole tile: one group (18 KB at
-// 576 inputs) stays in L1, where all of x would not.
+// dequantises each block a quarter as often as four rows would. Up to eight rows, one weight
+// row after another (each read in one sequential pass, which decode's speed depends on). Past
+// eight, weight rows go in tiles and each group of eight x rows passes over a whole tile: one
+// group (18 KB at 576 inputs) stays in L1, where all of x would not.
 template <int64_t Q>
 AVX512 void rows_avx512(const Job& J, int64_t r0, int64_t r1) {
+  if (J.n <= 8) {
+    RowScales s(J.L.nb);
+    for (int64_t r = r0; r < r1; ++r) {
+      scales_avx512(Q, J.L, J.w + r * J.L.row_bytes, s);
+      if (J.n == 8) dot_rows_avx512<Q, 8>(J, s, r, 0);
+      else tail_avx512<Q>(J, s, r, 0);
+    }
+    return;
+  }
   std::vector<RowScales> s(std::min(kRowTile, r1 - r0), RowScales(J.L.nb));
   for (int64_t t0 = r0; t0 < r1; t0 += kRowTile) {
     const int64_t t1 = std::min(t0 + kRowTile, r1);
@@ -111,19 +136,8 @@ AVX512 void rows_avx512(const Job& J, int64_t r0, int64_t r1) {
     int64_t i = 0;
     for (; i + 8 <= J.n; i += 8)
       for (int64_t r = t0; r < t1; ++r) dot_rows_avx512<Q, 8>(J, s[r - t0], r, i);
-    for (int64_t r = t0; r < t1; ++r) {
-      const RowScales& rs = s[r - t0];
-      switch (J.n - i) {
-        case 7: dot_rows_avx512<Q, 7>(J, rs, r, i); break;
-        case 6: dot_rows_avx512<Q, 6>(J, rs, r, i); break;
-        case 5: dot_rows_avx512<Q, 5>(J, rs, r, i); break;
-        case 4: dot_rows_avx512<Q, 4>(J, rs, r, i); break;
-        case 3: dot_rows_avx512<Q, 3>(J, rs, r, i); break;
-        case 2: dot_rows_avx512<Q, 2>(J, rs, r, i); break;
-        case 1: dot_rows_avx512<Q, 1>(J, rs, r, i); break;
-        default: break;
-      }
-    }
+    if (i < J.n)
+      for (int64_t r = t0; r < t1; ++r) tail_avx512<Q>(J, s[r - t0], r, i);
   }
 }
 
