@@ -313,12 +313,12 @@ def test_plain_decode_attention_paths_give_identical_greedy_output(make_engine, 
     assert run(lambda *args: None) == with_kernel
 
 
-def test_decode_steps_as_one_compiled_call_per_layer_decode_what_op_by_op_does(
+def test_decode_steps_as_one_compiled_call_decode_what_op_by_op_does(
     make_engine, loaded_model, monkeypatch
 ):
-    """With block weights, each layer of a decode-only step is one compiled call; alone and
-    batched it decodes the tokens the layer run op by op does."""
-    if loaded_model.model.layers[0].compiled_decode is None:
+    """With block weights, a decode-only step runs every layer in one compiled call; alone and
+    batched it decodes the tokens the layers run op by op do."""
+    if loaded_model.model.compiled_decode is None:
         pytest.skip("the model's weights are not blocks (no compiled extension)")
     real = paged_attention.PagedAttention.decode_kv
     offered = []
@@ -338,6 +338,10 @@ def test_decode_steps_as_one_compiled_call_per_layer_decode_what_op_by_op_does(
     monkeypatch.setattr(paged_attention.PagedAttention, "decode_kv", counted)
     compiled = run()
     assert any(offered) and not all(offered)  # decode steps took it, prefill steps did not
+    offered.clear()
+    # Layer by layer (what a model with some layers not in blocks does) decodes the same.
+    monkeypatch.setattr(loaded_model.model, "compiled_decode", None)
+    assert run() == compiled and any(offered)
     monkeypatch.setattr(paged_attention.PagedAttention, "decode_kv", lambda self, layer: None)
     assert run() == compiled
 

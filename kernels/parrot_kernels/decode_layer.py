@@ -1,4 +1,5 @@
-"""A whole Llama decoder layer for a batch of decoding requests as one compiled call.
+"""Llama decoder layers for a batch of decoding requests as one compiled call: one layer
+(`decode_layer`) or every layer in turn (`decode_layers`).
 
 With block weights on CPU, a decode step of a small model spends a large share of its time
 between operators (the interpreter and torch's dispatcher, thirty layers of a dozen calls);
@@ -19,7 +20,7 @@ from torch import Tensor
 from . import cpu_ops, quant_matmul
 from .quant_matmul import BlockType
 
-__all__ = ["DecodeKV", "LayerBlocks", "decode_layer"]
+__all__ = ["DecodeKV", "LayerBlocks", "StackBlocks", "decode_layer", "decode_layers"]
 
 
 @dataclass(frozen=True)
@@ -49,14 +50,76 @@ class LayerBlocks:
     head_dim: int
 
 
+@dataclass(frozen=True)
+class StackBlocks:
+    """Every layer's weights, flattened once as `decode_layers` takes them (two norms, four
+    blocks and kinds per layer)."""
+
+    norms: list[Tensor]
+    eps: float
+    blocks: list[Tensor]
+    kinds: list[int]
+    q_heads: int
+    kv_heads: int
+    head_dim: int
+
+    @classmethod
+    def of(cls, layers: list[LayerBlocks]) -> StackBlocks:
+        first = layers[0]
+        shapes = {(la.eps, la.q_heads, la.kv_heads, la.head_dim) for la in layers}
+        if len(shapes) != 1:
+            raise ValueError("every layer must have the same heads and norm epsilon")
+        return cls(
+            norms=[n for la in layers for n in la.norms],
+            eps=first.eps,
+            blocks=[b for la in layers for b in la.blocks],
+            kinds=[int(k) for la in layers for k in la.kinds],
+            q_heads=first.q_heads,
+            kv_heads=first.kv_heads,
+            head_dim=first.head_dim,
+        )
+
+
+def _applies(x: Tensor, kv: DecodeKV) -> bool:
+    return (
+        x.dtype is torch.float32
+        and x.device.type == "cpu"
+        and x.shape[0] < quant_matmul.DENSE_ROWS
+        and kv.k_pool.dtype is torch.float32
+    )
+
+
+def decode_layers(x: Tensor, stack: StackBlocks, rope: Tensor, kv: DecodeKV) -> Tensor | None:
+    """x [B, hidden] through every layer in one call (`kv`'s pools [layers, slots, Hkv, D]),
+    the new keys and values written; None where it does not apply."""
+    module = cpu_ops.EXTENSION.module
+    if module is None or not _applies(x, kv):
+        return None
+    return module.decode_layers(
+        x,
+        stack.norms,
+        stack.eps,
+        stack.blocks,
+        stack.kinds,
+        rope,
+        stack.q_heads,
+        stack.kv_heads,
+        stack.head_dim,
+        kv.k_pool,
+        kv.v_pool,
+        kv.write_slots,
+        kv.slots,
+        kv.lengths,
+        1 / math.sqrt(stack.head_dim),
+    )
+
+
 def decode_layer(x: Tensor, layer: LayerBlocks, rope: Tensor, kv: DecodeKV) -> Tensor | None:
     """x [B, hidden] -> the layer's output [B, hidden], writing the new keys and values into
     the pools; rope [B, 2, head_dim / 2] (each token's cos, sin). None where it does not
     apply."""
     module = cpu_ops.EXTENSION.module
-    if module is None or x.dtype is not torch.float32 or x.device.type != "cpu":
-        return None
-    if x.shape[0] >= quant_matmul.DENSE_ROWS or kv.k_pool.dtype is not torch.float32:
+    if module is None or not _applies(x, kv):
         return None
     return module.decode_layer(
         x,

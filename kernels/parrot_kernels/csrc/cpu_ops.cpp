@@ -1,10 +1,15 @@
-// Python bindings of the CPU operators (parrot_kernels.cpu_ops loads this extension).
+// Python bindings of the CPU operators (parrot_kernels.cpu_ops loads this extension). The
+// larger ones let go of the GIL while they run: they touch no Python object, and a step
+// holding it would keep the server's event loop waiting.
 #include "cpu_ops.h"
 
+using NoGil = py::call_guard<py::gil_scoped_release>;
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, mod) {
-  mod.def("matmul", &parrot::matmul, "x [N, K] fp32 @ dequantised(w [M, K]).T -> [N, M] fp32");
+  mod.def("matmul", &parrot::matmul, "x [N, K] fp32 @ dequantised(w [M, K]).T -> [N, M] fp32",
+          NoGil());
   mod.def("dequantize", &parrot::dequantize, "w [M, K] blocks -> [M, K] fp32", py::arg("w"),
-          py::arg("qtype"), py::arg("k"), py::arg("out") = py::none());
+          py::arg("qtype"), py::arg("k"), py::arg("out") = py::none(), NoGil());
   mod.def("set_isa", &parrot::set_isa, "pick the vector path (best available if the CPU lacks it)");
   mod.def("isa", &parrot::isa, "the vector path in use");
   mod.def("rms_norm", &parrot::rms_norm, "x [N, D] / rms * w");
@@ -12,7 +17,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, mod) {
   mod.def("rope_", &parrot::rope_, "rotate the first heads of qkv [N, *] in place");
   mod.def("silu_mul", &parrot::silu_mul, "silu(gate) * up for gate_up [N, 2I] -> [N, I]");
   mod.def("paged_decode_attention", &parrot::paged_decode_attention,
-          "q [B, Hq, D] against pool rows slots[b, :lengths[b]] -> [B, Hq, D]");
+          "q [B, Hq, D] against pool rows slots[b, :lengths[b]] -> [B, Hq, D]", NoGil());
   mod.def("decode_layer", &parrot::decode_layer,
-          "a Llama decoder layer for B decoding requests over block weights -> x [B, hidden]");
+          "a Llama decoder layer for B decoding requests over block weights -> x [B, hidden]",
+          NoGil());
+  mod.def("decode_layers", &parrot::decode_layers,
+          "every layer in turn, as decode_layer, pools [layers, slots, Hkv, D]", NoGil());
 }

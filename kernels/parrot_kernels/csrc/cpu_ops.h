@@ -48,4 +48,14 @@ torch::Tensor decode_layer(const torch::Tensor& x, const std::vector<torch::Tens
                            const torch::Tensor& write_slots, const torch::Tensor& slots,
                            const torch::Tensor& lengths, double scale);
 
+// Every layer in turn (decode_layer.cpp): norms 2 per layer, weights and kinds 4 per layer,
+// pools [layers, slots, Hkv, D].
+torch::Tensor decode_layers(const torch::Tensor& x, const std::vector<torch::Tensor>& norms,
+                            double eps, const std::vector<torch::Tensor>& weights,
+                            const std::vector<int64_t>& kinds, const torch::Tensor& rope,
+                            int64_t q_heads, int64_t kv_heads, int64_t head_dim,
+                            const torch::Tensor& k_pools, const torch::Tensor& v_pools,
+                            const torch::Tensor& write_slots, const torch::Tensor& slots,
+                            const torch::Tensor& lengths, double scale);
+
 }  // namespace parrot

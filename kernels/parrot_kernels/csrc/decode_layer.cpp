@@ -1,9 +1,11 @@
-// One pre-norm Llama decoder layer for a batch of decoding requests, as a single call: RMSNorm,
+// Pre-norm Llama decoder layers for a batch of decoding requests, one layer or all of them as a
+// single call: RMSNorm,
 // the fused q/k/v projection, RoPE, the new keys and values written to the paged pool,
 // attention over each request's slots, the output projection with the residual add and the
 // next norm, the SiLU-gated MLP and its residual add. The steps are the extension's own
 // operators; calling them from here instead of from Python saves the interpreter and
 // dispatcher work between them, which for a small model is a sizeable share of a decode step.
+// Neither holds the GIL (see cpu_ops.cpp): the server's event loop runs meanwhile.
 
 #include "cpu_ops.h"
 
@@ -37,6 +39,31 @@ torch::Tensor decode_layer(const torch::Tensor& x, const std::vector<torch::Tens
   auto [residual, h] = add_rms_norm(x, o, norms[1], eps);
   const torch::Tensor gate_up = matmul(h, weights[2], kinds[2], hidden);
   return residual.add_(matmul(silu_mul(gate_up), weights[3], kinds[3], inter));
+}
+
+torch::Tensor decode_layers(const torch::Tensor& x, const std::vector<torch::Tensor>& norms,
+                            double eps, const std::vector<torch::Tensor>& weights,
+                            const std::vector<int64_t>& kinds, const torch::Tensor& rope,
+                            int64_t q_heads, int64_t kv_heads, int64_t head_dim,
+                            const torch::Tensor& k_pools, const torch::Tensor& v_pools,
+                            const torch::Tensor& write_slots, const torch::Tensor& slots,
+                            const torch::Tensor& lengths, double scale) {
+  const int64_t layers = k_pools.size(0);
+  TORCH_CHECK_VALUE(k_pools.dim() == 4 && v_pools.sizes() == k_pools.sizes(),
+                    "k_pools and v_pools must be [layers, slots, kv_heads, head_dim]");
+  TORCH_CHECK_VALUE(static_cast<int64_t>(norms.size()) == 2 * layers &&
+                        static_cast<int64_t>(weights.size()) == 4 * layers &&
+                        static_cast<int64_t>(kinds.size()) == 4 * layers,
+                    "two norms and four weights and kinds per layer");
+  torch::Tensor h = x;
+  for (int64_t l = 0; l < layers; ++l) {
+    h = decode_layer(h, {norms[2 * l], norms[2 * l + 1]}, eps,
+                     {weights[4 * l], weights[4 * l + 1], weights[4 * l + 2], weights[4 * l + 3]},
+                     {kinds[4 * l], kinds[4 * l + 1], kinds[4 * l + 2], kinds[4 * l + 3]}, rope,
+                     q_heads, kv_heads, head_dim, k_pools[l], v_pools[l], write_slots, slots,
+                     lengths, scale);
+  }
+  return h;
 }
 
 }  // namespace parrot

@@ -188,7 +188,7 @@ class PagedAttention:
             r.stop - r.start for g in self.shared_prefills for r in g.rows
         )
 
-    def decode_kv(self, layer: int) -> DecodeKV | None:
+    def decode_kv(self, layer: int | None) -> DecodeKV | None:
         """The pools and slots of a step of plain decodes only (see AttentionFn)."""
         d = self.decodes
         if d is None or self.shared or self.shared_prefills or self.prefills:
@@ -196,7 +196,8 @@ class PagedAttention:
         if not isinstance(d.rows, slice):
             return None
         index = d.index.view(d.shape)
-        return DecodeKV(self.pool.k[layer], self.pool.v[layer], self.write_slots, index, d.lengths)
+        k, v = (p if layer is None else p[layer] for p in (self.pool.k, self.pool.v))
+        return DecodeKV(k, v, self.write_slots, index, d.lengths)
 
     def _torch_decodes(self, layer: int, q: torch.Tensor, d: _Decodes) -> torch.Tensor:
         """Plain decodes without the compiled kernel: q [B, Hq, D] -> [B, Hq, D]."""

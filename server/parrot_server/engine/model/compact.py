@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from parrot_kernels import quant_matmul
-from parrot_kernels.decode_layer import LayerBlocks, decode_layer
+from parrot_kernels.decode_layer import LayerBlocks, StackBlocks, decode_layer, decode_layers
 from parrot_kernels.quant_matmul import BlockType
 
 from .config import ModelConfig
@@ -139,13 +139,13 @@ def install_compact(model: LlamaModel, state: dict[str, Tensor | BlockWeight]) -
     return dense
 
 
-def compile_decode(block: Block) -> CompiledDecode | None:
-    """The layer as one compiled call for decode steps, when its projections are all blocks
-    without biases; None otherwise. Call once the weights are loaded."""
+def layer_blocks(block: Block) -> LayerBlocks | None:
+    """The layer's weights as the compiled decode call takes them, when its projections are
+    all blocks without biases; None otherwise. Call once the weights are loaded."""
     projections = [block.qkv, block.o_proj, block.gate_up, block.down]
     if not all(isinstance(p, QuantLinear) and p.bias is None for p in projections):
         return None
-    layer = LayerBlocks(
+    return LayerBlocks(
         norms=(block.attn_norm.weight.data, block.mlp_norm.weight.data),
         eps=block.attn_norm.eps,
         blocks=tuple(p.qweight for p in projections),
@@ -154,4 +154,17 @@ def compile_decode(block: Block) -> CompiledDecode | None:
         kv_heads=block.kv_dim // block.head_dim,
         head_dim=block.head_dim,
     )
+
+
+def compile_decode(model: LlamaModel) -> None:
+    """Give each layer, and the model when every layer has one, its compiled decode call."""
+    layers = [layer_blocks(block) for block in model.layers]
+    for block, layer in zip(model.layers, layers, strict=True):
+        block.compiled_decode = None if layer is None else _layer_call(layer)
+    if all(layer is not None for layer in layers):
+        stack = StackBlocks.of(layers)
+        model.compiled_decode = lambda x, rope, kv: decode_layers(x, stack, rope, kv)
+
+
+def _layer_call(layer: LayerBlocks) -> CompiledDecode:
     return lambda x, rope, kv: decode_layer(x, layer, rope, kv)

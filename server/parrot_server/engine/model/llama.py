@@ -28,9 +28,10 @@ class AttentionFn(Protocol):
         Returns [N, num_heads, head_dim]."""
         ...
 
-    def decode_kv(self, layer: int) -> DecodeKV | None:
+    def decode_kv(self, layer: int | None) -> DecodeKV | None:
         """Where the layer's keys and values live when every token of the step is one
-        request's next token (for a layer run as one compiled call); else None."""
+        request's next token (for a layer run as one compiled call); else None. `layer`
+        None: every layer's (pools [layers, slots, ...], for all layers as one call)."""
         ...
 
 
@@ -42,7 +43,7 @@ CompiledDecode = Callable[[Tensor, Tensor, DecodeKV], Tensor | None]
 class DenseCausalAttention:
     """AttentionFn for one sequence without a cache: causal attention over the N tokens given."""
 
-    def decode_kv(self, layer: int) -> DecodeKV | None:
+    def decode_kv(self, layer: int | None) -> DecodeKV | None:
         return None
 
     def __call__(self, layer: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
@@ -125,6 +126,9 @@ class LlamaModel(nn.Module):
         )
         # Derived from the config, never loaded: kept out of the state dict.
         self.register_buffer("rope", rope_tables(config), persistent=False)
+        # Every layer as one call for decode steps, where every layer has one (set when block
+        # weights are installed).
+        self.compiled_decode: CompiledDecode | None = None
 
     @torch.inference_mode()
     def forward(self, input_ids: Tensor, positions: Tensor, attention: AttentionFn) -> Tensor:
@@ -150,8 +154,14 @@ class LlamaModel(nn.Module):
     ) -> tuple[Tensor, int]:
         """Layers from `start` on, asking `stop()` after each one (but the last) whether to
         leave the rest for later. Returns the hidden states and the next layer to run (the
-        number of layers when all ran); the final norm is left to the caller."""
+        number of layers when all ran); the final norm is left to the caller. A decode-only
+        step runs whole as one compiled call where there is one (it is short: no stop)."""
         n = len(self.layers)
+        if start == 0 and self.compiled_decode is not None:
+            kv = attention.decode_kv(None)
+            out = None if kv is None else self.compiled_decode(x, rope, kv)
+            if out is not None:
+                return out, n
         for i in range(start, n):
             x = self.layers[i](x, rope, attention)
             if stop is not None and i + 1 < n and stop():

@@ -254,8 +254,7 @@ def _build_compact_model(config: ModelConfig, src: Path, given: Path) -> LlamaMo
         model.load_state_dict(install_compact(model, state), assign=True)
     except RuntimeError as exc:
         raise ModelLoadError(given, f"weights do not match the GGUF's metadata: {exc}") from exc
-    for block in model.layers:
-        block.compiled_decode = compile_decode(block)
+    compile_decode(model)
     return model.eval().requires_grad_(False)
 
 
