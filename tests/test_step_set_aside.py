@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from model_helpers import QUESTIONS, chat_ids
 
 from parrot_server.engine.async_engine import AsyncEngine
@@ -13,6 +14,7 @@ from parrot_server.engine.config import EngineConfig
 from parrot_server.engine.engine import Engine
 from parrot_server.engine.request import FinishKind
 from parrot_server.engine.sampling_params import SamplingParams
+from parrot_server.engine.step_run import StepRun
 
 GREEDY = SamplingParams(max_new_tokens=8, temperature=0)
 URGENT, BACKGROUND = 2, 0
@@ -118,3 +120,24 @@ def test_urgent_request_submitted_during_background_steps_stops_one(loaded_model
             await engine.shutdown()
 
     asyncio.run(main())
+
+
+def test_a_step_set_aside_whose_run_fails_gives_its_slots_back(make_engine, monkeypatch):
+    eng = make_engine(max_step_tokens=512)
+    prompt = background_prompt(eng, 11)
+    [want] = alone(eng, [prompt])
+    req, ids = collect(eng, prompt, BACKGROUND)
+    eng.step(lambda: URGENT)
+    assert req.set_aside
+
+    def broken(self) -> None:
+        raise RuntimeError("kernel failure")
+
+    monkeypatch.setattr(StepRun, "finish", broken)
+    with pytest.raises(RuntimeError):
+        eng.step()  # nothing more urgent: it goes on, and fails
+    monkeypatch.undo()
+    assert not req.set_aside and req.num_computed == 0 and req.slots == []
+    eng.run_until_idle()  # computed again from the start
+    assert ids == want
+    assert eng.stats().kv_free_tokens == eng.config.kv_pool_tokens

@@ -176,7 +176,10 @@ class Engine:
     def abort(self, rid: str, message: str = "aborted") -> bool:
         req = self.requests.get(rid)
         if req is not None and req.set_aside:  # its slots are being written: finish that first
-            self._finish_set_aside()
+            try:
+                self._finish_set_aside()
+            except Exception:  # the abort still happens (and frees the slots)
+                log.exception("finishing a step set aside failed while aborting %s", rid)
         if req is None or req.status is RequestStatus.FINISHED:
             return False
         self._finish(req, FinishReason(FinishKind.ABORT, message=message), "")
@@ -257,7 +260,13 @@ class Engine:
 
     def _finish_set_aside(self) -> list[RequestOutput]:
         aside, self._aside = self._aside, None
-        return [] if aside is None else self._complete(aside.batch, aside.run)
+        if aside is None:
+            return []
+        try:
+            return self._complete(aside.batch, aside.run)
+        except BaseException:
+            self.scheduler.drop_set_aside(aside.batch)  # its requests compute those tokens again
+            raise
 
     def _complete(self, batch: Batch, run: StepRun) -> list[RequestOutput]:
         tokens = run.finish()

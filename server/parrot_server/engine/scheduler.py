@@ -225,6 +225,15 @@ class Scheduler:
         for chunk in batch.chunks:
             chunk.request.set_aside = True
 
+    def drop_set_aside(self, batch: Batch) -> None:
+        """The batch set aside will not be finished (its run failed): its requests give back
+        the slots it reserved and compute those tokens in a later step."""
+        for chunk in batch.chunks:
+            req = chunk.request
+            req.set_aside = False
+            self.allocator.free(req.slots[chunk.start :])
+            del req.slots[chunk.start :]
+
     def _mark_shared_prefixes(self, batch: Batch) -> None:
         """Decodes and prefill chunks are attended separately, so each kind is grouped apart."""
         for decode in (True, False):
