@@ -189,7 +189,7 @@ def start_stacks(args) -> list[Stack]:
 
 def sustained(rates: list[float], curves: dict[str, list[float]], slo: float) -> str:
     """Each stack's highest swept rate whose median latency per token stays within `slo`
-    (every lower rate too), and Parrot's against the best other stack's."""
+    (every lower rate too), and Parrot's against each other stack's."""
     best: dict[str, float] = {}
     for name, medians in curves.items():
         best[name] = 0.0
@@ -198,10 +198,9 @@ def sustained(rates: list[float], curves: dict[str, list[float]], slo: float) ->
                 break
             best[name] = rate
     cells = ", ".join(f"{k} {v:g}/s" for k, v in best.items())
-    others = [v for k, v in best.items() if k != "parrot"]
-    top = max(others, default=0.0)
-    times = "-" if not top or "parrot" not in best else f"{best['parrot'] / top:.1f}x"
-    return f"sustained at median <= {slo:g} s/token: {cells}; parrot vs the best other {times}"
+    mine = best.get("parrot", 0.0)
+    vs = ", ".join(f"{mine / v:.1f}x {k}" for k, v in best.items() if k != "parrot" and v)
+    return f"sustained at median <= {slo:g} s/token: {cells}; parrot = {vs or '-'}"
 
 
 def ratio(times: dict[str, float]) -> str:
