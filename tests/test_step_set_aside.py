@@ -14,7 +14,7 @@ from parrot_server.engine.config import EngineConfig
 from parrot_server.engine.engine import Engine
 from parrot_server.engine.request import FinishKind
 from parrot_server.engine.sampling_params import SamplingParams
-from parrot_server.engine.step_run import StepRun
+from parrot_server.engine.step_run import StepRun, stop_rule
 
 GREEDY = SamplingParams(max_new_tokens=8, temperature=0)
 URGENT, BACKGROUND = 2, 0
@@ -141,3 +141,49 @@ def test_a_step_set_aside_whose_run_fails_gives_its_slots_back(make_engine, monk
     eng.run_until_idle()  # computed again from the start
     assert ids == want
     assert eng.stats().kv_free_tokens == eng.config.kv_pool_tokens
+
+
+def test_the_stop_rule_stops_for_an_urgent_arrival_and_after_a_turns_slice():
+    arriving: list[int | None] = [None]
+    stop = stop_rule(lambda: arriving[0], top=0, slice_layers=None, more_urgent=lambda p: True)
+    assert [stop() for _ in range(3)] == [False] * 3  # nothing arriving: never
+    arriving[0] = 0
+    assert not stop()  # as urgent as the step: no reason to stop
+    arriving[0] = 2
+    assert stop()
+    urgent_runs = [True]
+    turn = stop_rule(None, 0, slice_layers=3, more_urgent=lambda p: urgent_runs[0])
+    assert [turn() for _ in range(3)] == [False, False, True]  # its slice, then back
+    urgent_runs[0] = False
+    assert not turn()  # nothing more urgent left: it runs on
+
+
+def test_background_turns_finish_a_step_set_aside_in_slices_while_urgent_work_runs(make_engine):
+    eng = make_engine(max_step_tokens=512, background_pause_steps=2, background_slice_layers=10)
+    bg_prompt = background_prompt(eng, 12)
+    urgent_prompt = chat_ids(eng.tokenizer, QUESTIONS[2])
+    urgent_sampling = SamplingParams(max_new_tokens=24, temperature=0, ignore_eos=True)
+    [want_bg] = alone(eng, [bg_prompt])
+    want_urgent = eng.generate([urgent_prompt], urgent_sampling)[0].new_token_ids
+    eng.flush_cache()
+
+    bg, bg_ids = collect(eng, bg_prompt, BACKGROUND)
+    eng.step(lambda: URGENT)  # set aside after its first layer
+    urgent_ids: list[int] = []
+    urgent = eng.submit(
+        urgent_prompt,
+        urgent_sampling,
+        priority=URGENT,
+        on_output=lambda o: urgent_ids.extend(o.new_token_ids),
+    )
+    steps = 0
+    while bg.num_computed == 0:
+        eng.step()
+        steps += 1
+        assert urgent.finish_reason is None  # the background got turns while it ran
+    # Two urgent steps, then a turn of 10 layers, until the layers after the first are done.
+    turns = -(-(eng.loaded.config.num_layers - 1) // 10)
+    assert steps == 3 * turns and eng.stats().steps_set_aside_total == 1
+    eng.run_until_idle()
+    assert urgent_ids == want_urgent
+    assert bg_ids == want_bg
