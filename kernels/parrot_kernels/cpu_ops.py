@@ -1,6 +1,6 @@
 """The `parrot_cpu_ops` extension: block-quantised matmul (`quant_matmul`), a decoder layer's
-elementwise work (`layer_ops`), decode attention over a paged KV pool (`paged_attention`) and a
-whole decoder layer for decoding requests (`decode_layer`), compiled from `csrc/` on first
+elementwise work (`layer_ops`), decode attention over a paged KV pool (`paged_attention`) and
+decoder layers for decoding requests (`decode_layers`), compiled from `csrc/` on first
 `load()`."""
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
-"""Llama decoder layers for a batch of decoding requests as one compiled call: one layer
-(`decode_layer`) or every layer in turn (`decode_layers`).
+"""Llama decoder layers for a batch of decoding requests as one compiled call (one layer, or
+every layer in turn).
 
 With block weights on CPU, a decode step of a small model spends a large share of its time
 between operators (the interpreter and torch's dispatcher, thirty layers of a dozen calls);
-`decode_layer` runs the layer's operators from C++ (`csrc/decode_layer.cpp`) instead: the same
-operators, so the same results as the layer run op by op. It applies to fp32 rows on CPU
+`decode_layers` runs the layers' operators from C++ (`csrc/decode_layer.cpp`) instead: the same
+operators, so the same results as the layers run op by op. It applies to fp32 rows on CPU
 fewer than `quant_matmul.DENSE_ROWS` (where the block kernel runs anyway) and returns None
 elsewhere, for the caller to run the layer op by op.
 """
@@ -20,14 +20,15 @@ from torch import Tensor
 from . import cpu_ops, quant_matmul
 from .quant_matmul import BlockType
 
-__all__ = ["DecodeKV", "LayerBlocks", "StackBlocks", "decode_layer", "decode_layers"]
+__all__ = ["DecodeKV", "LayerBlocks", "StackBlocks", "decode_layers"]
 
 
 @dataclass(frozen=True)
 class DecodeKV:
-    """Where one layer's keys and values live for a step of decodes only: the pools
-    [slots, Hkv, D], the slot each new token's key and value go to [B], and each request's
-    slots [B, L] (row b's first lengths[b] entries, the new token's included)."""
+    """Where the layers' keys and values live for a step of decodes only: the pools
+    [layers, slots, Hkv, D] (the layers the call runs), the slot each new token's key and value
+    go to [B], and each request's slots [B, L] (row b's first lengths[b] entries, the new
+    token's included)."""
 
     k_pool: Tensor
     v_pool: Tensor
@@ -52,8 +53,8 @@ class LayerBlocks:
 
 @dataclass(frozen=True)
 class StackBlocks:
-    """Every layer's weights, flattened once as `decode_layers` takes them (two norms, four
-    blocks and kinds per layer)."""
+    """Consecutive layers' weights (one layer, or the model's all), flattened once as
+    `decode_layers` takes them (two norms, four blocks and kinds per layer)."""
 
     norms: list[Tensor]
     eps: float
@@ -80,20 +81,14 @@ class StackBlocks:
         )
 
 
-def _applies(x: Tensor, kv: DecodeKV) -> bool:
-    return (
-        x.dtype is torch.float32
-        and x.device.type == "cpu"
-        and x.shape[0] < quant_matmul.DENSE_ROWS
-        and kv.k_pool.dtype is torch.float32
-    )
-
-
 def decode_layers(x: Tensor, stack: StackBlocks, rope: Tensor, kv: DecodeKV) -> Tensor | None:
-    """x [B, hidden] through every layer in one call (`kv`'s pools [layers, slots, Hkv, D]),
-    the new keys and values written; None where it does not apply."""
+    """x [B, hidden] through the stack's layers in one call, the new keys and values written
+    into the pools; rope [B, 2, head_dim / 2] (each token's cos, sin). None where it does not
+    apply."""
     module = cpu_ops.EXTENSION.module
-    if module is None or not _applies(x, kv):
+    if module is None or x.dtype is not torch.float32 or x.device.type != "cpu":
+        return None
+    if x.shape[0] >= quant_matmul.DENSE_ROWS or kv.k_pool.dtype is not torch.float32:
         return None
     return module.decode_layers(
         x,
@@ -111,30 +106,4 @@ def decode_layers(x: Tensor, stack: StackBlocks, rope: Tensor, kv: DecodeKV) -> 
         kv.slots,
         kv.lengths,
         1 / math.sqrt(stack.head_dim),
-    )
-
-
-def decode_layer(x: Tensor, layer: LayerBlocks, rope: Tensor, kv: DecodeKV) -> Tensor | None:
-    """x [B, hidden] -> the layer's output [B, hidden], writing the new keys and values into
-    the pools; rope [B, 2, head_dim / 2] (each token's cos, sin). None where it does not
-    apply."""
-    module = cpu_ops.EXTENSION.module
-    if module is None or not _applies(x, kv):
-        return None
-    return module.decode_layer(
-        x,
-        layer.norms,
-        layer.eps,
-        layer.blocks,
-        layer.kinds,
-        rope,
-        layer.q_heads,
-        layer.kv_heads,
-        layer.head_dim,
-        kv.k_pool,
-        kv.v_pool,
-        kv.write_slots,
-        kv.slots,
-        kv.lengths,
-        1 / math.sqrt(layer.head_dim),
     )

@@ -18,9 +18,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, mod) {
   mod.def("silu_mul", &parrot::silu_mul, "silu(gate) * up for gate_up [N, 2I] -> [N, I]");
   mod.def("paged_decode_attention", &parrot::paged_decode_attention,
           "q [B, Hq, D] against pool rows slots[b, :lengths[b]] -> [B, Hq, D]", NoGil());
-  mod.def("decode_layer", &parrot::decode_layer,
-          "a Llama decoder layer for B decoding requests over block weights -> x [B, hidden]",
-          NoGil());
   mod.def("decode_layers", &parrot::decode_layers,
-          "every layer in turn, as decode_layer, pools [layers, slots, Hkv, D]", NoGil());
+          "Llama decoder layers in turn for B decoding requests over block weights -> x [B, "
+          "hidden]; pools [layers, slots, Hkv, D]",
+          NoGil());
 }

@@ -38,17 +38,8 @@ torch::Tensor paged_decode_attention(const torch::Tensor& q, const torch::Tensor
                                      const torch::Tensor& v_pool, const torch::Tensor& slots,
                                      const torch::Tensor& lengths, double scale);
 
-// decode_layer.cpp: a Llama decoder layer for B decoding requests over block weights.
-// norms: attention, MLP; weights / kinds: qkv, o, gate_up, down.
-torch::Tensor decode_layer(const torch::Tensor& x, const std::vector<torch::Tensor>& norms,
-                           double eps, const std::vector<torch::Tensor>& weights,
-                           const std::vector<int64_t>& kinds, const torch::Tensor& rope,
-                           int64_t q_heads, int64_t kv_heads, int64_t head_dim,
-                           const torch::Tensor& k_pool, const torch::Tensor& v_pool,
-                           const torch::Tensor& write_slots, const torch::Tensor& slots,
-                           const torch::Tensor& lengths, double scale);
-
-// Every layer in turn (decode_layer.cpp): norms 2 per layer, weights and kinds 4 per layer,
+// decode_layer.cpp: Llama decoder layers in turn for B decoding requests over block weights;
+// per layer two norms (attention, MLP) and four weights and kinds (qkv, o, gate_up, down);
 // pools [layers, slots, Hkv, D].
 torch::Tensor decode_layers(const torch::Tensor& x, const std::vector<torch::Tensor>& norms,
                             double eps, const std::vector<torch::Tensor>& weights,

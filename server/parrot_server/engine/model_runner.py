@@ -14,7 +14,7 @@ from parrot_kernels import shared_prefix as torch_shared_prefix
 from .kv_pool import KVPool
 from .model import LlamaModel
 from .scheduler import Chunk
-from .step_run import Sampled, StepRun
+from .step_run import StepRun
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,3 @@ class ModelRunner:
         )
         self.shared_prefix_queries += run.attention.num_shared_queries
         return run
-
-    def run(self, chunks: list[Chunk]) -> list[Sampled | None]:
-        """Compute the chunks at once; see `StepRun.finish` for what comes back."""
-        return self.start(chunks).finish()

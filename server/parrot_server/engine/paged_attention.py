@@ -196,7 +196,7 @@ class PagedAttention:
         if not isinstance(d.rows, slice):
             return None
         index = d.index.view(d.shape)
-        k, v = (p if layer is None else p[layer] for p in (self.pool.k, self.pool.v))
+        k, v = (p if layer is None else p[layer : layer + 1] for p in (self.pool.k, self.pool.v))
         return DecodeKV(k, v, self.write_slots, index, d.lengths)
 
     def _torch_decodes(self, layer: int, q: torch.Tensor, d: _Decodes) -> torch.Tensor:

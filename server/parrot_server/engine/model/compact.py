@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from parrot_kernels import quant_matmul
-from parrot_kernels.decode_layer import LayerBlocks, StackBlocks, decode_layer, decode_layers
+from parrot_kernels.decode_layer import LayerBlocks, StackBlocks, decode_layers
 from parrot_kernels.quant_matmul import BlockType
 
 from .config import ModelConfig
@@ -160,11 +160,11 @@ def compile_decode(model: LlamaModel) -> None:
     """Give each layer, and the model when every layer has one, its compiled decode call."""
     layers = [layer_blocks(block) for block in model.layers]
     for block, layer in zip(model.layers, layers, strict=True):
-        block.compiled_decode = None if layer is None else _layer_call(layer)
+        block.compiled_decode = None if layer is None else _compiled([layer])
     if all(layer is not None for layer in layers):
-        stack = StackBlocks.of(layers)
-        model.compiled_decode = lambda x, rope, kv: decode_layers(x, stack, rope, kv)
+        model.compiled_decode = _compiled(layers)
 
 
-def _layer_call(layer: LayerBlocks) -> CompiledDecode:
-    return lambda x, rope, kv: decode_layer(x, layer, rope, kv)
+def _compiled(layers: list[LayerBlocks]) -> CompiledDecode:
+    stack = StackBlocks.of(layers)
+    return lambda x, rope, kv: decode_layers(x, stack, rope, kv)

@@ -30,8 +30,9 @@ class AttentionFn(Protocol):
 
     def decode_kv(self, layer: int | None) -> DecodeKV | None:
         """Where the layer's keys and values live when every token of the step is one
-        request's next token (for a layer run as one compiled call); else None. `layer`
-        None: every layer's (pools [layers, slots, ...], for all layers as one call)."""
+        request's next token (for a layer run as one compiled call); else None. The pools
+        keep a layer dimension: that layer's alone, or for `layer` None every layer's (all
+        layers as one call)."""
         ...
 
 
