@@ -156,6 +156,8 @@ def test_the_stop_rule_stops_for_an_urgent_arrival_and_after_a_turns_slice():
     assert [turn() for _ in range(3)] == [False, False, True]  # its slice, then back
     urgent_runs[0] = False
     assert not turn()  # nothing more urgent left: it runs on
+    late = stop_rule(lambda: arriving[0], 0, slice_layers=1, more_urgent=lambda p: False)
+    assert late()  # past its slice, an urgent arrival still stops it
 
 
 def test_background_turns_finish_a_step_set_aside_in_slices_while_urgent_work_runs(make_engine):

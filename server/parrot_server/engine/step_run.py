@@ -123,14 +123,14 @@ def stop_rule(
     """What a step whose most urgent request has priority `top` asks between layers: whether to
     stop there. It stops when `urgent()` (the most urgent submission on its way, or None) is
     above `top`; on lower-priority work's turn (`slice_layers` given), also after that many
-    layers if `more_urgent(top)` work is waiting or running."""
+    layers while `more_urgent(top)` work is waiting or running."""
     layers = 0
 
     def stop() -> bool:
         nonlocal layers
         layers += 1
-        if slice_layers is not None and layers >= slice_layers:
-            return more_urgent(top)
+        if slice_layers is not None and layers >= slice_layers and more_urgent(top):
+            return True
         pending = None if urgent is None else urgent()
         return pending is not None and pending > top
 
