@@ -35,7 +35,7 @@ from .request import (
 from .sampling_params import SamplingParams
 from .scheduler import Batch, Scheduler
 from .stats import EngineStats
-from .step_run import SetAside, StepRun, stop_rule
+from .step_run import Sampled, SetAside, stop_rule
 from .tokenizer import read_chat_template
 from .validation import validate
 
@@ -237,7 +237,7 @@ class Engine:
             self.scheduler.set_aside(batch)
             self._steps_set_aside += 1
             return outputs
-        return outputs + self._complete(batch, run)
+        return outputs + self._commit(batch, run.finish())
 
     def _go_on(
         self, aside: SetAside, urgent: Callable[[], int | None] | None
@@ -263,13 +263,14 @@ class Engine:
         if aside is None:
             return []
         try:
-            return self._complete(aside.batch, aside.run)
+            tokens = aside.run.finish()
         except BaseException:
             self.scheduler.drop_set_aside(aside.batch)  # its requests compute those tokens again
             raise
+        return self._commit(aside.batch, tokens)
 
-    def _complete(self, batch: Batch, run: StepRun) -> list[RequestOutput]:
-        tokens = run.finish()
+    def _commit(self, batch: Batch, tokens: list[Sampled | None]) -> list[RequestOutput]:
+        """The batch was computed: its KV committed, its sampled tokens appended."""
         self.scheduler.commit(batch)
         outputs = []
         for chunk, sampled in zip(batch.chunks, tokens, strict=True):
