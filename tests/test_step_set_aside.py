@@ -108,7 +108,8 @@ def test_urgent_request_submitted_during_background_steps_stops_one(loaded_model
             bg = await engine.submit_many(
                 [(p, GREEDY, {"priority": BACKGROUND}) for p in bg_prompts]
             )
-            await asyncio.sleep(0.3)  # the background prefill is under way (several steps)
+            # At once, while the first background prefill step runs (on any CPU speed: a later
+            # arrival could find only decode steps, which are not stopped).
             got = await engine.complete(urgent_prompt, GREEDY, priority=URGENT)
             for stream in bg:
                 async for _ in stream:
