@@ -9,13 +9,13 @@ generations and log probabilities.
 from __future__ import annotations
 
 import asyncio
-import json
 
 import httpx
 import pytest
 from langchain_core import exceptions as lc_errors
 from langchain_core.messages import HumanMessage
 from pydantic import ValidationError
+from wire import Wire
 
 from parrot_integrations.langchain import ChatParrot, ParrotLLM
 
@@ -23,22 +23,6 @@ pytestmark = pytest.mark.slow
 
 PROMPT = "Name a colour."
 KEY = "kwargs-key-0123456789"
-
-
-class Wire:
-    """What the caller's httpx client sent: each request's headers, query and JSON body."""
-
-    def __init__(self) -> None:
-        self.requests: list[httpx.Request] = []
-
-    def hook(self, request: httpx.Request) -> None:
-        self.requests.append(request)
-
-    async def ahook(self, request: httpx.Request) -> None:
-        self.requests.append(request)
-
-    def body(self, i: int = -1) -> dict:
-        return json.loads(self.requests[i].content)
 
 
 @pytest.fixture

@@ -5,11 +5,11 @@ clients, `additional_kwargs` in the body, and log probabilities in LlamaIndex's 
 from __future__ import annotations
 
 import asyncio
-import json
 
 import httpx
 import pytest
 from llama_index.core.llms import ChatMessage, MessageRole
+from wire import Wire
 
 from parrot_integrations.llamaindex import Parrot
 
@@ -19,12 +19,8 @@ QUESTION = "Name a colour."
 
 
 def test_headers_and_clients_reach_the_wire(server_url):
-    sent: list[httpx.Request] = []
-
-    async def ahook(request: httpx.Request) -> None:
-        sent.append(request)
-
-    with httpx.Client(event_hooks={"request": [sent.append]}) as http:
+    wire = Wire()
+    with httpx.Client(event_hooks={"request": [wire.hook]}) as http:
         llm = Parrot(
             api_base=server_url,
             temperature=0.0,
@@ -34,13 +30,13 @@ def test_headers_and_clients_reach_the_wire(server_url):
             additional_kwargs={"seed": 4, "top_k": 1},
         )
         assert llm.complete(QUESTION).text
-        assert sent[-1].headers["x-app"] == "li"
-        assert json.loads(sent[-1].content)["top_k"] == 1
+        assert wire.requests[-1].headers["x-app"] == "li"
+        assert wire.body()["top_k"] == 1
         llm.close()
         assert not http.is_closed  # the caller's client stays theirs
 
     async def run() -> str:
-        async with httpx.AsyncClient(event_hooks={"request": [ahook]}) as ahttp:
+        async with httpx.AsyncClient(event_hooks={"request": [wire.ahook]}) as ahttp:
             llm = Parrot(api_base=server_url, max_tokens=3, default_headers={"X-App": "async"},
                          async_http_client=ahttp)  # fmt: skip
             answer = await llm.achat([ChatMessage(role=MessageRole.USER, content=QUESTION)])
@@ -49,7 +45,7 @@ def test_headers_and_clients_reach_the_wire(server_url):
             return answer.message.content
 
     assert asyncio.run(run())
-    assert sent[-1].headers["x-app"] == "async"
+    assert wire.requests[-1].headers["x-app"] == "async"
 
 
 def test_chat_logprobs(server_url):
