@@ -16,6 +16,7 @@ over `--reps`; a ratio is the best other stack's time over Parrot's.
 
     python benchmarks/apps.py --quick                  # a few minutes
     python benchmarks/apps.py --plot apps.png          # the full run
+    python benchmarks/apps.py --peer-args "--spec-type ngram-simple"   # the peer's own drafts
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
+import shlex
 import statistics
 import time
 from collections.abc import Callable
@@ -177,7 +179,9 @@ def start_stacks(args) -> list[Stack]:
     if llama_server.available():
 
         def peer(port: int | None = None) -> Server:
-            return llama_server.llama_server(model, slots=SLOTS, context=CONTEXT, port=port)
+            return llama_server.llama_server(
+                model, slots=SLOTS, context=CONTEXT, port=port, extra=shlex.split(args.peer_args)
+            )
 
         stacks.append(Stack("llama.cpp", peer(), native=False, restart=peer))
     else:
@@ -220,6 +224,12 @@ def main() -> None:
         type=float,
         default=0.1,
         help="median seconds per output token a rate must keep to count as sustained",
+    )
+    ap.add_argument(
+        "--peer-args",
+        default="",
+        help="more llama-server flags, e.g. '--spec-type ngram-simple' (its draftless "
+        "speculative decoding, off by default)",
     )
     ap.add_argument(
         "--apps", nargs="+", choices=EVERY_APP, default=EVERY_APP, help="which apps (default: all)"

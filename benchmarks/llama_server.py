@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urljoin
 
@@ -127,14 +128,16 @@ def llama_server(
     threads: int | None = None,
     timeout: float = 300,
     port: int | None = None,
+    extra: Sequence[str] = (),
 ) -> Server:
-    """`llama-server` on `model` with `slots` parallel sequences of `context` tokens each."""
+    """`llama-server` on `model` with `slots` parallel sequences of `context` tokens each, and
+    `extra` flags of its own (e.g. `--spec-type ngram-simple`)."""
 
     def command(port: int) -> list[str]:
         return [
             str(binary()), "-m", str(model), "--port", str(port), "--host", "127.0.0.1",
             "--parallel", str(slots), "--ctx-size", str(context * slots),
-            "--threads", str(threads or os.cpu_count() or 1), "--no-webui",
+            "--threads", str(threads or os.cpu_count() or 1), "--no-webui", *extra,
         ]  # fmt: skip
 
     def ready(r: httpx.Response) -> bool:

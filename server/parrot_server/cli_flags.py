@@ -87,6 +87,19 @@ def add_engine_args(_option: Options) -> None:
         "layers of one step that lower-priority work computes on its turn",
         type=int,
     )
+    _option(
+        "--speculative-tokens",
+        d.speculative_tokens,
+        "a greedy request guesses up to this many tokens from its own text and verifies them "
+        "in one step, keeping those the model agrees with (0: off)",
+        type=int,
+    )
+    _option(
+        "--speculative-max-batch",
+        d.speculative_max_batch,
+        "requests guess tokens only while at most this many decode together",
+        type=int,
+    )
     _option("--max-running-requests", d.max_running_requests, "decode batch cap", type=int)
     _option(
         "--max-queued-requests",

@@ -234,6 +234,8 @@ def engine_argv(args, count: int) -> list[str]:
         ("--max-step-tokens", args.max_step_tokens),
         ("--background-pause-steps", args.background_pause_steps),
         ("--background-slice-layers", args.background_slice_layers),
+        ("--speculative-tokens", args.speculative_tokens),
+        ("--speculative-max-batch", args.speculative_max_batch),
         ("--max-running-requests", args.max_running_requests),
         ("--max-queued-requests", args.max_queued_requests),
         ("--threads", threads),

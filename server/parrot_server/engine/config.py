@@ -40,6 +40,12 @@ class EngineConfig:
     # only filled in priority order.
     background_pause_steps: int = 64
     background_slice_layers: int = 8
+    # A greedy request drafts up to this many tokens from its own text (prompt lookup) and
+    # verifies them in its decode, keeping those the model agrees with; 0 turns it off. Only
+    # while at most `speculative_max_batch` requests decode: in larger batches an extra row
+    # costs about what it saves.
+    speculative_tokens: int = 4
+    speculative_max_batch: int = 4
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
@@ -51,21 +57,18 @@ class EngineConfig:
             "max_step_tokens",
             "max_running_requests",
             "max_queued_requests",
+            "background_slice_layers",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"EngineConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if self.background_pause_steps < 0:
-            raise ValueError(
-                f"EngineConfig.background_pause_steps must be >= 0, got {self.background_pause_steps}"
-            )
-        if self.background_slice_layers < 1:
-            raise ValueError(
-                f"EngineConfig.background_slice_layers must be >= 1, got {self.background_slice_layers}"
-            )
-        if self.prefix_wait_min_tokens < 0:
-            raise ValueError(
-                f"EngineConfig.prefix_wait_min_tokens must be >= 0, got {self.prefix_wait_min_tokens}"
-            )
+        for name in (
+            "background_pause_steps",
+            "prefix_wait_min_tokens",
+            "speculative_tokens",
+            "speculative_max_batch",
+        ):
+            if getattr(self, name) < 0:
+                raise ValueError(f"EngineConfig.{name} must be >= 0, got {getattr(self, name)}")
 
     @property
     def threads(self) -> int:

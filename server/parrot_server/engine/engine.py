@@ -14,10 +14,12 @@ from collections.abc import Callable, Hashable
 
 import torch
 
+from .batch import Batch
 from .config import EngineConfig
-from .context import Context
+from .context import Context, resolve_context
 from .detokenizer import Detokenizer
-from .errors import ContextBusyError, ContextNotFoundError, InvalidRequestError
+from .draft import PromptLookup
+from .errors import ContextNotFoundError, InvalidRequestError
 from .grammar import Grammars
 from .kv_allocator import KVSlotAllocator
 from .model import LoadedModel, load_model
@@ -33,7 +35,7 @@ from .request import (
     TokenLogprob,
 )
 from .sampling_params import SamplingParams
-from .scheduler import Batch, Scheduler
+from .scheduler import Scheduler
 from .stats import EngineStats
 from .step_run import Sampled, SetAside, stop_rule
 from .tokenizer import read_chat_template
@@ -74,6 +76,7 @@ class Engine:
         self.requests: dict[str, Request] = {}
         self.contexts: dict[str, Context] = {}
         self._generated = self._steps = self._steps_set_aside = 0
+        self._drafted = self._accepted = 0  # draft tokens verified, and taken
         self._busy_seconds = 0.0
         self._aside: SetAside | None = None  # a step stopped between layers
 
@@ -108,7 +111,7 @@ class Engine:
         rid = rid or uuid.uuid4().hex
         if rid in self.requests:
             raise InvalidRequestError(f"request id {rid!r} is already in flight")
-        base, ctx = self._context_base(context_id, parent_context_id, namespace)
+        base, ctx = resolve_context(self.contexts, context_id, parent_context_id, namespace)
         namespace = ctx.namespace if ctx else namespace
         new_ids = self.encode(prompt) if isinstance(prompt, str) else list(prompt or [])
         prompt_ids = base + new_ids
@@ -135,6 +138,8 @@ class Engine:
         if sampling.constraint is not None and not prefill_only:
             done = prompt_ids[len(prompt_ids) - sampling.constrained_prompt_tail :]
             req.grammar = self.grammars.start(sampling, done)
+        elif sampling.greedy and self.config.speculative_tokens and not prefill_only:
+            req.lookup = PromptLookup(self.config.speculative_tokens)
         self.scheduler.add(req)  # may raise EngineOverloadedError: nothing registered yet
         if ctx is not None:
             self.contexts.setdefault(ctx.context_id, ctx)
@@ -142,36 +147,6 @@ class Engine:
             req.context = ctx
         self.requests[rid] = req
         return req
-
-    def _context_base(
-        self, context_id: str | None, parent_id: str | None, namespace: Hashable
-    ) -> tuple[list[int], Context | None]:
-        parent = None
-        if parent_id is not None:
-            parent = self.contexts.get(parent_id)
-            if parent is None:
-                raise ContextNotFoundError(f"parent context {parent_id!r} does not exist")
-            if parent.busy:
-                raise ContextBusyError(
-                    f"parent context {parent_id!r} is still being computed ({parent.busy})"
-                )
-        if context_id is None:
-            return (list(parent.tokens) if parent else []), None
-        ctx = self.contexts.get(context_id)
-        if ctx is not None:
-            if parent is not None:
-                raise InvalidRequestError(
-                    f"context {context_id!r} exists already: it cannot get a parent"
-                )
-            if ctx.busy:
-                raise ContextBusyError(f"context {context_id!r} is busy with request {ctx.busy}")
-            if namespace is not None and namespace != ctx.namespace:
-                raise InvalidRequestError(
-                    f"context {context_id!r} belongs to another cache namespace"
-                )
-            return list(ctx.tokens), ctx
-        ns = parent.namespace if parent else namespace
-        return (list(parent.tokens) if parent else []), Context(context_id, ns)
 
     def abort(self, rid: str, message: str = "aborted") -> bool:
         req = self.requests.get(rid)
@@ -269,37 +244,55 @@ class Engine:
             raise
         return self._commit(aside.batch, tokens)
 
-    def _commit(self, batch: Batch, tokens: list[Sampled | None]) -> list[RequestOutput]:
-        """The batch was computed: its KV committed, its sampled tokens appended."""
+    def _commit(self, batch: Batch, tokens: list[list[Sampled]]) -> list[RequestOutput]:
+        """The batch was computed: its KV committed (a draft's up to what the model agreed
+        with), its sampled tokens appended."""
+        for chunk, sampled in zip(batch.chunks, tokens, strict=True):
+            if chunk.draft:
+                self.scheduler.accept_draft(chunk, len(sampled) - 1)
+                self._drafted += len(chunk.draft)
+                self._accepted += len(sampled) - 1
         self.scheduler.commit(batch)
         outputs = []
         for chunk, sampled in zip(batch.chunks, tokens, strict=True):
             req = chunk.request
-            if sampled is not None:
-                outputs.append(self._append(req, *sampled))
+            if sampled:
+                outputs.append(self._append(req, sampled))
             elif req.prefill_only and req.num_computed == req.num_tokens:
                 outputs.append(self._finish(req, FinishReason(FinishKind.LENGTH, 0), ""))
         self._steps += 1
         return outputs
 
-    def _append(self, req: Request, token: int, logprob: TokenLogprob | None) -> RequestOutput:
-        req.output_ids.append(token)
-        logprobs = None if logprob is None else [logprob]
-        self._generated += 1
-        sp = req.sampling
-        text, stop_str = req.detokenizer.step(token)
+    def _append(self, req: Request, sampled: list[Sampled]) -> RequestOutput:
+        """Append sampled tokens one by one until one ends the request (the rest are dropped)."""
+        new_ids: list[int] = []
+        logprobs: list[TokenLogprob] | None = [] if req.sampling.logprobs else None
+        text = ""
         reason = None
+        for token, logprob in sampled:
+            req.output_ids.append(token)
+            new_ids.append(token)
+            if logprobs is not None and logprob is not None:
+                logprobs.append(logprob)
+            self._generated += 1
+            piece, stop_str = req.detokenizer.step(token)
+            text += piece
+            reason = self._stop_reason(req, token, stop_str)
+            if reason is not None:
+                return self._finish(req, reason, text, new_ids, logprobs)
+        return self._emit(req, new_ids, text, None, logprobs)
+
+    def _stop_reason(self, req: Request, token: int, stop_str: str | None) -> FinishReason | None:
+        sp = req.sampling
         if req.grammar is not None and req.grammar.accept(token) and req.grammar.finished:
-            reason = FinishReason(FinishKind.STOP, token)  # the grammar's end token
-        elif stop_str is not None:
-            reason = FinishReason(FinishKind.STOP, stop_str)
-        elif token in sp.stop_token_ids or (token in self.eos_token_ids and not sp.ignore_eos):
-            reason = FinishReason(FinishKind.STOP, token)
-        elif len(req.output_ids) >= sp.max_new_tokens or req.num_tokens >= req.max_total_tokens:
-            reason = FinishReason(FinishKind.LENGTH, len(req.output_ids))
-        if reason is not None:
-            return self._finish(req, reason, text, [token], logprobs)
-        return self._emit(req, [token], text, None, logprobs)
+            return FinishReason(FinishKind.STOP, token)  # the grammar's end token
+        if stop_str is not None:
+            return FinishReason(FinishKind.STOP, stop_str)
+        if token in sp.stop_token_ids or (token in self.eos_token_ids and not sp.ignore_eos):
+            return FinishReason(FinishKind.STOP, token)
+        if len(req.output_ids) >= sp.max_new_tokens or req.num_tokens >= req.max_total_tokens:
+            return FinishReason(FinishKind.LENGTH, len(req.output_ids))
+        return None
 
     def _finish(
         self,
@@ -395,5 +388,7 @@ class Engine:
             shared_prefix_queries_total=self.runner.shared_prefix_queries,
             steps_total=self._steps,
             steps_set_aside_total=self._steps_set_aside,
+            draft_tokens_total=self._drafted,
+            accepted_draft_tokens_total=self._accepted,
             busy_seconds_total=self._busy_seconds,
         )

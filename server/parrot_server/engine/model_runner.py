@@ -11,9 +11,9 @@ import torch
 from parrot_kernels import cpu_shared_prefix
 from parrot_kernels import shared_prefix as torch_shared_prefix
 
+from .batch import Chunk
 from .kv_pool import KVPool
 from .model import LlamaModel
-from .scheduler import Chunk
 from .step_run import StepRun
 
 log = logging.getLogger(__name__)

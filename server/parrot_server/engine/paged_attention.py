@@ -1,12 +1,13 @@
 """`PagedAttention`: attention over the KV pool for one step's flattened batch.
 
-Single-token chunks (decodes) attend as one padded batch (or through the compiled paged decode
+Single-token chunks (decodes, each row of a decode with a draft too) attend as one padded batch (or through the compiled paged decode
 kernel), decodes and prefill chunks sharing a cached prefix read it once per group through the
 shared-prefix kernels, other prefill chunks attend one by one.
 """
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from types import ModuleType
 
@@ -18,8 +19,8 @@ from parrot_kernels import shared_prefix as torch_shared_prefix
 from parrot_kernels.decode_layer import DecodeKV
 from parrot_kernels.paged_attention import paged_decode_attention
 
+from .batch import Chunk
 from .kv_pool import KVPool
-from .scheduler import Chunk
 
 
 def _slot_source(slots: list[int], device: torch.device) -> slice | torch.Tensor:
@@ -109,12 +110,14 @@ class PagedAttention:
             write.extend(c.request.slots[c.start : c.start + c.length])
         self.write_slots = torch.tensor(write, dtype=torch.long, device=device)
 
-        num_decode = sum(1 for c in chunks if c.length == 1)
-        decodes = chunks[:num_decode]
+        # A decode with a draft is several rows, row i seeing the history up to its own token.
+        decodes = [c for c in chunks if c.decoding]
+        num_decode = len(decodes)
+        first_row = list(itertools.accumulate((c.length for c in decodes), initial=0))
         self.shared: list[_SharedDecodes] = []
         singles = list(range(num_decode))
         if min_shared_prefix and num_decode > 1:
-            # The scheduler marked each decode's deepest prefix shared within this batch.
+            # The scheduler marked each plain decode's deepest prefix shared within this batch.
             refs = [c.shared_prefix for c in decodes]
             plan = plan_shared_prefix(refs, min_prefix_len=min_shared_prefix)
             singles = list(plan.singles)
@@ -125,7 +128,7 @@ class PagedAttention:
                 )
                 self.shared.append(
                     _SharedDecodes(
-                        torch.tensor(g.members, device=device),
+                        torch.tensor([first_row[i] for i in g.members], device=device),
                         _slot_source(reqs[0].slots[: g.prefix_len], device),
                         index,
                         shape,
@@ -134,14 +137,19 @@ class PagedAttention:
                 )
         self.decodes: _Decodes | None = None
         if singles:
-            histories = [decodes[i].request.slots[: decodes[i].start + 1] for i in singles]
-            source = _slot_source(histories[0], device) if len(singles) == 1 else None
+            rows = [first_row[i] + j for i in singles for j in range(decodes[i].length)]
+            histories = [
+                decodes[i].request.slots[: decodes[i].start + j + 1]
+                for i in singles
+                for j in range(decodes[i].length)
+            ]
+            source = _slot_source(histories[0], device) if len(histories) == 1 else None
             index, shape, lens = _padded_index(histories, device)
             lengths = torch.tensor(lens)
             mask = torch.arange(shape[1])[None, :] < lengths[:, None]
-            in_order = singles == list(range(len(singles)))
+            in_order = rows == list(range(len(rows)))
             self.decodes = _Decodes(
-                slice(0, len(singles)) if in_order else torch.tensor(singles, device=device),
+                slice(0, len(rows)) if in_order else torch.tensor(rows, device=device),
                 index,
                 shape,
                 lengths.to(device),
@@ -150,7 +158,7 @@ class PagedAttention:
             )
 
         prefills = chunks[num_decode:]
-        starts = [num_decode + sum(c.length for c in prefills[:i]) for i in range(len(prefills))]
+        starts = [first_row[-1] + sum(c.length for c in prefills[:i]) for i in range(len(prefills))]
         self.shared_prefills: list[_SharedPrefills] = []
         alone = list(range(len(prefills)))
         if min_shared_prefix and share_prefill and len(prefills) > 1:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .draft import PromptLookup
 from .sampling_params import SamplingParams
 
 _arrivals = itertools.count()
@@ -103,6 +104,7 @@ class Request:
     context: Any = None  # Context this request continues, if any
     rng: Any = None  # torch.Generator for sampling, made at the first sampled token
     grammar: Any = None  # GrammarState when the output is constrained
+    lookup: PromptLookup | None = None  # its drafts, for a greedy request that verifies them
 
     @property
     def tokens(self) -> list[int]:
@@ -116,6 +118,15 @@ class Request:
     def num_pending(self) -> int:
         """Tokens still to compute before the next token can be sampled (1 when decoding)."""
         return self.num_tokens - self.num_computed
+
+    @property
+    def draft_limit(self) -> int:
+        """The longest draft its decode may verify: that decode adds one token more than the
+        draft, within `max_new_tokens`, and every draft token needs a position in the window."""
+        left = self.sampling.max_new_tokens - len(self.output_ids) - 1
+        if self.max_total_tokens is not None:
+            left = min(left, self.max_total_tokens - self.num_tokens)
+        return left
 
     @property
     def sort_key(self) -> tuple[int, int]:

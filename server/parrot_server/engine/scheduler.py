@@ -24,8 +24,9 @@ from __future__ import annotations
 import bisect
 import itertools
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from .batch import Batch, Chunk
 from .config import EngineConfig
 from .errors import EngineOverloadedError
 from .kv_allocator import KVSlotAllocator
@@ -33,32 +34,6 @@ from .prefix_cache import PrefixCache, common_prefix_len
 from .request import Request, RequestStatus
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Chunk:
-    """Compute `tokens[start:start+length]` of `request`; sample after it if `sample`."""
-
-    request: Request
-    start: int
-    length: int
-    sample: bool
-    # (prefix id, length) of the deepest cached prefix this chunk shares with another chunk of
-    # its kind (decode or prefill) in the batch: the shared-prefix kernel reads it once for all.
-    shared_prefix: tuple[int, int] | None = None
-
-
-@dataclass
-class Batch:
-    chunks: list[Chunk] = field(default_factory=list)
-    completed: list[Request] = field(default_factory=list)  # fills whose prompt was all cached
-    # Lower-priority work's turn while more urgent work runs (after `background_pause_steps`
-    # steps): the engine runs a slice of it and sets the rest aside.
-    turn: bool = False
-
-    @property
-    def num_tokens(self) -> int:
-        return sum(c.length for c in self.chunks)
 
 
 @dataclass
@@ -127,7 +102,8 @@ class Scheduler:
 
     def _release(self, req: Request) -> object:
         """Hand the request's computed KV to the prefix cache; returns the node covering it."""
-        computed = req.num_computed
+        # A request that stopped inside an accepted draft has KV past its last token.
+        computed = min(req.num_computed, req.num_tokens)
         node, duplicates = self.cache.insert(
             req.namespace, req.tokens[:computed], req.slots[:computed]
         )
@@ -168,6 +144,10 @@ class Scheduler:
         )
         scheduled: set[int] = set()
         preempted_before = self.num_preemptions
+        # Decodes this step runs (not those waiting behind more urgent work): whether to draft.
+        decoding = sum(
+            1 for r in self.running if r.num_pending == 1 and not r.set_aside and step.grant(r) > 0
+        )
         for req in list(self.running):
             if step.left == 0:
                 break
@@ -178,7 +158,11 @@ class Scheduler:
             n = step.grant(req)
             if n == 0:
                 continue
-            slots = self._allocate(n)
+            draft = self._draft(req, step.left - n, decoding)
+            slots = self._allocate(n + len(draft))
+            if slots is None and draft:  # never preempt anyone for a draft
+                draft = []
+                slots = self._allocate(n)
             while slots is None:
                 victim = self._pick_victim(scheduled)
                 self.preempt(victim)
@@ -187,9 +171,9 @@ class Scheduler:
                 slots = self._allocate(n)
             if slots is None:
                 continue
-            batch.chunks.append(self._chunk(req, slots, n))
+            batch.chunks.append(self._chunk(req, slots, n, tuple(draft)))
             scheduled.add(id(req))
-            step.take(n)
+            step.take(len(slots))
         if self.num_preemptions == preempted_before:  # KV was short this step: admit no one
             self._admit(batch, step)
         paused = (
@@ -234,13 +218,35 @@ class Scheduler:
             self.allocator.free(req.slots[chunk.start :])
             del req.slots[chunk.start :]
 
+    def _draft(self, req: Request, room: int, decoding: int) -> list[int]:
+        """Tokens `req` guesses it will generate next, to verify in its decode (draft.py), while
+        at most `speculative_max_batch` requests decode (in a larger batch an extra row costs
+        about what it can save), within the step's `room` and the request's own limits."""
+        if req.lookup is None or req.num_pending != 1:
+            return []
+        if decoding > self.config.speculative_max_batch:
+            return []
+        limit = min(room, req.draft_limit)
+        return req.lookup.propose(req.tokens, limit) if limit > 0 else []
+
+    def accept_draft(self, chunk: Chunk, accepted: int) -> None:
+        """The model agreed with the first `accepted` tokens of the chunk's draft: the slots of
+        the rest are given back (their KV was computed from tokens that are not the text)."""
+        req = chunk.request
+        chunk.accepted = accepted
+        req.lookup.observe(len(chunk.draft), accepted)
+        keep, end = chunk.start + chunk.computed, chunk.start + chunk.length
+        self.allocator.free(req.slots[keep:end])
+        del req.slots[keep:end]
+
     def _mark_shared_prefixes(self, batch: Batch) -> None:
-        """Decodes and prefill chunks are attended separately, so each kind is grouped apart."""
+        """Decodes and prefill chunks are attended separately, so each kind is grouped apart (a
+        decode with a draft is in neither group)."""
         for decode in (True, False):
             chunks = [
                 c
                 for c in batch.chunks
-                if (c.length == 1) == decode and c.request.cache_node is not None
+                if (c.length == 1) == decode and not c.draft and c.request.cache_node is not None
             ]
             if len(chunks) < 2:
                 continue
@@ -317,11 +323,11 @@ class Scheduler:
                 return True
         return False
 
-    def _chunk(self, req: Request, slots: list[int], n: int) -> Chunk:
+    def _chunk(self, req: Request, slots: list[int], n: int, draft: tuple[int, ...] = ()) -> Chunk:
         start = req.num_computed
         req.slots.extend(slots)
         done = start + n == req.num_tokens
-        return Chunk(req, start, n, sample=done and not req.prefill_only)
+        return Chunk(req, start, n + len(draft), done and not req.prefill_only, draft=draft)
 
     def commit(self, batch: Batch) -> None:
         """The model computed the batch: its tokens now have KV. Prompt chunks enter the prefix
@@ -329,8 +335,8 @@ class Scheduler:
         for chunk in batch.chunks:
             req = chunk.request
             req.set_aside = False
-            req.num_computed = chunk.start + chunk.length
-            if chunk.length > 1 or chunk.start < len(req.prompt_ids):
+            req.num_computed = chunk.start + chunk.computed
+            if not chunk.draft and (chunk.length > 1 or chunk.start < len(req.prompt_ids)):
                 self._cache_computed(req)
 
     def _cache_computed(self, req: Request) -> None:

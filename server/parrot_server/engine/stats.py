@@ -21,6 +21,8 @@ class EngineStats:
     shared_prefix_queries_total: int  # query tokens that read a shared prefix once per group
     steps_total: int
     steps_set_aside_total: int  # stopped between layers for more urgent work, finished later
+    draft_tokens_total: int  # guessed from the request's text and verified (draft.py)
+    accepted_draft_tokens_total: int  # of those, what the model agreed with
     busy_seconds_total: float  # time spent in steps (for throughput)
 
     @property

@@ -17,13 +17,13 @@ from types import ModuleType
 
 import torch
 
+from .batch import Batch, Chunk
 from .grammar import mask_logits
 from .kv_pool import KVPool
 from .model import LlamaModel
 from .paged_attention import PagedAttention
 from .request import TokenLogprob
 from .sampler import SampleRow, make_generator, sample_batch
-from .scheduler import Batch, Chunk
 
 Sampled = tuple[int, TokenLogprob | None]
 
@@ -45,11 +45,11 @@ class StepRun:
         self.end_ids = end_ids
         self.device = device
         # Decodes first: the attention and the compiled decode layer expect them there.
-        self.ordered = sorted(chunks, key=lambda c: c.length != 1)
+        self.ordered = sorted(chunks, key=lambda c: not c.decoding)
         ids: list[int] = []
         positions: list[int] = []
         for c in self.ordered:
-            ids.extend(c.request.tokens[c.start : c.start + c.length])
+            ids.extend(c.token_ids)
             positions.extend(range(c.start, c.start + c.length))
         self.attention = PagedAttention(
             pool, self.ordered, device, min_shared_prefix, share_prefill, kernels
@@ -74,34 +74,50 @@ class StepRun:
         return self.done
 
     @torch.inference_mode()
-    def finish(self) -> list[Sampled | None]:
-        """Run what is left, then sample: the sampled token of each chunk (in the order given)
-        and its log-probability when the request asked; None for a chunk that samples nothing."""
+    def finish(self) -> list[list[Sampled]]:
+        """Run what is left, then sample: for each chunk (in the order given), the tokens it
+        samples with their log-probabilities when the request asked. One token for a chunk
+        that ends a prompt or decodes, none for one inside a prompt; a chunk with a draft gets
+        the model's token after each draft token it agreed with, and one more."""
         self.advance()
         hidden = self.model.norm(self.hidden)
-        # Only the last row of a sampling chunk needs logits (the LM head is the largest GEMM).
-        ends, sampled = [], []
-        row = 0
+        # Only sampled rows need logits (the LM head is the largest GEMM): a sampling chunk's
+        # last row, or every row of a chunk with a draft.
+        rows: list[int] = []
+        sampled: list[tuple[Chunk, int]] = []  # (chunk, its rows sampled)
+        end = 0
         for c in self.ordered:
-            row += c.length
+            end += c.length
             if c.sample:
-                ends.append(row - 1)
-                sampled.append(c)
-        result: dict[int, Sampled] = {}
+                n = c.length if c.draft else 1
+                rows.extend(range(end - n, end))
+                sampled.append((c, n))
+        result: dict[int, list[Sampled]] = {}
         if sampled:
-            logits = self.model.compute_logits(hidden[torch.tensor(ends, device=self.device)])
+            logits = self.model.compute_logits(hidden[torch.tensor(rows, device=self.device)])
             logits = logits.float().cpu()
-            mask_logits(logits, [c.request.grammar for c in sampled])
-            for c in sampled:
-                if c.request.rng is None:
-                    c.request.rng = make_generator(c.request.sampling)
-            rows = [
-                SampleRow(r.sampling, r.prompt_ids, r.output_ids, r.rng)
-                for r in (c.request for c in sampled)
-            ]
-            tokens = sample_batch(logits, rows, self.end_ids)
-            result = {id(c): t for c, t in zip(sampled, tokens, strict=True)}
-        return [result.get(id(c)) for c in self.chunks]
+            mask_logits(logits, [c.request.grammar for c, n in sampled for _ in range(n)])
+            sample_rows = []
+            for c, n in sampled:
+                r = c.request
+                if r.rng is None:
+                    r.rng = make_generator(r.sampling)
+                for i in range(n):  # row i follows the draft's first i tokens
+                    output = r.output_ids + list(c.draft[:i]) if i else r.output_ids
+                    sample_rows.append(SampleRow(r.sampling, r.prompt_ids, output, r.rng))
+            tokens = iter(sample_batch(logits, sample_rows, self.end_ids))
+            for c, n in sampled:
+                result[id(c)] = _verified([next(tokens) for _ in range(n)], c.draft)
+        return [result.get(id(c), []) for c in self.chunks]
+
+
+def _verified(tokens: list[Sampled], draft: tuple[int, ...]) -> list[Sampled]:
+    """The rows' tokens up to and including the first that differs from the draft (all of
+    them when the whole draft was right)."""
+    for i, d in enumerate(draft):
+        if tokens[i][0] != d:
+            return tokens[: i + 1]
+    return tokens
 
 
 @dataclass(frozen=True)
