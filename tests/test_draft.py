@@ -42,12 +42,31 @@ def test_draft_length_follows_what_was_accepted():
     tokens = [1, 2, 3, 4, 5, 6, 1, 2, 3]
     lookup.observe(drafted=4, accepted=1)
     assert lookup.propose(tokens, limit=8) == [4, 5]
-    lookup.observe(drafted=2, accepted=0)
-    assert lookup.propose(tokens, limit=8) == [4]
     lookup.observe(drafted=1, accepted=1)  # taken whole: the full length again
     assert lookup.propose(tokens, limit=8) == [4, 5, 6, 1]
     lookup.observe(drafted=0, accepted=0)  # nothing drafted says nothing
     assert lookup.length == 4
+
+
+def test_misses_in_a_row_pause_drafting_longer_each_time():
+    lookup = PromptLookup(max_tokens=4)
+    tokens = [1, 2, 3, 4, 5, 6, 1, 2, 3]
+
+    def decodes_until_a_draft() -> int:
+        n = 0
+        while not lookup.propose(tokens, limit=8):
+            n += 1
+        return n
+
+    pauses = []
+    for _ in range(7):
+        lookup.observe(drafted=lookup.length, accepted=0)
+        pauses.append(decodes_until_a_draft())
+    assert pauses == [1, 2, 4, 8, 16, 16, 16]
+    assert lookup.propose(tokens, limit=8) == [4]  # a miss leaves a draft of one
+    lookup.observe(drafted=1, accepted=1)  # a hit ends the pauses
+    lookup.observe(drafted=4, accepted=0)
+    assert decodes_until_a_draft() == 1
 
 
 def _decoding(s: Scheduler, prompt: list[int], max_new: int = 16, window: int | None = None):

@@ -7,14 +7,17 @@ that followed them then are a cheap guess of what comes next. The engine runs th
 extra rows of the request's decode and keeps the longest run the model agrees with, plus the
 model's own next token, so the output is the one greedy decoding gives (up to float rounding
 between a one-row and a several-row step). An extra row costs a fraction of a step on a CPU,
-so a request drafts only after its last guesses were taken: the draft length follows how many
-were accepted. No torch here: the scheduler asks for drafts.
+so the draft length follows how many of the last guesses were accepted, and a request whose
+guesses all fail (an answer that does not repeat its prompt) stops guessing for a while: for
+one decode after the first such miss, two after the next in a row, and so on up to
+`MAX_PAUSE`. No torch here: the scheduler asks for drafts.
 """
 
 from __future__ import annotations
 
 # Longest n-gram first: a match on three tokens predicts better than one on two.
 NGRAM_SIZES = (3, 2)
+MAX_PAUSE = 16  # decodes without a draft after misses in a row
 
 
 class PromptLookup:
@@ -24,6 +27,8 @@ class PromptLookup:
     def __init__(self, max_tokens: int) -> None:
         self.max_tokens = max_tokens
         self.length = max_tokens  # draft length for the next step
+        self._pause = 0  # decodes left without a draft
+        self._misses = 0  # drafts in a row of which nothing was accepted
         self._ends: dict[tuple[int, ...], int] = {}  # n-gram -> where its last occurrence ends
         self._indexed = 0  # n-grams ending before this position are in _ends
 
@@ -31,6 +36,9 @@ class PromptLookup:
         """Up to min(`limit`, the earned length) tokens that followed the latest earlier
         occurrence of the text's last n tokens; [] when there is none."""
         self._index(tokens)
+        if self._pause:
+            self._pause -= 1
+            return []
         k = min(limit, self.length)
         if k <= 0:
             return []
@@ -43,9 +51,13 @@ class PromptLookup:
 
     def observe(self, drafted: int, accepted: int) -> None:
         """The model took `accepted` of `drafted` tokens: draft as many as were taken plus one
-        next time (the full length again after a draft taken whole)."""
-        if drafted:
-            self.length = self.max_tokens if accepted == drafted else accepted + 1
+        next time (the full length again after a draft taken whole); after none, pause."""
+        if not drafted:
+            return
+        self.length = self.max_tokens if accepted == drafted else accepted + 1
+        self._misses = 0 if accepted else self._misses + 1
+        if self._misses:
+            self._pause = min(2 ** (self._misses - 1), MAX_PAUSE)
 
     def _index(self, tokens: list[int]) -> None:
         # Only n-grams followed by a token: the text's own last n tokens must not match
