@@ -142,6 +142,33 @@ def test_chat_stream_equals_non_streamed(client, model):
     assert all(c.usage is None for c in chunks[:-1])
 
 
+def test_a_repeating_answer_is_verified_from_drafts_and_streams_whole(client, model, base_url):
+    def accepted() -> int:
+        state = httpx.get(f"{base_url}/server_info", timeout=10).json()["internal_states"][0]
+        return state["accepted_draft_tokens_total"]
+
+    kw = dict(
+        model=model,
+        messages=[
+            {
+                "role": "user",
+                "content": "Repeat this sentence exactly: The old lighthouse keeper climbed the "
+                "stairs every night to light the lamp for the ships.",
+            }
+        ],
+        max_tokens=30,
+        temperature=0,
+    )
+    before = accepted()
+    full = client.chat.completions.create(**kw)
+    assert "lamp" in full.choices[0].message.content
+    assert accepted() - before >= 5  # steps took several tokens at once
+    # Several tokens of one step stream as the same text.
+    chunks = list(client.chat.completions.create(**kw, stream=True))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == full.choices[0].message.content
+
+
 def test_completion_stream_equals_non_streamed(client, model):
     kw = dict(model=model, prompt="Once upon a time", max_tokens=12, temperature=0)
     full = client.completions.create(**kw)

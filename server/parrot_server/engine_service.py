@@ -190,6 +190,9 @@ class EngineService:
             # Ours: how the weights are held ("GGUF blocks Q4_1, Q8_0 (...)" or "float32").
             "weights": core.loaded.weights,
             "max_queued_requests": cfg.max_queued_requests,
+            # Drafts from the request's own text (SGLang's names for its n-gram drafting).
+            "speculative_algorithm": "NGRAM" if cfg.speculative_tokens else None,
+            "speculative_num_draft_tokens": cfg.speculative_tokens,
             # Our scheduler always orders by priority, higher first; streams carry cumulative
             # text and ids (the names and defaults of SGLang's flags for the same things).
             "enable_priority_scheduling": True,
