@@ -60,6 +60,17 @@ def test_bad_embedding_flags_are_refused_at_start(tmp_path):
     assert out.returncode == 2 and "--embedding-threads must be >= 1, got 0" in out.stderr
 
 
+def test_engine_flags_out_of_range_are_refused_at_start():
+    out = subprocess.run(
+        [*CLI, "serve", "--speculative-tokens", "-1", "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "speculative_tokens must be >= 0, got -1" in out.stderr
+
+
 @pytest.mark.slow
 def test_config_file_env_and_api_key(tmp_path):
     port = free_port()

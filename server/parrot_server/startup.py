@@ -63,22 +63,26 @@ def build_engine(args: argparse.Namespace) -> AsyncEngine | None:
     from .engine.errors import EngineError
     from .engine.model import ModelLoadError
 
-    config = EngineConfig(
-        model=args.model,
-        chat_template=args.chat_template,
-        dtype=args.dtype,
-        device=args.device,
-        kv_pool_tokens=args.kv_pool_tokens,
-        max_context_len=args.max_context_len,
-        max_step_tokens=args.max_step_tokens,
-        background_pause_steps=args.background_pause_steps,
-        background_slice_layers=args.background_slice_layers,
-        speculative_tokens=args.speculative_tokens,
-        speculative_max_batch=args.speculative_max_batch,
-        max_running_requests=args.max_running_requests,
-        max_queued_requests=args.max_queued_requests,
-        num_threads=args.threads,
-    )
+    try:
+        config = EngineConfig(
+            model=args.model,
+            chat_template=args.chat_template,
+            dtype=args.dtype,
+            device=args.device,
+            kv_pool_tokens=args.kv_pool_tokens,
+            max_context_len=args.max_context_len,
+            max_step_tokens=args.max_step_tokens,
+            background_pause_steps=args.background_pause_steps,
+            background_slice_layers=args.background_slice_layers,
+            speculative_tokens=args.speculative_tokens,
+            speculative_max_batch=args.speculative_max_batch,
+            max_running_requests=args.max_running_requests,
+            max_queued_requests=args.max_queued_requests,
+            num_threads=args.threads,
+        )
+    except ValueError as exc:  # a flag out of range
+        print(f"parrot: {exc}", file=sys.stderr)
+        return None
     start = time.monotonic()
     try:
         engine = AsyncEngine(lambda: Engine(config))

@@ -52,23 +52,21 @@ class EngineConfig:
             raise ValueError(
                 f"EngineConfig.dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}"
             )
-        for name in (
-            "kv_pool_tokens",
-            "max_step_tokens",
-            "max_running_requests",
-            "max_queued_requests",
-            "background_slice_layers",
+        for name, least in (
+            ("kv_pool_tokens", 1),
+            ("max_step_tokens", 1),
+            ("max_running_requests", 1),
+            ("max_queued_requests", 1),
+            ("background_slice_layers", 1),
+            ("background_pause_steps", 0),
+            ("prefix_wait_min_tokens", 0),
+            ("speculative_tokens", 0),
+            ("speculative_max_batch", 0),
         ):
-            if getattr(self, name) < 1:
-                raise ValueError(f"EngineConfig.{name} must be >= 1, got {getattr(self, name)}")
-        for name in (
-            "background_pause_steps",
-            "prefix_wait_min_tokens",
-            "speculative_tokens",
-            "speculative_max_batch",
-        ):
-            if getattr(self, name) < 0:
-                raise ValueError(f"EngineConfig.{name} must be >= 0, got {getattr(self, name)}")
+            if getattr(self, name) < least:
+                raise ValueError(
+                    f"EngineConfig.{name} must be >= {least}, got {getattr(self, name)}"
+                )
 
     @property
     def threads(self) -> int:
