@@ -251,6 +251,7 @@ def test_health_and_metrics(server_url):
         "parrot_queue_depth",
         "parrot_kv_used_tokens",
         "parrot_prefix_cache_hit_rate",
+        "parrot_draft_acceptance_rate",
         "parrot_request_latency_seconds",
         "parrot_time_to_first_token_seconds",
     ):

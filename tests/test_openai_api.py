@@ -163,6 +163,13 @@ def test_a_repeating_answer_is_verified_from_drafts_and_streams_whole(client, mo
     full = client.chat.completions.create(**kw)
     assert "lamp" in full.choices[0].message.content
     assert accepted() - before >= 5  # steps took several tokens at once
+    metrics = httpx.get(f"{base_url}/metrics", timeout=10).text
+    (rate,) = [
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("parrot_draft_acceptance_rate{")
+    ]
+    assert 0 < rate <= 1
     # Several tokens of one step stream as the same text.
     chunks = list(client.chat.completions.create(**kw, stream=True))
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)

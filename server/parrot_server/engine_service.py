@@ -232,6 +232,8 @@ class EngineService:
                 prompt_tokens_total=s.prompt_tokens_total,
                 cached_prompt_tokens_total=s.cached_prompt_tokens_total,
                 generated_tokens_total=s.generated_tokens_total,
+                draft_tokens_total=s.draft_tokens_total,
+                accepted_draft_tokens_total=s.accepted_draft_tokens_total,
             )
         ]
 

@@ -132,6 +132,8 @@ class LoadEntry(BaseModel):
     prompt_tokens_total: int | None = None
     cached_prompt_tokens_total: int | None = None
     generated_tokens_total: int | None = None
+    draft_tokens_total: int | None = None  # drafted from requests' own text, verified
+    accepted_draft_tokens_total: int | None = None
 
 
 def error_message(body: Any) -> tuple[str | None, int | None]:

@@ -51,6 +51,10 @@ class EngineLoad:
     prompt_tokens_total: int
     cached_prompt_tokens_total: int
     generated_tokens_total: int
+    # Tokens drafted from requests' own text and verified, and those the model accepted (0 from
+    # engines that do not draft or do not report it).
+    draft_tokens_total: int = 0
+    accepted_draft_tokens_total: int = 0
 
 
 @dataclass(frozen=True)
@@ -258,6 +262,8 @@ class LocalEngineClient(EngineClient):
             prompt_tokens_total=s.prompt_tokens_total,
             cached_prompt_tokens_total=s.cached_prompt_tokens_total,
             generated_tokens_total=s.generated_tokens_total,
+            draft_tokens_total=s.draft_tokens_total,
+            accepted_draft_tokens_total=s.accepted_draft_tokens_total,
         )
 
     def render_chat(

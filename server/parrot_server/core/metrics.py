@@ -88,6 +88,13 @@ class Metrics:
             [_MODEL],
             registry=r,
         )
+        self.draft_acceptance_rate = Gauge(
+            "parrot_draft_acceptance_rate",
+            "draft tokens the model accepted / draft tokens verified (drafts from requests' own "
+            "text), in the engines; 0 before any",
+            [_MODEL],
+            registry=r,
+        )
         self.prompt_tokens = Counter(
             "parrot_prompt_tokens",
             "prompt tokens of finished engine requests",
@@ -134,6 +141,8 @@ class Metrics:
         self.engine_running.set(load.running_requests)
         rate = load.cached_prompt_tokens_total / max(1, load.prompt_tokens_total)
         self.cache_hit_rate.labels(model).set(rate)
+        drafted = load.accepted_draft_tokens_total / max(1, load.draft_tokens_total)
+        self.draft_acceptance_rate.labels(model).set(drafted)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -345,6 +345,8 @@ class RemoteEngineClient(EngineClient):
             prompt_tokens_total=total("prompt_tokens_total"),
             cached_prompt_tokens_total=total("cached_prompt_tokens_total"),
             generated_tokens_total=total("generated_tokens_total"),
+            draft_tokens_total=total("draft_tokens_total"),
+            accepted_draft_tokens_total=total("accepted_draft_tokens_total"),
         )
 
     async def health(self) -> bool:
