@@ -141,8 +141,8 @@ class Metrics:
         self.engine_running.set(load.running_requests)
         rate = load.cached_prompt_tokens_total / max(1, load.prompt_tokens_total)
         self.cache_hit_rate.labels(model).set(rate)
-        drafted = load.accepted_draft_tokens_total / max(1, load.draft_tokens_total)
-        self.draft_acceptance_rate.labels(model).set(drafted)
+        accepted = load.accepted_draft_tokens_total / max(1, load.draft_tokens_total)
+        self.draft_acceptance_rate.labels(model).set(accepted)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -268,7 +268,6 @@ class Engine:
         new_ids: list[int] = []
         logprobs: list[TokenLogprob] | None = [] if req.sampling.logprobs else None
         text = ""
-        reason = None
         for token, logprob in sampled:
             req.output_ids.append(token)
             new_ids.append(token)
