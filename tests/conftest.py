@@ -40,8 +40,11 @@ def compiled_extensions() -> None:
 @pytest.fixture(scope="session")
 def loaded_model() -> LoadedModel:
     """The default model (SmolLM2-135M-Instruct GGUF) as the engine loads it by default: on CPU
-    its quantised weights kept as GGUF blocks, from the user's cache."""
-    return load_model()
+    its quantised weights kept as GGUF blocks, from the user's cache. Its prefill GEMMs run in
+    fp32 whatever this CPU's faster type, so that tests may compare texts computed in steps of
+    different shapes (a cached prefix, a preemption, drafts) token for token; the bf16 GEMM has
+    its own tests (test_compact_weights, test_quant_matmul)."""
+    return load_model(gemm_dtype=torch.float32)
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from parrot_server.embedding.packaged import packaged_model_dir
+from parrot_server.engine.config import EngineConfig
 from parrot_server.spawn import ServerProcess, free_port, parrot_command
 
 CLI = parrot_command()
@@ -69,6 +70,12 @@ def test_engine_flags_out_of_range_are_refused_at_start():
     )
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "speculative_tokens must be >= 0, got -1" in out.stderr
+    out = subprocess.run(
+        [*CLI, "serve", "--gemm-dtype", "float16"], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 2 and "--gemm-dtype: invalid choice: 'float16'" in out.stderr
+    with pytest.raises(ValueError, match="gemm_dtype must be one of auto, float32, bfloat16"):
+        EngineConfig(gemm_dtype="float16")
 
 
 @pytest.mark.slow

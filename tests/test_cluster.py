@@ -31,6 +31,9 @@ ENGINE_AUTH = {"Authorization": f"Bearer {ENGINE_KEY}"}
 CLUSTER = [
     "serve", "--engines", "2", "--kv-pool-tokens", "8192", "--max-context-len", "2048",
     "--health-interval", "0.5", "--log-level", "warning", "--engine-api-key", ENGINE_KEY,
+    # Requests resumed on the other engine must give the text they would have: fp32 GEMMs, whose
+    # results do not depend on how a text was split into steps (bf16 ones can flip near-ties).
+    "--gemm-dtype", "float32",
 ]  # fmt: skip
 
 

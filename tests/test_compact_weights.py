@@ -15,7 +15,7 @@ import torch
 from model_helpers import PROMPTS, chat_ids, greedy, logits_of
 
 from parrot_kernels import cpu_ops, quant_matmul
-from parrot_server.engine.model import LoadedModel
+from parrot_server.engine.model import LoadedModel, load_model
 from parrot_server.engine.model.compact import QuantEmbedding, QuantLinear
 
 # The block kernel sums in another order than the dense GEMM; the largest logit difference seen
@@ -87,6 +87,44 @@ def test_perplexity_of_a_held_text_within_half_a_percent(compact, dense_model, b
     got, want = _perplexity(compact, ids), _perplexity(dense_model, ids)
     assert 1 < want < 100  # a real text, scored by a real model
     assert abs(got / want - 1) <= 0.005, (got, want)
+
+
+@pytest.fixture
+def gemm_in_bfloat16(compact, monkeypatch):
+    """Prefill's many-row matmuls in bfloat16, whatever this CPU's faster type."""
+    for module in compact.model.modules():
+        if isinstance(module, QuantLinear):
+            monkeypatch.setattr(module, "gemm_dtype", torch.bfloat16)
+
+
+def test_a_bfloat16_prefill_gemm_keeps_perplexity_within_half_a_percent(
+    compact, dense_model, gemm_in_bfloat16
+):
+    text = "\n".join(p.read_text() for p in sorted(HELD_TEXT.glob("*.md")))
+    for n in (512, 1024):
+        ids = compact.tokenizer.encode(text)[:n]
+        assert len(ids) == n  # every layer's matmuls take the dense GEMM (n >= DENSE_ROWS)
+        got, want = _perplexity(compact, ids), _perplexity(dense_model, ids)
+        assert abs(got / want - 1) <= 0.005, (n, got, want)
+
+
+@pytest.mark.slow
+def test_a_bfloat16_prefill_gemm_keeps_the_greedy_answers(compact, dense_model, gemm_in_bfloat16):
+    eos = compact.config.eos_token_ids
+    passage = sorted(HELD_TEXT.glob("*.md"))[0].read_text()[:600]
+    for question in PROMPTS[:2]:
+        ids = chat_ids(compact.tokenizer, f"{passage}\n\n{question}")
+        assert len(ids) >= quant_matmul.DENSE_ROWS  # the prompt takes the bf16 GEMM
+        want = greedy(dense_model.model, ids, 8, eos)
+        assert greedy(compact.model, ids, 8, eos) == want
+
+
+def test_by_default_the_prefill_gemm_takes_the_faster_type_and_says_so(compact):
+    auto = load_model()
+    faster = quant_matmul.fastest_dense_dtype()
+    assert {m.gemm_dtype for m in auto.model.modules() if isinstance(m, QuantLinear)} == {faster}
+    assert f"prefill GEMM {str(faster).removeprefix('torch.')}" in auto.weights
+    assert "prefill GEMM float32" in compact.weights  # the tests' model: pinned to fp32
 
 
 @pytest.mark.slow

@@ -95,6 +95,47 @@ def test_many_rows_take_the_dense_gemm_with_the_same_result(ext):
     assert torch.allclose(got2, x2 @ small_exact.T, atol=1e-4)
 
 
+@settings(max_examples=20, deadline=None)
+@given(kind=st.sampled_from(list(BlockType)), rows=st.integers(1, 40), seed=st.integers(0, 2**16))
+def test_dequantising_to_bfloat16_rounds_as_torch_on_every_path(ext, kind, rows, seed):
+    blocks, exact = _blocks(kind, rows, 96, seed)
+    want = exact.bfloat16()  # rounded to nearest even (equal values: -0.0 == 0.0)
+    try:
+        for path in _paths(ext):
+            assert ext.set_isa(path) == path
+            got = quant_matmul.dequantize(blocks, kind, 96, torch.bfloat16)
+            assert got.dtype == torch.bfloat16
+            assert torch.equal(got, want), path
+    finally:
+        ext.set_isa("best")
+    assert torch.equal(quant_matmul.dequantize_reference(blocks, kind, 96).bfloat16(), want)
+
+
+def test_the_dense_gemm_in_bfloat16_errs_by_its_rounding_only(ext):
+    blocks, exact = _blocks(BlockType.Q4_1, 96, 256, 6)
+    x = torch.randn(2, quant_matmul.DENSE_ROWS, 256)
+    x[..., 0] *= 50  # an outlier, as real activations have
+    bias = torch.randn(96)
+    got = quant_matmul.linear(x, blocks, BlockType.Q4_1, 256, bias, torch.bfloat16)
+    assert got.dtype == torch.float32 and got.shape == (2, quant_matmul.DENSE_ROWS, 96)
+    want = x.double() @ exact.double().T + bias.double()
+    scale = x.abs().double() @ exact.abs().double().T
+    # Both operands rounded to 8 significant bits (relative 2^-9 each), the result too.
+    assert ((got.double() - want).abs() <= 2**-7 * scale + 1e-3).all()
+    # Fewer rows take the block kernel in fp32 whatever the dense type.
+    few = x[0, :3]
+    assert torch.equal(
+        quant_matmul.linear(few, blocks, BlockType.Q4_1, 256, bias, torch.bfloat16),
+        quant_matmul.linear(few, blocks, BlockType.Q4_1, 256, bias),
+    )
+
+
+def test_the_faster_dense_type_is_measured_once(ext):
+    first = quant_matmul.fastest_dense_dtype()
+    assert first in (torch.float32, torch.bfloat16)
+    assert quant_matmul.fastest_dense_dtype() is first
+
+
 def test_without_the_extension_the_torch_path_gives_the_same(monkeypatch, ext):
     blocks, exact = _blocks(BlockType.Q8_0, 16, 64, 5)
     x = torch.randn(2, 64)
@@ -120,3 +161,5 @@ def test_bad_shapes_are_value_errors(ext):
         ext.matmul(torch.randn(1, 32), blocks, int(BlockType.Q4_0), 64)
     with pytest.raises(ValueError, match="unsupported GGML block type"):
         ext.dequantize(blocks, 12, 64)
+    with pytest.raises(ValueError, match="float32 or bfloat16"):
+        ext.dequantize(blocks, int(BlockType.Q4_0), 64, torch.empty(4 * 64, dtype=torch.float16))

@@ -31,7 +31,7 @@ def add_access_args(_option: Options) -> None:
 
 
 def add_engine_args(_option: Options) -> None:
-    from .engine.config import DTYPES, EngineConfig
+    from .engine.config import DTYPES, GEMM_DTYPES, EngineConfig
 
     d = EngineConfig()
     add_access_args(_option)
@@ -54,6 +54,13 @@ def add_engine_args(_option: Options) -> None:
         "weight type: auto keeps a GGUF's Q4_0/Q4_1/Q8_0 weights compact on CPU (else float32); "
         "float32, bfloat16 or float16 expand every weight to that type",
         choices=list(DTYPES),
+    )
+    _option(
+        "--gemm-dtype",
+        d.gemm_dtype,
+        "with compact weights, the type many-row matmuls (prefill) run in: auto picks bfloat16 "
+        "where this CPU runs it faster than float32, else float32",
+        choices=list(GEMM_DTYPES),
     )
     _option("--device", d.device, "torch device for the engine: cpu, cuda, cuda:N")
     _option("--host", "127.0.0.1", "bind address")

@@ -68,6 +68,7 @@ def build_engine(args: argparse.Namespace) -> AsyncEngine | None:
             model=args.model,
             chat_template=args.chat_template,
             dtype=args.dtype,
+            gemm_dtype=args.gemm_dtype,
             device=args.device,
             kv_pool_tokens=args.kv_pool_tokens,
             max_context_len=args.max_context_len,

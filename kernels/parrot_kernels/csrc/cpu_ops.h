@@ -18,7 +18,8 @@ Isa& active_isa();
 
 // quant_matmul.cpp: GGML block-quantised weights (Q4_0, Q4_1, Q8_0 by GGML type id).
 torch::Tensor matmul(const torch::Tensor& x, const torch::Tensor& w, int64_t qtype, int64_t k);
-// out: a buffer to write into (its first M * K values), else a new tensor.
+// out: a buffer to write into (its first M * K values; float32 or bfloat16), else a new fp32
+// tensor.
 torch::Tensor dequantize(const torch::Tensor& w, int64_t qtype, int64_t k,
                          const std::optional<torch::Tensor>& out);
 std::string set_isa(const std::string& name);

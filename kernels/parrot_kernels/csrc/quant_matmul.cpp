@@ -25,6 +25,7 @@
 #include "quant_blocks.h"
 
 #include <ATen/Parallel.h>
+#include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 #include <immintrin.h>
 
@@ -43,7 +44,9 @@ using namespace quant;
 
 // -- scalar ------------------------------------------------------------------------------------
 
-void dequant_block_scalar(int64_t qtype, const uint8_t* q, float d, float m, float* out) {
+// Out: float, or c10::BFloat16 (its conversion from float rounds to nearest even).
+template <typename Out>
+void dequant_block_scalar(int64_t qtype, const uint8_t* q, float d, float m, Out* out) {
   if (qtype == Q8_0) {
     const int8_t* v = reinterpret_cast<const int8_t*>(q);
     for (int j = 0; j < 32; ++j) out[j] = d * v[j];
@@ -75,7 +78,8 @@ void matmul_rows_scalar(const Job& J, int64_t r0, int64_t r1) {
   }
 }
 
-void dequant_rows_scalar(int64_t qtype, const RowLayout& L, const uint8_t* w, float* out,
+template <typename Out>
+void dequant_rows_scalar(int64_t qtype, const RowLayout& L, const uint8_t* w, Out* out,
                          int64_t r0, int64_t r1) {
   RowScales s(L.nb);
   for (int64_t r = r0; r < r1; ++r) {
@@ -229,8 +233,21 @@ AVX2 void matmul_rows_avx2(const Job& J, int64_t r0, int64_t r1) {
   }
 }
 
-template <int64_t Q>
-AVX2 void dequant_rows_avx2(const RowLayout& L, const uint8_t* w, float* out, int64_t r0,
+AVX2 inline void store8(float* o, __m256 v) { _mm256_storeu_ps(o, v); }
+
+// Eight floats to bfloat16, rounded to nearest even as torch rounds (weights are finite).
+AVX2 inline void store8(c10::BFloat16* o, __m256 v) {
+  const __m256i bits = _mm256_castps_si256(v);
+  const __m256i odd = _mm256_and_si256(_mm256_srli_epi32(bits, 16), _mm256_set1_epi32(1));
+  const __m256i rounded =
+      _mm256_srli_epi32(_mm256_add_epi32(bits, _mm256_add_epi32(odd, _mm256_set1_epi32(0x7FFF))), 16);
+  // packus packs within 128-bit lanes: take quadwords 0 and 2 for the eight results in order.
+  const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(rounded, rounded), 0xD8);
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(o), _mm256_castsi256_si128(packed));
+}
+
+template <int64_t Q, typename Out>
+AVX2 void dequant_rows_avx2(const RowLayout& L, const uint8_t* w, Out* out, int64_t r0,
                             int64_t r1) {
   RowScales s(L.nb);
   __m256 v[4];
@@ -240,8 +257,8 @@ AVX2 void dequant_rows_avx2(const RowLayout& L, const uint8_t* w, float* out, in
     for (int64_t b = 0; b < L.nb; ++b) {
       values_avx2<Q>(row + L.values_at + b * L.value_bytes, v);
       const __m256 d = _mm256_broadcast_ss(&s.d[b]), m = _mm256_broadcast_ss(&s.m[b]);
-      float* o = out + (r * L.nb + b) * kBlock;
-      for (int j = 0; j < 4; ++j) _mm256_storeu_ps(o + 8 * j, _mm256_fmadd_ps(v[j], d, m));
+      Out* o = out + (r * L.nb + b) * kBlock;
+      for (int j = 0; j < 4; ++j) store8(o + 8 * j, _mm256_fmadd_ps(v[j], d, m));
     }
   }
 }
@@ -256,7 +273,8 @@ void matmul_rows(Isa isa, const Job& J, int64_t r0, int64_t r1) {
   }
 }
 
-void dequant_rows(Isa isa, int64_t qtype, const RowLayout& L, const uint8_t* w, float* out,
+template <typename Out>
+void dequant_rows(Isa isa, int64_t qtype, const RowLayout& L, const uint8_t* w, Out* out,
                   int64_t r0, int64_t r1) {
   if (isa == Isa::Scalar) return dequant_rows_scalar(qtype, L, w, out, r0, r1);
   switch (qtype) {
@@ -333,19 +351,30 @@ torch::Tensor dequantize(const torch::Tensor& w, int64_t qtype, int64_t k,
   const int64_t m = w.size(0);
   torch::Tensor out;
   if (out_buffer) {
-    TORCH_CHECK_VALUE(out_buffer->device().is_cpu() && out_buffer->scalar_type() == torch::kFloat32 &&
+    const auto type = out_buffer->scalar_type();
+    TORCH_CHECK_VALUE(out_buffer->device().is_cpu() &&
+                          (type == torch::kFloat32 || type == torch::kBFloat16) &&
                           out_buffer->is_contiguous() && out_buffer->numel() >= m * k,
-                      "out must be a contiguous float32 CPU tensor of at least ", m * k, " values");
+                      "out must be a contiguous float32 or bfloat16 CPU tensor of at least ", m * k,
+                      " values");
     out = out_buffer->view(-1).narrow(0, 0, m * k).view({m, k});
   } else {
     out = torch::empty({m, k}, torch::TensorOptions().dtype(torch::kFloat32));
   }
   const RowLayout layout(qtype, k);
   const uint8_t* wp = w.data_ptr<uint8_t>();
-  float* op = out.data_ptr<float>();
   const Isa isa = active_isa();
-  at::parallel_for(0, m, kGrain,
-                   [&](int64_t r0, int64_t r1) { dequant_rows(isa, qtype, layout, wp, op, r0, r1); });
+  if (out.scalar_type() == torch::kBFloat16) {
+    c10::BFloat16* op = out.data_ptr<c10::BFloat16>();
+    at::parallel_for(0, m, kGrain, [&](int64_t r0, int64_t r1) {
+      dequant_rows(isa, qtype, layout, wp, op, r0, r1);
+    });
+  } else {
+    float* op = out.data_ptr<float>();
+    at::parallel_for(0, m, kGrain, [&](int64_t r0, int64_t r1) {
+      dequant_rows(isa, qtype, layout, wp, op, r0, r1);
+    });
+  }
   return out;
 }
 

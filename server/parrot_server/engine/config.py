@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+GEMM_DTYPES = ("auto", "float32", "bfloat16")
 
 
 @dataclass(frozen=True)
@@ -17,6 +18,10 @@ class EngineConfig:
     # "float32" / "bfloat16" / "float16" expand every weight to that type. bf16 matmul is
     # much slower than fp32 on CPUs without AMX.
     dtype: str = "auto"
+    # With block weights: the type of the dense GEMM that multiplies many rows at once (prefill
+    # chunks, batches from 48 rows): "auto" = bfloat16 where this CPU runs it faster than
+    # float32 (bf16 dot-product instructions or AMX), else float32.
+    gemm_dtype: str = "auto"
     kv_pool_tokens: int = 32768  # KV slots preallocated (tokens; each holds K and V of every layer)
     max_context_len: int | None = None  # default: the model's max_position_embeddings
     max_step_tokens: int = 512  # tokens computed per step (prefill chunk + decodes)
@@ -51,6 +56,11 @@ class EngineConfig:
         if self.dtype not in DTYPES:
             raise ValueError(
                 f"EngineConfig.dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}"
+            )
+        if self.gemm_dtype not in GEMM_DTYPES:
+            raise ValueError(
+                f"EngineConfig.gemm_dtype must be one of {', '.join(GEMM_DTYPES)}, "
+                f"got {self.gemm_dtype!r}"
             )
         for name, least in (
             ("kv_pool_tokens", 1),

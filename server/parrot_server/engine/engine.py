@@ -54,6 +54,7 @@ class Engine:
             config.model,
             dtype=weight_dtype(config.dtype),
             device=config.device,
+            gemm_dtype=weight_dtype(config.gemm_dtype),
         )
         self.tokenizer = self.loaded.tokenizer
         if config.chat_template is not None:

@@ -47,10 +47,17 @@ class BlockWeight:
 
 
 class QuantLinear(nn.Module):
-    """`nn.Linear` over a `BlockWeight` (the bias, if any, stays fp32)."""
+    """`nn.Linear` over a `BlockWeight` (the bias, if any, stays fp32); many rows at once go
+    through a dense GEMM in `gemm_dtype` (see `quant_matmul.linear`)."""
 
-    def __init__(self, weight: BlockWeight, bias: Tensor | None = None) -> None:
+    def __init__(
+        self,
+        weight: BlockWeight,
+        bias: Tensor | None = None,
+        gemm_dtype: torch.dtype = torch.float32,
+    ) -> None:
         super().__init__()
+        self.gemm_dtype = gemm_dtype
         self.kind, self.in_features, self.out_features = (
             weight.kind,
             weight.in_features,
@@ -60,10 +67,13 @@ class QuantLinear(nn.Module):
         self.bias = None if bias is None else nn.Parameter(bias, requires_grad=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        return quant_matmul.linear(x, self.qweight, self.kind, self.in_features, self.bias)
+        return quant_matmul.linear(
+            x, self.qweight, self.kind, self.in_features, self.bias, self.gemm_dtype
+        )
 
     def extra_repr(self) -> str:
-        return f"{self.in_features}, {self.out_features}, {self.kind.name}"
+        gemm = str(self.gemm_dtype).removeprefix("torch.")
+        return f"{self.in_features}, {self.out_features}, {self.kind.name}, gemm {gemm}"
 
 
 class QuantEmbedding(nn.Module):
@@ -114,9 +124,14 @@ def compact_state(path: Path, config: ModelConfig) -> dict[str, Tensor | BlockWe
     return out
 
 
-def install_compact(model: LlamaModel, state: dict[str, Tensor | BlockWeight]) -> dict[str, Tensor]:
-    """Put a quantised module in place of each dense layer whose weight is blocks; returns the
-    state dict (dense tensors and the blocks' buffers) for `load_state_dict(assign=True)`."""
+def install_compact(
+    model: LlamaModel,
+    state: dict[str, Tensor | BlockWeight],
+    gemm_dtype: torch.dtype = torch.float32,
+) -> dict[str, Tensor]:
+    """Put a quantised module in place of each dense layer whose weight is blocks (linear
+    layers' many-row GEMM in `gemm_dtype`); returns the state dict (dense tensors and the
+    blocks' buffers) for `load_state_dict(assign=True)`."""
     dense: dict[str, Tensor] = {}
     for key, value in state.items():
         if not isinstance(value, BlockWeight):
@@ -132,7 +147,7 @@ def install_compact(model: LlamaModel, state: dict[str, Tensor | BlockWeight]) -
             setattr(parent, child, QuantEmbedding(value))
         elif isinstance(module, nn.Linear):
             bias = state.get(f"{owner}.bias")
-            setattr(parent, child, QuantLinear(value, None if bias is None else bias))
+            setattr(parent, child, QuantLinear(value, bias, gemm_dtype))
         else:
             raise ValueError(f"{key}: no quantised form of {type(module).__name__}")
         dense[f"{owner}.qweight"] = value.data

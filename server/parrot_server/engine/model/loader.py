@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
-from parrot_kernels import cpu_ops
+from parrot_kernels import cpu_ops, quant_matmul
 
 from ..model_source import missing_reason
 from ..tokenizer import TokenizerNotFoundError, load_hf_tokenizer
@@ -89,13 +89,16 @@ def load_model(
     dtype: torch.dtype | None = None,
     device: str | torch.device = "cpu",
     cache_dir: str | Path | None = None,
+    gemm_dtype: torch.dtype | None = None,
 ) -> LoadedModel:
     """Load a GGUF file or an HF safetensors directory; None means the default model.
 
     dtype None ("auto"): on CPU a GGUF's Q4_0/Q4_1/Q8_0 tensors stay as blocks, multiplied by
     the compiled kernel (`parrot_kernels.cpu_ops`, built on first use), everything else is
     fp32; where that kernel cannot be built, and for HF directories and other devices, fp32.
-    A dtype dequantises every weight to it.
+    A dtype dequantises every weight to it. gemm_dtype: the type block weights are multiplied
+    in when many rows come at once (prefill; float32 or bfloat16); None: the faster on this CPU
+    (`quant_matmul.fastest_dense_dtype`).
     """
     given = default_model_path() if path is None else Path(path)
     src = given.expanduser()
@@ -108,7 +111,9 @@ def load_model(
         hf_dir, name = gguf_cache_dir(src, cache_dir), gguf_model_name(src)
     config = _read_config(hf_dir, given)
     if dtype is None and src.is_file() and torch.device(device).type == "cpu" and _kernel_ready():
-        model = _build_compact_model(config, src, given)
+        model = _build_compact_model(
+            config, src, given, gemm_dtype or quant_matmul.fastest_dense_dtype()
+        )
     else:
         dtype = dtype or torch.float32
         model = _build_model(config, _read_safetensors(hf_dir, given), given, dtype, device)
@@ -123,7 +128,8 @@ _QUANTISED = (QuantLinear, QuantEmbedding)
 
 
 def weight_dtype(name: str) -> torch.dtype | None:
-    """`load_model`'s dtype for a `--dtype` choice (`config.DTYPES`): "auto" is None."""
+    """`load_model`'s dtype for a `--dtype` or `--gemm-dtype` choice (`config.DTYPES`,
+    `config.GEMM_DTYPES`): "auto" is None."""
     return None if name == "auto" else getattr(torch, name)
 
 
@@ -140,8 +146,16 @@ def _kernel_ready() -> bool:
 def _describe_weights(model: LlamaModel) -> str:
     kinds = sorted({m.kind.name for m in model.modules() if isinstance(m, _QUANTISED)})
     dtypes = sorted({str(p.dtype).removeprefix("torch.") for p in model.parameters()})
+    gemm = sorted(
+        {
+            str(m.gemm_dtype).removeprefix("torch.")
+            for m in model.modules()
+            if isinstance(m, QuantLinear)
+        }
+    )
     if kinds:
-        return f"GGUF blocks {', '.join(kinds)} (other tensors {', '.join(dtypes)})"
+        gemm_note = f"; prefill GEMM {', '.join(gemm)}" if gemm else ""
+        return f"GGUF blocks {', '.join(kinds)} (other tensors {', '.join(dtypes)}{gemm_note})"
     return ", ".join(dtypes)
 
 
@@ -243,7 +257,9 @@ def _build_model(
     return model.to(device).eval().requires_grad_(False)
 
 
-def _build_compact_model(config: ModelConfig, src: Path, given: Path) -> LlamaModel:
+def _build_compact_model(
+    config: ModelConfig, src: Path, given: Path, gemm_dtype: torch.dtype
+) -> LlamaModel:
     try:
         state = from_hf_state_dict(config, compact_state(src, config), cat=concat_rows)
     except KeyError as exc:
@@ -251,7 +267,7 @@ def _build_compact_model(config: ModelConfig, src: Path, given: Path) -> LlamaMo
     with torch.device("meta"):
         model = LlamaModel(config)
     try:
-        model.load_state_dict(install_compact(model, state), assign=True)
+        model.load_state_dict(install_compact(model, state, gemm_dtype), assign=True)
     except RuntimeError as exc:
         raise ModelLoadError(given, f"weights do not match the GGUF's metadata: {exc}") from exc
     compile_decode(model)
