@@ -130,6 +130,33 @@ def test_the_dense_gemm_in_bfloat16_errs_by_its_rounding_only(ext):
     )
 
 
+@pytest.mark.parametrize("n", [8, 16, 21, 40])
+def test_the_block_kernel_in_bfloat16_errs_by_its_rounding_only(ext, n):
+    """From eight rows on, asked for bf16, a CPU with AVX-512 BF16 rounds x and the weights to
+    bf16 (sums in fp32); other paths ignore the request and give their fp32 result."""
+    blocks, exact = _blocks(BlockType.Q4_1, 40, 192, n)
+    x = torch.randn(n, 192, generator=torch.Generator().manual_seed(n))
+    x[:, 0] *= 50  # an outlier, as real activations have
+    want = x.double() @ exact.double().T
+    scale = x.abs().double() @ exact.abs().double().T
+    got = ext.matmul(x, blocks, int(BlockType.Q4_1), 192, True).double()
+    assert ((got - want).abs() <= 2**-7 * scale + 1e-5).all()
+    fewer = x[:7]
+    assert torch.equal(
+        ext.matmul(fewer, blocks, int(BlockType.Q4_1), 192, True),
+        ext.matmul(fewer, blocks, int(BlockType.Q4_1), 192),
+    )
+    try:
+        for path in _paths(ext)[:-1] if ext.set_isa("best") == "avx512" else _paths(ext):
+            ext.set_isa(path)
+            assert torch.equal(
+                ext.matmul(x, blocks, int(BlockType.Q4_1), 192, True),
+                ext.matmul(x, blocks, int(BlockType.Q4_1), 192),
+            ), path
+    finally:
+        ext.set_isa("best")
+
+
 def test_the_faster_dense_type_is_measured_once(ext):
     first = quant_matmul.fastest_dense_dtype()
     assert first in (torch.float32, torch.bfloat16)

@@ -49,6 +49,9 @@ class LayerBlocks:
     q_heads: int
     kv_heads: int
     head_dim: int
+    # From eight rows on, the matmuls' bf16 kernel where the CPU has one (`quant_matmul.linear`
+    # with a bf16 `dense_dtype`).
+    bf16: bool = False
 
 
 @dataclass(frozen=True)
@@ -63,13 +66,14 @@ class StackBlocks:
     q_heads: int
     kv_heads: int
     head_dim: int
+    bf16: bool = False
 
     @classmethod
     def of(cls, layers: list[LayerBlocks]) -> StackBlocks:
         first = layers[0]
-        shapes = {(la.eps, la.q_heads, la.kv_heads, la.head_dim) for la in layers}
+        shapes = {(la.eps, la.q_heads, la.kv_heads, la.head_dim, la.bf16) for la in layers}
         if len(shapes) != 1:
-            raise ValueError("every layer must have the same heads and norm epsilon")
+            raise ValueError("every layer must have the same heads, norm epsilon and matmul type")
         return cls(
             norms=[n for la in layers for n in la.norms],
             eps=first.eps,
@@ -78,6 +82,7 @@ class StackBlocks:
             q_heads=first.q_heads,
             kv_heads=first.kv_heads,
             head_dim=first.head_dim,
+            bf16=first.bf16,
         )
 
 
@@ -106,4 +111,5 @@ def decode_layers(x: Tensor, stack: StackBlocks, rope: Tensor, kv: DecodeKV) -> 
         kv.slots,
         kv.lengths,
         1 / math.sqrt(stack.head_dim),
+        stack.bf16,
     )

@@ -323,7 +323,20 @@ Isa& active_isa() {
 // Rows per task: a handful of rows is already tens of microseconds of work.
 constexpr int64_t kGrain = 16;
 
-torch::Tensor matmul(const torch::Tensor& x_in, const torch::Tensor& w, int64_t qtype, int64_t k) {
+// From this many rows of x on, a matmul asked for bf16 takes the bf16 kernel (where the CPU has
+// one): fewer rows are bound by reading the weights, not by multiplying.
+constexpr int64_t kBf16Rows = 8;
+
+bool has_avx512_bf16() {
+  static const bool has = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512bf16") != 0;
+  }();
+  return has;
+}
+
+torch::Tensor matmul(const torch::Tensor& x_in, const torch::Tensor& w, int64_t qtype, int64_t k,
+                     bool bf16) {
   check_weight(w, qtype, k);
   TORCH_CHECK_VALUE(x_in.device().is_cpu() && x_in.scalar_type() == torch::kFloat32 &&
                         x_in.dim() == 2 && x_in.size(1) == k,
@@ -332,9 +345,15 @@ torch::Tensor matmul(const torch::Tensor& x_in, const torch::Tensor& w, int64_t 
   const int64_t n = x.size(0), m = w.size(0);
   torch::Tensor out = torch::empty({n, m}, x.options());
   const std::vector<float> sx = block_sums(x.data_ptr<float>(), n, k);
-  const Job job{qtype, RowLayout(qtype, k), x.data_ptr<float>(), sx.data(),
-                w.data_ptr<uint8_t>(), out.data_ptr<float>(), n, k, m};
+  Job job{qtype, RowLayout(qtype, k), x.data_ptr<float>(), sx.data(),
+          w.data_ptr<uint8_t>(), out.data_ptr<float>(), n, k, m};
   const Isa isa = active_isa();
+  std::vector<c10::BFloat16> xb;
+  if (bf16 && n >= kBf16Rows && isa == Isa::Avx512 && has_avx512_bf16()) {
+    xb.resize(n * k);
+    to_bf16_avx512(x.data_ptr<float>(), xb.data(), n * k);
+    job.xb = xb.data();
+  }
   at::parallel_for(0, m, kGrain, [&](int64_t r0, int64_t r1) {
     switch (qtype) {
       case Q4_0: matmul_rows<Q4_0>(isa, job, r0, r1); break;
