@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 
 import httpx
 import pytest
 
+from parrot_server.cli_config import Options
+from parrot_server.cli_flags import add_engine_args
 from parrot_server.embedding.packaged import packaged_model_dir
 from parrot_server.engine.config import EngineConfig
+from parrot_server.engine_processes import engine_argv
 from parrot_server.spawn import ServerProcess, free_port, parrot_command
 
 CLI = parrot_command()
@@ -137,3 +141,21 @@ def test_config_file_env_and_api_key(tmp_path):
         # uvicorn shuts down gracefully, then re-raises SIGTERM: -15 is a clean exit here.
         assert proc.wait(30) in (0, -15)
         assert "Traceback" not in server.log.read_text()
+
+
+def test_serve_passes_every_engine_flag_on_to_its_engines():
+    """`parrot serve --engines N` starts `parrot engine` children with the engine flags it was
+    given; the ones it keeps for itself are named here."""
+    parser = argparse.ArgumentParser()
+    add_engine_args(Options(parser, {}))
+    flags = {a.option_strings[0] for a in parser._actions if a.option_strings} - {"-h"}
+    kept = {
+        "--api-key", "--admin-key", "--public-paths",  # children get a key of their own
+        "--host", "--port",  # each child binds a free loopback port
+        "--chat-template",  # the ServeCore renders chat templates
+    }  # fmt: skip
+    # Every engine flag set (these have no default: unset, the child's default is the same).
+    args = parser.parse_args(["--threads", "1", "--model", "m.gguf", "--max-context-len", "512"])
+    argv = engine_argv(args, 2)
+    assert {f for f in argv if f.startswith("--")} == flags - kept
+    assert argv[argv.index("--gemm-dtype") + 1] == args.gemm_dtype

@@ -37,7 +37,11 @@ from parrot_server.engine.request import FinishKind, FinishReason
 from parrot_server.engine.sampling_params import SamplingParams
 from parrot_server.sglang_protocol import StreamDecoder, stream_error
 
-FLAGS = ["--kv-pool-tokens", "4096", "--max-context-len", "512", "--log-level", "warning"]
+# fp32 GEMMs as the tests' in-process model (`loaded_model`), whose outputs these are compared with.
+FLAGS = [
+    "--kv-pool-tokens", "4096", "--max-context-len", "512", "--log-level", "warning",
+    "--gemm-dtype", "float32",
+]  # fmt: skip
 GREEDY = SamplingParams(max_new_tokens=12, temperature=0)
 LONG = SamplingParams(max_new_tokens=400, temperature=0, ignore_eos=True)
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]

@@ -228,6 +228,7 @@ def engine_argv(args, count: int) -> list[str]:
     for flag, value in (
         ("--model", args.model),
         ("--dtype", args.dtype),
+        ("--gemm-dtype", args.gemm_dtype),
         ("--device", args.device),
         ("--kv-pool-tokens", args.kv_pool_tokens),
         ("--max-context-len", args.max_context_len),
