@@ -49,7 +49,7 @@ class LayerBlocks:
     q_heads: int
     kv_heads: int
     head_dim: int
-    # From eight rows on, the matmuls' bf16 kernel where the CPU has one (`quant_matmul.linear`
+    # The matmuls' bf16 kernel where the CPU has one (`quant_matmul.linear`
     # with a bf16 `dense_dtype`).
     bf16: bool = False
 

@@ -14,8 +14,8 @@ run in bfloat16 (`dense_dtype`): on CPUs with bf16 dot-product instructions it t
 the time of fp32, for rounding the activations and weights to 8 significant bits (measured on
 SmolLM2-135M: perplexity of a held text within 0.03%); `fastest_dense_dtype` measures which
 this CPU runs faster. With a bf16 `dense_dtype` the block kernel too rounds x and the weights to
-bf16 from eight rows on, where the CPU has AVX-512 BF16 (one dot-product instruction per 32
-values, sums in fp32).
+bf16, whatever the rows, where the CPU has AVX-512 BF16 (one dot-product instruction per 32
+values, sums in fp32): a row's result never depends on the rows beside it.
 """
 
 from __future__ import annotations

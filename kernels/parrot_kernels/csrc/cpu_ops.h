@@ -17,7 +17,7 @@ Isa detect_isa();
 Isa& active_isa();
 
 // quant_matmul.cpp: GGML block-quantised weights (Q4_0, Q4_1, Q8_0 by GGML type id).
-// bf16: from eight rows of x on, where the CPU has AVX-512 BF16, x and each dequantised block
+// bf16: where the CPU has AVX-512 BF16, x and each dequantised block
 // are rounded to bf16 and their products summed in fp32 (about twice as fast).
 torch::Tensor matmul(const torch::Tensor& x, const torch::Tensor& w, int64_t qtype, int64_t k,
                      bool bf16 = false);

@@ -86,8 +86,7 @@ struct Job {
   const uint8_t* w;
   float* out;       // [n, m]
   int64_t n, k, m;
-  // x rounded to bf16 [n, k] where the bf16 kernel runs (AVX-512 BF16, rows_bf16 rows or
-  // more, asked for), else null.
+  // x rounded to bf16 [n, k] where the bf16 kernel runs (AVX-512 BF16, asked for), else null.
   const c10::BFloat16* xb = nullptr;
 };
 

@@ -323,10 +323,6 @@ Isa& active_isa() {
 // Rows per task: a handful of rows is already tens of microseconds of work.
 constexpr int64_t kGrain = 16;
 
-// From this many rows of x on, a matmul asked for bf16 takes the bf16 kernel (where the CPU has
-// one): fewer rows are bound by reading the weights, not by multiplying.
-constexpr int64_t kBf16Rows = 8;
-
 bool has_avx512_bf16() {
   static const bool has = [] {
     __builtin_cpu_init();
@@ -349,7 +345,9 @@ torch::Tensor matmul(const torch::Tensor& x_in, const torch::Tensor& w, int64_t 
           w.data_ptr<uint8_t>(), out.data_ptr<float>(), n, k, m};
   const Isa isa = active_isa();
   std::vector<c10::BFloat16> xb;
-  if (bf16 && n >= kBf16Rows && isa == Isa::Avx512 && has_avx512_bf16()) {
+  // Every row count alike (a row's result does not depend on the rows beside it, so a text
+  // decodes the same in any batch); one or two rows are bound by reading the weights either way.
+  if (bf16 && isa == Isa::Avx512 && has_avx512_bf16()) {
     xb.resize(n * k);
     to_bf16_avx512(x.data_ptr<float>(), xb.data(), n * k);
     job.xb = xb.data();

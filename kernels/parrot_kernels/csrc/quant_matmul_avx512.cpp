@@ -102,34 +102,43 @@ AVX512 void dot_rows_avx512(const Job& J, const RowScales& s, int64_t r, int64_t
   }
 }
 
-// Row r of w against NR bf16 rows of x (J.xb) from row i0: the block dequantised as in the
-// fp32 kernel, rounded to bf16, one dot-product instruction per row of x.
-template <int64_t Q, int NR>
-AVX512BF16 void dot_rows_bf16(const Job& J, const RowScales& s, int64_t r, int64_t i0) {
+// NW consecutive rows of w from r (scales s[0..NW)) against NR bf16 rows of x (J.xb) from
+// row i0: each block dequantised as in the fp32 kernel, rounded to bf16, one dot-product
+// instruction per row of x. Every output sums its blocks in order in one accumulator, however
+// many rows go together (so a row's result does not depend on its batch); two weight rows at
+// once give few rows of x two chains of additions to overlap.
+template <int64_t Q, int NR, int NW>
+AVX512BF16 void dot_rows_bf16(const Job& J, const RowScales* s, int64_t r, int64_t i0) {
   constexpr int64_t kValueBytes = Q == Q8_0 ? 32 : 16;
   const int64_t nb = J.L.nb, k = J.k;
   const c10::BFloat16* x = J.xb + i0 * k;
   const uint8_t* vals = J.w + r * J.L.row_bytes + J.L.values_at;
-  __m512 acc[NR];
-  for (int i = 0; i < NR; ++i) acc[i] = _mm512_setzero_ps();
+  __m512 acc[NW][NR];
+  for (int j = 0; j < NW; ++j)
+    for (int i = 0; i < NR; ++i) acc[j][i] = _mm512_setzero_ps();
   __m512 lo, hi;
   for (int64_t b = 0; b < nb; ++b) {
-    _mm_prefetch(reinterpret_cast<const char*>(vals + b * kValueBytes + kPrefetchBytes), _MM_HINT_T0);
-    values_avx512<Q>(vals + b * kValueBytes, lo, hi);
-    const __m512 d = _mm512_set1_ps(s.d[b]), m = _mm512_set1_ps(s.m[b]);
-    // Values 0-15 in the low half, 16-31 in the high: the order x's block is in.
-    const __m512bh w = _mm512_cvtne2ps_pbh(_mm512_fmadd_ps(hi, d, m), _mm512_fmadd_ps(lo, d, m));
-    for (int i = 0; i < NR; ++i) {
-      const __m512i xb = _mm512_loadu_si512(x + i * k + b * kBlock);
-      acc[i] = _mm512_dpbf16_ps(acc[i], w, reinterpret_cast<const __m512bh&>(xb));
+    for (int j = 0; j < NW; ++j) {
+      const uint8_t* p = vals + j * J.L.row_bytes + b * kValueBytes;
+      _mm_prefetch(reinterpret_cast<const char*>(p + kPrefetchBytes), _MM_HINT_T0);
+      values_avx512<Q>(p, lo, hi);
+      const __m512 d = _mm512_set1_ps(s[j].d[b]), m = _mm512_set1_ps(s[j].m[b]);
+      // Values 0-15 in the low half, 16-31 in the high: the order x's block is in.
+      const __m512bh w =
+          _mm512_cvtne2ps_pbh(_mm512_fmadd_ps(hi, d, m), _mm512_fmadd_ps(lo, d, m));
+      for (int i = 0; i < NR; ++i) {
+        const __m512i xb = _mm512_loadu_si512(x + i * k + b * kBlock);
+        acc[j][i] = _mm512_dpbf16_ps(acc[j][i], w, reinterpret_cast<const __m512bh&>(xb));
+      }
     }
   }
-  for (int i = 0; i < NR; ++i) J.out[(i0 + i) * J.m + r] = _mm512_reduce_add_ps(acc[i]);
+  for (int j = 0; j < NW; ++j)
+    for (int i = 0; i < NR; ++i) J.out[(i0 + i) * J.m + r + j] = _mm512_reduce_add_ps(acc[j][i]);
 }
 
 template <int64_t Q, int NR, bool kBf16>
 AVX512 inline void dot_rows(const Job& J, const RowScales& s, int64_t r, int64_t i0) {
-  if constexpr (kBf16) dot_rows_bf16<Q, NR>(J, s, r, i0);
+  if constexpr (kBf16) dot_rows_bf16<Q, NR, 1>(J, &s, r, i0);
   else dot_rows_avx512<Q, NR>(J, s, r, i0);
 }
 
@@ -153,8 +162,29 @@ AVX512 void tail_avx512(const Job& J, const RowScales& s, int64_t r, int64_t i0)
 // row after another (each read in one sequential pass, which decode's speed depends on). Past
 // eight, weight rows go in tiles and each group of eight x rows passes over a whole tile: one
 // group (18 KB at 576 inputs) stays in L1, where all of x would not.
+// One or two rows of x in bf16: two weight rows at a time.
+template <int64_t Q>
+AVX512 void few_rows_bf16(const Job& J, int64_t r0, int64_t r1) {
+  RowScales s[2] = {RowScales(J.L.nb), RowScales(J.L.nb)};
+  int64_t r = r0;
+  for (; r + 2 <= r1; r += 2) {
+    scales_avx512(Q, J.L, J.w + r * J.L.row_bytes, s[0]);
+    scales_avx512(Q, J.L, J.w + (r + 1) * J.L.row_bytes, s[1]);
+    if (J.n == 2) dot_rows_bf16<Q, 2, 2>(J, s, r, 0);
+    else dot_rows_bf16<Q, 1, 2>(J, s, r, 0);
+  }
+  if (r < r1) {
+    scales_avx512(Q, J.L, J.w + r * J.L.row_bytes, s[0]);
+    if (J.n == 2) dot_rows_bf16<Q, 2, 1>(J, s, r, 0);
+    else dot_rows_bf16<Q, 1, 1>(J, s, r, 0);
+  }
+}
+
 template <int64_t Q, bool kBf16>
 AVX512 void rows_avx512(const Job& J, int64_t r0, int64_t r1) {
+  if constexpr (kBf16) {
+    if (J.n <= 2) return few_rows_bf16<Q>(J, r0, r1);
+  }
   if (J.n <= 8) {
     RowScales s(J.L.nb);
     for (int64_t r = r0; r < r1; ++r) {
@@ -171,7 +201,7 @@ AVX512 void rows_avx512(const Job& J, int64_t r0, int64_t r1) {
     int64_t i = 0;
     if constexpr (kBf16)  // sixteen rows a pass: each block dequantised half as often
       for (; i + 16 <= J.n; i += 16)
-        for (int64_t r = t0; r < t1; ++r) dot_rows_bf16<Q, 16>(J, s[r - t0], r, i);
+        for (int64_t r = t0; r < t1; ++r) dot_rows_bf16<Q, 16, 1>(J, &s[r - t0], r, i);
     for (; i + 8 <= J.n; i += 8)
       for (int64_t r = t0; r < t1; ++r) dot_rows<Q, 8, kBf16>(J, s[r - t0], r, i);
     if (i < J.n)
