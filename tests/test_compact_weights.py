@@ -12,18 +12,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from model_helpers import PROMPTS, chat_ids, greedy, logits_of, small_engine
+from model_helpers import PROMPTS, chat_ids, greedy, logits_of
 
 from parrot_kernels import cpu_ops, quant_matmul
 from parrot_server.engine.model import LoadedModel, load_model
 from parrot_server.engine.model.compact import QuantEmbedding, QuantLinear
-from parrot_server.engine.sampling_params import SamplingParams
 
 # The block kernel sums in another order than the dense GEMM; the largest logit difference seen
 # against the dequantised fp32 model is about 5e-5 (logits span tens).
 LOGIT_TOL = 1e-3
 HELD_TEXT = Path(__file__).resolve().parents[1] / "cookbook" / "data"
-GREEDY_8 = SamplingParams(max_new_tokens=8, temperature=0, ignore_eos=True)
 
 
 @pytest.fixture(scope="module")
@@ -119,28 +117,6 @@ def test_a_bfloat16_prefill_gemm_keeps_the_greedy_answers(compact, dense_model, 
         assert len(ids) >= quant_matmul.DENSE_ROWS  # the prompt takes the bf16 GEMM
         want = greedy(dense_model.model, ids, 8, eos)
         assert greedy(compact.model, ids, 8, eos) == want
-
-
-def test_bfloat16_decodes_in_one_call_as_layer_by_layer(compact, monkeypatch):
-    """A model whose matmuls may round to bf16 decodes a batch the same whether its layers
-    run as the one compiled call or op by op (both take the same bf16 kernels)."""
-    model = load_model(gemm_dtype=torch.bfloat16)
-    assert model.model.compiled_decode is not None
-    passage = sorted(HELD_TEXT.glob("*.md"))[0].read_text()[:300]
-    prompts = [
-        chat_ids(model.tokenizer, f"{passage}\n\nQuestion {i}: {q}")
-        for i, q in enumerate(PROMPTS * 3)
-    ]  # nine requests: decode steps of nine rows
-
-    def run() -> list[list[int]]:
-        engine = small_engine(model)
-        return [o.new_token_ids for o in engine.generate(prompts, GREEDY_8)]
-
-    compiled = run()
-    monkeypatch.setattr(model.model, "compiled_decode", None)
-    for block in model.model.layers:
-        monkeypatch.setattr(block, "compiled_decode", None)
-    assert run() == compiled and all(len(t) == 8 for t in compiled)
 
 
 def test_by_default_the_prefill_gemm_takes_the_faster_type_and_says_so(compact):

@@ -49,9 +49,6 @@ class LayerBlocks:
     q_heads: int
     kv_heads: int
     head_dim: int
-    # The matmuls' bf16 kernel where the CPU has one (`quant_matmul.linear`
-    # with a bf16 `dense_dtype`).
-    bf16: bool = False
 
 
 @dataclass(frozen=True)
@@ -66,14 +63,13 @@ class StackBlocks:
     q_heads: int
     kv_heads: int
     head_dim: int
-    bf16: bool = False
 
     @classmethod
     def of(cls, layers: list[LayerBlocks]) -> StackBlocks:
         first = layers[0]
-        shapes = {(la.eps, la.q_heads, la.kv_heads, la.head_dim, la.bf16) for la in layers}
+        shapes = {(la.eps, la.q_heads, la.kv_heads, la.head_dim) for la in layers}
         if len(shapes) != 1:
-            raise ValueError("every layer must have the same heads, norm epsilon and matmul type")
+            raise ValueError("every layer must have the same heads and norm epsilon")
         return cls(
             norms=[n for la in layers for n in la.norms],
             eps=first.eps,
@@ -82,7 +78,6 @@ class StackBlocks:
             q_heads=first.q_heads,
             kv_heads=first.kv_heads,
             head_dim=first.head_dim,
-            bf16=first.bf16,
         )
 
 
@@ -111,5 +106,4 @@ def decode_layers(x: Tensor, stack: StackBlocks, rope: Tensor, kv: DecodeKV) -> 
         kv.slots,
         kv.lengths,
         1 / math.sqrt(stack.head_dim),
-        stack.bf16,
     )

@@ -13,9 +13,7 @@ dense GEMM is faster than the block kernel, so `linear` switches at `DENSE_ROWS`
 run in bfloat16 (`dense_dtype`): on CPUs with bf16 dot-product instructions it takes about half
 the time of fp32, for rounding the activations and weights to 8 significant bits (measured on
 SmolLM2-135M: perplexity of a held text within 0.03%); `fastest_dense_dtype` measures which
-this CPU runs faster. With a bf16 `dense_dtype` the block kernel too rounds x and the weights to
-bf16, whatever the rows, where the CPU has AVX-512 BF16 (one dot-product instruction per 32
-values, sums in fp32): a row's result never depends on the rows beside it.
+this CPU runs faster.
 """
 
 from __future__ import annotations
@@ -184,7 +182,7 @@ def linear(
         rows = x.numel() // in_features
         if rows < DENSE_ROWS:
             flat = x if x.dim() == 2 else x.reshape(rows, in_features)
-            out = module.matmul(flat, weight, kind, in_features, dense_dtype is torch.bfloat16)
+            out = module.matmul(flat, weight, kind, in_features)
             if x.dim() != 2:
                 out = out.view(*x.shape[:-1], weight.shape[0])
             return out if bias is None else out + bias

@@ -17,10 +17,7 @@ Isa detect_isa();
 Isa& active_isa();
 
 // quant_matmul.cpp: GGML block-quantised weights (Q4_0, Q4_1, Q8_0 by GGML type id).
-// bf16: where the CPU has AVX-512 BF16, x and each dequantised block
-// are rounded to bf16 and their products summed in fp32 (about twice as fast).
-torch::Tensor matmul(const torch::Tensor& x, const torch::Tensor& w, int64_t qtype, int64_t k,
-                     bool bf16 = false);
+torch::Tensor matmul(const torch::Tensor& x, const torch::Tensor& w, int64_t qtype, int64_t k);
 // out: a buffer to write into (its first M * K values; float32 or bfloat16), else a new fp32
 // tensor.
 torch::Tensor dequantize(const torch::Tensor& w, int64_t qtype, int64_t k,
@@ -44,13 +41,13 @@ torch::Tensor paged_decode_attention(const torch::Tensor& q, const torch::Tensor
 
 // decode_layer.cpp: Llama decoder layers in turn for B decoding requests over block weights;
 // per layer two norms (attention, MLP) and four weights and kinds (qkv, o, gate_up, down);
-// pools [layers, slots, Hkv, D]; bf16: the matmuls' bf16 kernel where it applies (see matmul).
+// pools [layers, slots, Hkv, D].
 torch::Tensor decode_layers(const torch::Tensor& x, const std::vector<torch::Tensor>& norms,
                             double eps, const std::vector<torch::Tensor>& weights,
                             const std::vector<int64_t>& kinds, const torch::Tensor& rope,
                             int64_t q_heads, int64_t kv_heads, int64_t head_dim,
                             const torch::Tensor& k_pools, const torch::Tensor& v_pools,
                             const torch::Tensor& write_slots, const torch::Tensor& slots,
-                            const torch::Tensor& lengths, double scale, bool bf16);
+                            const torch::Tensor& lengths, double scale);
 
 }  // namespace parrot

@@ -3,7 +3,6 @@
 // portable kernels and the AVX-512 ones, which are compiled apart.
 #pragma once
 
-#include <c10/util/BFloat16.h>
 #include <c10/util/Exception.h>
 #include <c10/util/Half.h>
 
@@ -86,14 +85,10 @@ struct Job {
   const uint8_t* w;
   float* out;       // [n, m]
   int64_t n, k, m;
-  // x rounded to bf16 [n, k] where the bf16 kernel runs (AVX-512 BF16, asked for), else null.
-  const c10::BFloat16* xb = nullptr;
 };
 
 
 // The AVX-512 row kernels (quant_matmul_avx512.cpp).
 void matmul_rows_avx512(int64_t qtype, const Job& J, int64_t r0, int64_t r1);
-// x [count] fp32 -> bf16, rounded to nearest even; AVX-512 BF16 CPUs only.
-void to_bf16_avx512(const float* x, c10::BFloat16* out, int64_t count);
 
 }  // namespace parrot::quant

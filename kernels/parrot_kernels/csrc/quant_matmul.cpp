@@ -323,16 +323,7 @@ Isa& active_isa() {
 // Rows per task: a handful of rows is already tens of microseconds of work.
 constexpr int64_t kGrain = 16;
 
-bool has_avx512_bf16() {
-  static const bool has = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512bf16") != 0;
-  }();
-  return has;
-}
-
-torch::Tensor matmul(const torch::Tensor& x_in, const torch::Tensor& w, int64_t qtype, int64_t k,
-                     bool bf16) {
+torch::Tensor matmul(const torch::Tensor& x_in, const torch::Tensor& w, int64_t qtype, int64_t k) {
   check_weight(w, qtype, k);
   TORCH_CHECK_VALUE(x_in.device().is_cpu() && x_in.scalar_type() == torch::kFloat32 &&
                         x_in.dim() == 2 && x_in.size(1) == k,
@@ -341,17 +332,9 @@ torch::Tensor matmul(const torch::Tensor& x_in, const torch::Tensor& w, int64_t 
   const int64_t n = x.size(0), m = w.size(0);
   torch::Tensor out = torch::empty({n, m}, x.options());
   const std::vector<float> sx = block_sums(x.data_ptr<float>(), n, k);
-  Job job{qtype, RowLayout(qtype, k), x.data_ptr<float>(), sx.data(),
-          w.data_ptr<uint8_t>(), out.data_ptr<float>(), n, k, m};
+  const Job job{qtype, RowLayout(qtype, k), x.data_ptr<float>(), sx.data(),
+                w.data_ptr<uint8_t>(), out.data_ptr<float>(), n, k, m};
   const Isa isa = active_isa();
-  std::vector<c10::BFloat16> xb;
-  // Every row count alike (a row's result does not depend on the rows beside it, so a text
-  // decodes the same in any batch); one or two rows are bound by reading the weights either way.
-  if (bf16 && isa == Isa::Avx512 && has_avx512_bf16()) {
-    xb.resize(n * k);
-    to_bf16_avx512(x.data_ptr<float>(), xb.data(), n * k);
-    job.xb = xb.data();
-  }
   at::parallel_for(0, m, kGrain, [&](int64_t r0, int64_t r1) {
     switch (qtype) {
       case Q4_0: matmul_rows<Q4_0>(isa, job, r0, r1); break;

@@ -1,8 +1,6 @@
 // The AVX-512 row kernels of quant_matmul.cpp (same layout and arithmetic as its AVX2 ones, on
 // vectors of sixteen), compiled for AVX-512 only in the functions marked so; called only where
-// the CPU has it. With AVX-512 BF16, and where asked, many rows take a bf16 kernel: each
-// dequantised block rounded to bf16 and dotted with bf16 rows of x in one instruction per row
-// (32 products, summed in fp32), half the multiply instructions of the fp32 kernel.
+// the CPU has it.
 
 #include <immintrin.h>
 
@@ -16,8 +14,6 @@ namespace parrot::quant {
 namespace {
 
 #define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,f16c,fma")))
-#define AVX512BF16 \
-  __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,avx2,f16c,fma")))
 
 // One block's quantised values (not yet scaled) as two vectors of sixteen.
 template <int64_t Q>
@@ -102,57 +98,17 @@ AVX512 void dot_rows_avx512(const Job& J, const RowScales& s, int64_t r, int64_t
   }
 }
 
-// NW consecutive rows of w from r (scales s[0..NW)) against NR bf16 rows of x (J.xb) from
-// row i0: each block dequantised as in the fp32 kernel, rounded to bf16, one dot-product
-// instruction per row of x. Every output sums its blocks in order in one accumulator, however
-// many rows go together (so a row's result does not depend on its batch); two weight rows at
-// once give few rows of x two chains of additions to overlap.
-template <int64_t Q, int NR, int NW>
-AVX512BF16 void dot_rows_bf16(const Job& J, const RowScales* s, int64_t r, int64_t i0) {
-  constexpr int64_t kValueBytes = Q == Q8_0 ? 32 : 16;
-  const int64_t nb = J.L.nb, k = J.k;
-  const c10::BFloat16* x = J.xb + i0 * k;
-  const uint8_t* vals = J.w + r * J.L.row_bytes + J.L.values_at;
-  __m512 acc[NW][NR];
-  for (int j = 0; j < NW; ++j)
-    for (int i = 0; i < NR; ++i) acc[j][i] = _mm512_setzero_ps();
-  __m512 lo, hi;
-  for (int64_t b = 0; b < nb; ++b) {
-    for (int j = 0; j < NW; ++j) {
-      const uint8_t* p = vals + j * J.L.row_bytes + b * kValueBytes;
-      _mm_prefetch(reinterpret_cast<const char*>(p + kPrefetchBytes), _MM_HINT_T0);
-      values_avx512<Q>(p, lo, hi);
-      const __m512 d = _mm512_set1_ps(s[j].d[b]), m = _mm512_set1_ps(s[j].m[b]);
-      // Values 0-15 in the low half, 16-31 in the high: the order x's block is in.
-      const __m512bh w =
-          _mm512_cvtne2ps_pbh(_mm512_fmadd_ps(hi, d, m), _mm512_fmadd_ps(lo, d, m));
-      for (int i = 0; i < NR; ++i) {
-        const __m512i xb = _mm512_loadu_si512(x + i * k + b * kBlock);
-        acc[j][i] = _mm512_dpbf16_ps(acc[j][i], w, reinterpret_cast<const __m512bh&>(xb));
-      }
-    }
-  }
-  for (int j = 0; j < NW; ++j)
-    for (int i = 0; i < NR; ++i) J.out[(i0 + i) * J.m + r + j] = _mm512_reduce_add_ps(acc[j][i]);
-}
-
-template <int64_t Q, int NR, bool kBf16>
-AVX512 inline void dot_rows(const Job& J, const RowScales& s, int64_t r, int64_t i0) {
-  if constexpr (kBf16) dot_rows_bf16<Q, NR, 1>(J, &s, r, i0);
-  else dot_rows_avx512<Q, NR>(J, s, r, i0);
-}
-
 // The rows of x from i0 (fewer than eight) against weight row r.
-template <int64_t Q, bool kBf16>
+template <int64_t Q>
 AVX512 void tail_avx512(const Job& J, const RowScales& s, int64_t r, int64_t i0) {
   switch (J.n - i0) {
-    case 7: dot_rows<Q, 7, kBf16>(J, s, r, i0); break;
-    case 6: dot_rows<Q, 6, kBf16>(J, s, r, i0); break;
-    case 5: dot_rows<Q, 5, kBf16>(J, s, r, i0); break;
-    case 4: dot_rows<Q, 4, kBf16>(J, s, r, i0); break;
-    case 3: dot_rows<Q, 3, kBf16>(J, s, r, i0); break;
-    case 2: dot_rows<Q, 2, kBf16>(J, s, r, i0); break;
-    case 1: dot_rows<Q, 1, kBf16>(J, s, r, i0); break;
+    case 7: dot_rows_avx512<Q, 7>(J, s, r, i0); break;
+    case 6: dot_rows_avx512<Q, 6>(J, s, r, i0); break;
+    case 5: dot_rows_avx512<Q, 5>(J, s, r, i0); break;
+    case 4: dot_rows_avx512<Q, 4>(J, s, r, i0); break;
+    case 3: dot_rows_avx512<Q, 3>(J, s, r, i0); break;
+    case 2: dot_rows_avx512<Q, 2>(J, s, r, i0); break;
+    case 1: dot_rows_avx512<Q, 1>(J, s, r, i0); break;
     default: break;
   }
 }
@@ -162,35 +118,14 @@ AVX512 void tail_avx512(const Job& J, const RowScales& s, int64_t r, int64_t i0)
 // row after another (each read in one sequential pass, which decode's speed depends on). Past
 // eight, weight rows go in tiles and each group of eight x rows passes over a whole tile: one
 // group (18 KB at 576 inputs) stays in L1, where all of x would not.
-// One or two rows of x in bf16: two weight rows at a time.
 template <int64_t Q>
-AVX512 void few_rows_bf16(const Job& J, int64_t r0, int64_t r1) {
-  RowScales s[2] = {RowScales(J.L.nb), RowScales(J.L.nb)};
-  int64_t r = r0;
-  for (; r + 2 <= r1; r += 2) {
-    scales_avx512(Q, J.L, J.w + r * J.L.row_bytes, s[0]);
-    scales_avx512(Q, J.L, J.w + (r + 1) * J.L.row_bytes, s[1]);
-    if (J.n == 2) dot_rows_bf16<Q, 2, 2>(J, s, r, 0);
-    else dot_rows_bf16<Q, 1, 2>(J, s, r, 0);
-  }
-  if (r < r1) {
-    scales_avx512(Q, J.L, J.w + r * J.L.row_bytes, s[0]);
-    if (J.n == 2) dot_rows_bf16<Q, 2, 1>(J, s, r, 0);
-    else dot_rows_bf16<Q, 1, 1>(J, s, r, 0);
-  }
-}
-
-template <int64_t Q, bool kBf16>
 AVX512 void rows_avx512(const Job& J, int64_t r0, int64_t r1) {
-  if constexpr (kBf16) {
-    if (J.n <= 2) return few_rows_bf16<Q>(J, r0, r1);
-  }
   if (J.n <= 8) {
     RowScales s(J.L.nb);
     for (int64_t r = r0; r < r1; ++r) {
       scales_avx512(Q, J.L, J.w + r * J.L.row_bytes, s);
-      if (J.n == 8) dot_rows<Q, 8, kBf16>(J, s, r, 0);
-      else tail_avx512<Q, kBf16>(J, s, r, 0);
+      if (J.n == 8) dot_rows_avx512<Q, 8>(J, s, r, 0);
+      else tail_avx512<Q>(J, s, r, 0);
     }
     return;
   }
@@ -199,39 +134,22 @@ AVX512 void rows_avx512(const Job& J, int64_t r0, int64_t r1) {
     const int64_t t1 = std::min(t0 + kRowTile, r1);
     for (int64_t r = t0; r < t1; ++r) scales_avx512(Q, J.L, J.w + r * J.L.row_bytes, s[r - t0]);
     int64_t i = 0;
-    if constexpr (kBf16)  // sixteen rows a pass: each block dequantised half as often
-      for (; i + 16 <= J.n; i += 16)
-        for (int64_t r = t0; r < t1; ++r) dot_rows_bf16<Q, 16, 1>(J, &s[r - t0], r, i);
     for (; i + 8 <= J.n; i += 8)
-      for (int64_t r = t0; r < t1; ++r) dot_rows<Q, 8, kBf16>(J, s[r - t0], r, i);
+      for (int64_t r = t0; r < t1; ++r) dot_rows_avx512<Q, 8>(J, s[r - t0], r, i);
     if (i < J.n)
-      for (int64_t r = t0; r < t1; ++r) tail_avx512<Q, kBf16>(J, s[r - t0], r, i);
+      for (int64_t r = t0; r < t1; ++r) tail_avx512<Q>(J, s[r - t0], r, i);
   }
 }
 
-template <bool kBf16>
-void rows_of_type(int64_t qtype, const Job& J, int64_t r0, int64_t r1) {
-  switch (qtype) {
-    case Q4_0: return rows_avx512<Q4_0, kBf16>(J, r0, r1);
-    case Q4_1: return rows_avx512<Q4_1, kBf16>(J, r0, r1);
-    default: return rows_avx512<Q8_0, kBf16>(J, r0, r1);
-  }
-}
 
 }  // namespace
 
 void matmul_rows_avx512(int64_t qtype, const Job& J, int64_t r0, int64_t r1) {
-  if (J.xb != nullptr) rows_of_type<true>(qtype, J, r0, r1);
-  else rows_of_type<false>(qtype, J, r0, r1);
-}
-
-AVX512BF16 void to_bf16_avx512(const float* x, c10::BFloat16* out, int64_t count) {
-  int64_t i = 0;
-  for (; i + 16 <= count; i += 16) {
-    const __m256bh v = _mm512_cvtneps_pbh(_mm512_loadu_ps(x + i));
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i), reinterpret_cast<const __m256i&>(v));
+  switch (qtype) {
+    case Q4_0: return rows_avx512<Q4_0>(J, r0, r1);
+    case Q4_1: return rows_avx512<Q4_1>(J, r0, r1);
+    default: return rows_avx512<Q8_0>(J, r0, r1);
   }
-  for (; i < count; ++i) out[i] = c10::BFloat16(x[i]);
 }
 
 }  // namespace parrot::quant

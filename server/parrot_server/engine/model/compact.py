@@ -168,7 +168,6 @@ def layer_blocks(block: Block) -> LayerBlocks | None:
         q_heads=block.q_dim // block.head_dim,
         kv_heads=block.kv_dim // block.head_dim,
         head_dim=block.head_dim,
-        bf16=all(p.gemm_dtype is torch.bfloat16 for p in projections),
     )
 
 
