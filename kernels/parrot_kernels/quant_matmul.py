@@ -11,9 +11,9 @@ the extension is loaded, the weight is dequantised in torch and multiplied dense
 `F.linear(x, dequantize(weight))` up to float rounding. For many rows (prefill) dequantising the weight once and running a
 dense GEMM is faster than the block kernel, so `linear` switches at `DENSE_ROWS`. That GEMM may
 run in bfloat16 (`dense_dtype`): on CPUs with bf16 dot-product instructions it takes about half
-the time of fp32, for rounding the activations and weights to 8 significant bits (measured on
-SmolLM2-135M: perplexity of a held text within 0.03%); `fastest_dense_dtype` measures which
-this CPU runs faster.
+the time of fp32, for rounding the activations and weights to 8 significant bits (the
+perplexity bound is checked in tests/test_compact_weights.py); `fastest_dense_dtype` measures
+which this CPU runs faster.
 """
 
 from __future__ import annotations
