@@ -263,17 +263,21 @@ def report(
     for app, prepare in APPS.items():
         if app not in apps:
             continue
-        times, outputs = {}, {}
+        runs: dict[str, list[float]] = {}
+        outputs = {}
         for stack in stacks:
-            go, runs = prepare(stack, scale), []
+            go = prepare(stack, scale)
             for _ in range(reps):
                 stack.flush()
                 seconds, outputs[stack.name] = timed(go)
-                runs.append(seconds)
-            times[stack.name] = statistics.median(runs)
+                runs.setdefault(stack.name, []).append(seconds)
+        times = {k: statistics.median(v) for k, v in runs.items()}
         same = outputs.get("parrot") == outputs.get("parrot /v1")
         cells = "  ".join(f"{k} {v:6.2f} s" for k, v in times.items())
         print(f"{app:12s} {cells}  ratio {ratio(times)}  parrot outputs equal: {same}")
+        # Each run too: the VM's speed moves between runs, and a median of few hides how much.
+        spread = "  ".join(f"{k} {' '.join(f'{x:.2f}' for x in v)}" for k, v in runs.items())
+        print(f"{'':12s} runs (s): {spread}")
     for stack in stacks if "mixed" in apps else []:
         stack.flush()
         m = loop.run_until_complete(chat_beside_map_reduce(stack, scale))
