@@ -8,7 +8,8 @@ using NoGil = py::call_guard<py::gil_scoped_release>;
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, mod) {
   mod.def("matmul", &parrot::matmul, "x [N, K] fp32 @ dequantised(w [M, K]).T -> [N, M] fp32",
           NoGil());
-  mod.def("dequantize", &parrot::dequantize, "w [M, K] blocks -> [M, K] fp32, or into out (fp32 or bf16)", py::arg("w"),
+  mod.def("dequantize", &parrot::dequantize,
+          "w [M, K] blocks -> [M, K] fp32, or into out (fp32 or bf16)", py::arg("w"),
           py::arg("qtype"), py::arg("k"), py::arg("out") = py::none(), NoGil());
   mod.def("set_isa", &parrot::set_isa, "pick the vector path (best available if the CPU lacks it)");
   mod.def("isa", &parrot::isa, "the vector path in use");

@@ -364,17 +364,13 @@ torch::Tensor dequantize(const torch::Tensor& w, int64_t qtype, int64_t k,
   const RowLayout layout(qtype, k);
   const uint8_t* wp = w.data_ptr<uint8_t>();
   const Isa isa = active_isa();
-  if (out.scalar_type() == torch::kBFloat16) {
-    c10::BFloat16* op = out.data_ptr<c10::BFloat16>();
+  const auto rows_into = [&](auto* op) {
     at::parallel_for(0, m, kGrain, [&](int64_t r0, int64_t r1) {
       dequant_rows(isa, qtype, layout, wp, op, r0, r1);
     });
-  } else {
-    float* op = out.data_ptr<float>();
-    at::parallel_for(0, m, kGrain, [&](int64_t r0, int64_t r1) {
-      dequant_rows(isa, qtype, layout, wp, op, r0, r1);
-    });
-  }
+  };
+  if (out.scalar_type() == torch::kBFloat16) rows_into(out.data_ptr<c10::BFloat16>());
+  else rows_into(out.data_ptr<float>());
   return out;
 }
 
