@@ -25,7 +25,11 @@ from parrot_integrations.llamaindex.embeddings import MiniLMEmbedding
 from parrot_server.core.errors import ServerShuttingDownError
 from parrot_server.embedding.model_dir import EmbeddingModelInfo
 from parrot_server.embedding.served import served_embedding_model
-from parrot_server.embedding.worker import EmbeddingModelUnavailableError, EmbeddingWorker
+from parrot_server.embedding.worker import (
+    EmbeddingModelUnavailableError,
+    EmbeddingWorker,
+    LoadState,
+)
 
 pytestmark = pytest.mark.slow  # the session server, and the model loaded here too
 
@@ -80,6 +84,13 @@ def test_a_long_input_is_cut_at_the_window(client, local):
     out = client.embeddings.create(model=MODEL, input=[text, "short"], encoding_format="float")
     assert out.usage.prompt_tokens == 256 + len(local._load().tokenizer("short")["input_ids"])
     np.testing.assert_allclose(out.data[0].embedding, local.embed([text])[0], atol=1e-5)
+
+
+def test_health_shows_the_embedding_model_loaded(client, server_url):
+    client.embeddings.create(model=MODEL, input="hi")  # answered: the load is done
+    health = httpx.get(f"{server_url}/health", timeout=30).json()
+    assert health["status"] == "ok"
+    assert health["embeddings"] == {"model": MODEL, "state": "ready", "error": None}
 
 
 def test_listed_in_models_and_only_the_embedding_route_answers_to_it(client, server_url):
@@ -151,6 +162,7 @@ async def test_the_worker_embeds_concurrent_requests_in_passes_of_at_most_max_ba
         np.testing.assert_allclose(one.vectors[0], expected[1], atol=1e-5)
         np.testing.assert_allclose(by_ids.vectors[0], expected[2], atol=1e-5)
         assert one.tokens == [len(local._load().tokenizer(TEXTS[1])["input_ids"])]
+        assert worker.state is LoadState.READY and worker.load_error is None
     finally:
         await worker.stop()
     with pytest.raises(ServerShuttingDownError):
@@ -162,6 +174,7 @@ async def test_a_model_that_fails_to_load_is_a_503_with_the_reason(tmp_path):
     worker = EmbeddingWorker(EmbeddingModelInfo.read(tmp_path), threads=1)
     with pytest.raises(EmbeddingModelUnavailableError, match="failed to load"):
         await worker.embed(["hi"])
+    assert worker.state is LoadState.FAILED and "failed to load" in worker.load_error
     await worker.stop()
 
 

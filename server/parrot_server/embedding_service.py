@@ -65,6 +65,15 @@ class EmbeddingService:
     def info(self) -> EmbeddingModelInfo:
         return self.worker.info
 
+    def health(self) -> dict[str, str | None]:
+        """For `/health`: the model, where its load stands (`loading`, `ready`, `failed`) and
+        why it failed."""
+        return {
+            "model": self.info.name,
+            "state": self.worker.state.value,
+            "error": self.worker.load_error,
+        }
+
     def card(self, created: int) -> Model:
         """The model's `/v1/models` entry."""
         return Model(

@@ -2,9 +2,10 @@
 and off the chat engine's thread.
 
 The thread loads the model (so the server starts without waiting for it; requests that come
-first wait for the load), then embeds queued inputs in forward passes of at most `max_batch`
-inputs, taken first-come first-served across requests: concurrent small requests share a pass,
-and a large one is cut into passes other requests can slip between.
+first wait for the load, and `state` says when it is done), then embeds queued inputs in
+forward passes of at most `max_batch` inputs, taken first-come first-served across requests:
+concurrent small requests share a pass, and a large one is cut into passes other requests can
+slip between.
 
 torch threads: with OpenMP, `torch.set_num_threads` sets the calling thread's team size (and
 the count threads that first run torch later start from, which the constructor puts back). The
@@ -23,6 +24,7 @@ import threading
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import Enum
 
 import numpy as np
 import torch
@@ -43,6 +45,14 @@ def default_threads(cores: int) -> int:
 
 class EmbeddingModelUnavailableError(EngineUnavailableError):
     """The embedding model failed to load: a 503 naming the cause."""
+
+
+class LoadState(str, Enum):
+    """Where the worker's model load stands (`/health` shows it)."""
+
+    LOADING = "loading"  # requests wait for it
+    READY = "ready"
+    FAILED = "failed"  # requests get a 503 naming `load_error`
 
 
 @dataclass(eq=False)
@@ -99,7 +109,8 @@ class EmbeddingWorker:
         self._queue: deque[tuple[_Job, int]] = deque()
         self._ready = threading.Condition()
         self._stopping = False
-        self._load_error: str | None = None  # why the model failed to load
+        self.state = LoadState.LOADING
+        self.load_error: str | None = None  # why the model failed to load
         self._threads_set = threading.Event()
         count = torch.get_num_threads()  # what threads that first run torch later start from
         self._thread = threading.Thread(target=self._run, name="parrot-embeddings", daemon=True)
@@ -120,8 +131,8 @@ class EmbeddingWorker:
             len(inputs),
         )
         with self._ready:
-            if self._load_error is not None:
-                raise EmbeddingModelUnavailableError(self._load_error)
+            if self.load_error is not None:
+                raise EmbeddingModelUnavailableError(self.load_error)
             if self._stopping:
                 raise ServerShuttingDownError("the server is shutting down")
             self._queue.extend((job, i) for i in range(len(inputs)))
@@ -171,9 +182,11 @@ class EmbeddingWorker:
         except Exception as exc:  # a broken folder: answer 503 with the cause, keep serving chat
             log.exception("embedding model %s failed to load", self.info.path)
             with self._ready:
-                self._load_error = f"the embedding model {self.info.name} failed to load: {exc}"
-                self._fail_queued(EmbeddingModelUnavailableError(self._load_error))
+                self.load_error = f"the embedding model {self.info.name} failed to load: {exc}"
+                self.state = LoadState.FAILED
+                self._fail_queued(EmbeddingModelUnavailableError(self.load_error))
             return
+        self.state = LoadState.READY
         log.info(
             "embedding model %s loaded from %s (%d dimensions, inputs cut at %d tokens, "
             "%d torch threads)",

@@ -19,7 +19,9 @@ router = APIRouter(tags=["ops"])
 async def health(request: Request) -> JSONResponse:
     """`ok` when every engine is healthy; `degraded` when only some are, still 200 so a load
     balancer keeps sending (the healthy ones serve every request); `unavailable`, 503, when none
-    is (so a load balancer moves on). Local engine processes also show their pid and restarts."""
+    is (so a load balancer moves on). Local engine processes also show their pid and restarts.
+    The embedding model, served beside the chat engines and loaded in the background, shows
+    whether its load is done (it does not change `status`: chat is served meanwhile)."""
     core = request.app.state.core
     engines = [dataclasses.asdict(e) for e in await core.engine.engines()]
     processes = request.app.state.engine_processes
@@ -29,14 +31,18 @@ async def health(request: Request) -> JSONResponse:
             e.update(local.get(e["name"], {}))
     healthy = sum(e["healthy"] for e in engines)
     status = "ok" if healthy == len(engines) else "degraded" if healthy else "unavailable"
+    body = {
+        "status": status,
+        "model": core.engine.info.model,
+        "sessions": len(core.sessions.sessions),
+        "running_calls": core.executor.running,
+        "engines": engines,
+    }
+    embeddings = request.app.state.embedding_service
+    if embeddings is not None:
+        body["embeddings"] = embeddings.health()
     return JSONResponse(
-        {
-            "status": status,
-            "model": core.engine.info.model,
-            "sessions": len(core.sessions.sessions),
-            "running_calls": core.executor.running,
-            "engines": engines,
-        },
+        body,
         status_code=503 if status == "unavailable" else 200,
         headers={"Retry-After": str(RETRY_AFTER_SECONDS[503])} if status == "unavailable" else None,
     )
