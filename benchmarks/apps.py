@@ -12,7 +12,8 @@ long context then a merge, chat turns beside a background map-reduce, and reques
 apps with long system prompts arriving as a Poisson process at a sweep of rates (per-token
 latency percentiles; `--plot` draws them). Every cache is flushed before each run; greedy
 decoding, so the two Parrot stacks must give the same outputs (checked). Wall times are medians
-over `--reps`; a ratio is the best other stack's time over Parrot's.
+over `--reps`, the stacks' runs taken in turn (the VM's speed drifts over minutes); a ratio is
+the best other stack's time over Parrot's. Each server answers one short call before any run.
 
     python benchmarks/apps.py --quick                  # a few minutes
     python benchmarks/apps.py --plot apps.png          # the full run
@@ -114,9 +115,11 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
 
 
 async def chat_beside_map_reduce(stack: Stack, scale: Scale) -> dict[str, float]:
-    """Chat turns one after another, alone and then while a map-reduce runs: chat latency
-    both ways and the map-reduce's time."""
+    """Chat turns one after another alone, the map-reduce alone, then both at once: chat
+    latency both ways and the map-reduce's time both ways (alone measured here, in the same
+    minute, so that the VM's drift between an app's runs does not enter the ratio)."""
     questions = CHAT_QUESTIONS[: scale.chat_turns]
+    inputs = map_inputs(scale.maps, scale.map_words)
 
     async def turns() -> list[float]:
         chat = stack.llm(scale.max_tokens, "latency")  # after a flush: the server may be new
@@ -127,11 +130,17 @@ async def chat_beside_map_reduce(stack: Stack, scale: Scale) -> dict[str, float]
             out.append(time.perf_counter() - t)
         return out
 
+    def background() -> Runnable:
+        return stack.run(map_reduce(stack.llm(scale.max_tokens, "throughput"), scale.maps))
+
     alone = await turns()
     stack.flush()
-    background = stack.run(map_reduce(stack.llm(scale.max_tokens, "throughput"), scale.maps))
     start = time.perf_counter()
-    job = asyncio.ensure_future(background.ainvoke(map_inputs(scale.maps, scale.map_words)))
+    await background().ainvoke(inputs)
+    mr_alone = time.perf_counter() - start
+    stack.flush()
+    start = time.perf_counter()
+    job = asyncio.ensure_future(background().ainvoke(inputs))
     await asyncio.sleep(0.5)  # the map-reduce is queued first
     beside = await turns()
     await job
@@ -139,7 +148,8 @@ async def chat_beside_map_reduce(stack: Stack, scale: Scale) -> dict[str, float]
         "alone p50": statistics.median(alone),
         "beside p50": statistics.median(beside),
         "beside worst": max(beside),
-        "map-reduce": time.perf_counter() - start,
+        "map-reduce alone": mr_alone,
+        "map-reduce beside": time.perf_counter() - start,
     }
 
 
@@ -207,6 +217,17 @@ def sustained(rates: list[float], curves: dict[str, list[float]], slo: float) ->
     return f"sustained at median <= {slo:g} s/token: {cells}; parrot = {vs or '-'}"
 
 
+def rotated(items: list, rep: int) -> list:
+    """The stacks in turn, starting one further each repetition: every stack's runs fall in
+    the same minutes as the others', and none always runs first (the VM's speed drifts)."""
+    k = rep % len(items)
+    return items[k:] + items[:k]
+
+
+def spread(runs: dict[str, list[float]]) -> str:
+    return "  ".join(f"{k} {' '.join(f'{x:.2f}' for x in v)}" for k, v in runs.items())
+
+
 def ratio(times: dict[str, float]) -> str:
     others = [v for k, v in times.items() if k != "parrot"]
     return f"{min(others) / times['parrot']:.2f}x" if others and "parrot" in times else "-"
@@ -260,28 +281,43 @@ def report(
     # One loop for every async part: ChatOpenAI's HTTP client outlives a loop of its own.
     loop = asyncio.new_event_loop()
     print(f"stacks: {', '.join(s.name for s in stacks)}; {scale}; median of {reps}")
+    for stack in stacks:  # each server's first call sets up what a long-running one has
+        stack.llm(4).invoke("Hello")
     for app, prepare in APPS.items():
         if app not in apps:
             continue
-        runs: dict[str, list[float]] = {}
+        runs: dict[str, list[float]] = {s.name: [] for s in stacks}
         outputs = {}
-        for stack in stacks:
-            go = prepare(stack, scale)
-            for _ in range(reps):
+        prepared = [(stack, prepare(stack, scale)) for stack in stacks]
+        for rep in range(reps):
+            for stack, go in rotated(prepared, rep):
                 stack.flush()
                 seconds, outputs[stack.name] = timed(go)
-                runs.setdefault(stack.name, []).append(seconds)
+                runs[stack.name].append(seconds)
         times = {k: statistics.median(v) for k, v in runs.items()}
         same = outputs.get("parrot") == outputs.get("parrot /v1")
         cells = "  ".join(f"{k} {v:6.2f} s" for k, v in times.items())
         print(f"{app:12s} {cells}  ratio {ratio(times)}  parrot outputs equal: {same}")
         # Each run too: the VM's speed moves between runs, and a median of few hides how much.
-        spread = "  ".join(f"{k} {' '.join(f'{x:.2f}' for x in v)}" for k, v in runs.items())
-        print(f"{'':12s} runs (s): {spread}")
-    for stack in stacks if "mixed" in apps else []:
-        stack.flush()
-        m = loop.run_until_complete(chat_beside_map_reduce(stack, scale))
-        print(f"chat+MR      {stack.name:10s} " + "  ".join(f"{k} {v:.2f} s" for k, v in m.items()))
+        print(f"{'':12s} runs (s): {spread(runs)}")
+    if "mixed" in apps:
+        mixed: dict[str, list[dict[str, float]]] = {s.name: [] for s in stacks}
+        for rep in range(reps):
+            for stack in rotated(stacks, rep):
+                stack.flush()
+                mixed[stack.name].append(
+                    loop.run_until_complete(chat_beside_map_reduce(stack, scale))
+                )
+        for name, ms in mixed.items():
+            m = {k: statistics.median(r[k] for r in ms) for k in ms[0]}
+            cells = "  ".join(f"{k} {v:.2f} s" for k, v in m.items())
+            slowdown = m["map-reduce beside"] / m["map-reduce alone"]
+            print(f"chat+MR      {name:10s} {cells}  map-reduce beside/alone {slowdown:.2f}x")
+            runs = {
+                k: [r[k] for r in ms]
+                for k in ("alone p50", "beside p50", "map-reduce alone", "map-reduce beside")
+            }
+            print(f"{'':12s} runs (s): {spread(runs)}")
     curves: dict[str, list[float]] = {}
     for rate in rates if "rates" in apps else []:
         for stack in stacks:

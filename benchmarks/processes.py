@@ -37,12 +37,17 @@ def start(
 
 
 def parrot_serve(*flags: str, engines: int = 1, timeout: float = 300) -> Server:
-    """`parrot serve` with `flags`, ready once `engines` engines are healthy."""
+    """`parrot serve` with `flags`, ready once `engines` engines are healthy and the embedding
+    model (if any) has loaded: its load in the background would slow the first runs."""
 
     def command(port: int) -> list[str]:
         return parrot_command("serve", "--port", str(port), *flags)
 
     def ready(r: httpx.Response) -> bool:
-        return r.status_code == 200 and sum(e["healthy"] for e in r.json()["engines"]) >= engines
+        if r.status_code != 200:
+            return False
+        body = r.json()
+        loading = body.get("embeddings", {}).get("state") == "loading"
+        return sum(e["healthy"] for e in body["engines"]) >= engines and not loading
 
     return start("parrot-serve", command, ready, timeout=timeout)
