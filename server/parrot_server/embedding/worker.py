@@ -24,7 +24,7 @@ import threading
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 import numpy as np
 import torch
@@ -47,7 +47,7 @@ class EmbeddingModelUnavailableError(EngineUnavailableError):
     """The embedding model failed to load: a 503 naming the cause."""
 
 
-class LoadState(str, Enum):
+class LoadState(StrEnum):
     """Where the worker's model load stands (`/health` shows it)."""
 
     LOADING = "loading"  # requests wait for it
