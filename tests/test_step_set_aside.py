@@ -108,8 +108,11 @@ def test_urgent_request_submitted_during_background_steps_stops_one(loaded_model
             bg = await engine.submit_many(
                 [(p, GREEDY, {"priority": BACKGROUND}) for p in bg_prompts]
             )
-            # At once, while the first background prefill step runs (on any CPU speed: a later
-            # arrival could find only decode steps, which are not stopped).
+            # While the background's prompts are being computed: not at once, which can reach
+            # the worker thread before it starts their first step (the scheduler then simply
+            # admits the urgent request first), and not late, when only decode steps (not
+            # stopped) are left. Their ~3,000 prompt tokens take six steps of 512 at least.
+            await asyncio.sleep(0.05)
             got = await engine.complete(urgent_prompt, GREEDY, priority=URGENT)
             for stream in bg:
                 async for _ in stream:
