@@ -81,6 +81,26 @@ def test_block_kernel_matches_dense_product_on_every_path(ext, kind, rows, nbloc
         ext.set_isa("best")
 
 
+@pytest.mark.parametrize("kind", list(BlockType))
+def test_wide_inputs_give_each_row_the_numbers_it_gets_in_a_batch_of_eight(ext, kind):
+    # Past 1024 inputs, eight rows of x no longer fit L1 and the kernel takes them four at a
+    # time: the same arithmetic per row, so a row's result must not depend on its batch.
+    k = 1536
+    blocks, exact = _blocks(kind, 40, k, 7)
+    x = torch.randn(19, k, generator=torch.Generator().manual_seed(7))
+    try:
+        for path in _paths(ext):
+            assert ext.set_isa(path) == path
+            many = quant_matmul.linear(x, blocks, kind, k)
+            eights = torch.cat([quant_matmul.linear(x[i : i + 8], blocks, kind, k) for i in (0, 8)])
+            assert torch.equal(many[:16], eights), path
+            scale = x.abs().double() @ exact.abs().double().T
+            err = (many.double() - x.double() @ exact.double().T).abs()
+            assert (err <= 1e-5 * scale + 1e-6).all(), path
+    finally:
+        ext.set_isa("best")
+
+
 def test_many_rows_take_the_dense_gemm_with_the_same_result(ext):
     blocks, exact = _blocks(BlockType.Q4_1, 64, 128, 3)
     small, small_exact = _blocks(BlockType.Q8_0, 16, 64, 4)

@@ -117,7 +117,11 @@ AVX512 void tail_avx512(const Job& J, const RowScales& s, int64_t r, int64_t i0)
 // dequantises each block a quarter as often as four rows would. Up to eight rows, one weight
 // row after another (each read in one sequential pass, which decode's speed depends on). Past
 // eight, weight rows go in tiles and each group of eight x rows passes over a whole tile: one
-// group (18 KB at 576 inputs) stays in L1, where all of x would not.
+// group (18 KB at 576 inputs) stays in L1, where all of x would not. A group larger than
+// kGroupBytes (more than 1024 inputs) goes as two passes of four, which stay in L1 (32 KB)
+// beside the tile; each row's arithmetic is the same either way, so is its result.
+constexpr int64_t kGroupBytes = 32 * 1024;
+
 template <int64_t Q>
 AVX512 void rows_avx512(const Job& J, int64_t r0, int64_t r1) {
   if (J.n <= 8) {
@@ -133,11 +137,16 @@ AVX512 void rows_avx512(const Job& J, int64_t r0, int64_t r1) {
   for (int64_t t0 = r0; t0 < r1; t0 += kRowTile) {
     const int64_t t1 = std::min(t0 + kRowTile, r1);
     for (int64_t r = t0; r < t1; ++r) scales_avx512(Q, J.L, J.w + r * J.L.row_bytes, s[r - t0]);
-    int64_t i = 0;
-    for (; i + 8 <= J.n; i += 8)
-      for (int64_t r = t0; r < t1; ++r) dot_rows_avx512<Q, 8>(J, s[r - t0], r, i);
-    if (i < J.n)
-      for (int64_t r = t0; r < t1; ++r) tail_avx512<Q>(J, s[r - t0], r, i);
+    const int64_t full = J.n / 8 * 8;
+    if (J.k * 8 * sizeof(float) > kGroupBytes) {
+      for (int64_t i = 0; i < full; i += 4)
+        for (int64_t r = t0; r < t1; ++r) dot_rows_avx512<Q, 4>(J, s[r - t0], r, i);
+    } else {
+      for (int64_t i = 0; i < full; i += 8)
+        for (int64_t r = t0; r < t1; ++r) dot_rows_avx512<Q, 8>(J, s[r - t0], r, i);
+    }
+    if (full < J.n)
+      for (int64_t r = t0; r < t1; ++r) tail_avx512<Q>(J, s[r - t0], r, full);
   }
 }
 
