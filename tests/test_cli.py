@@ -78,6 +78,10 @@ def test_engine_flags_out_of_range_are_refused_at_start():
         [*CLI, "serve", "--gemm-dtype", "float16"], capture_output=True, text=True, timeout=60
     )
     assert out.returncode == 2 and "--gemm-dtype: invalid choice: 'float16'" in out.stderr
+    out = subprocess.run(
+        [*CLI, "serve", "--dense-weights-mb", "-1"], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 2 and "dense_weights_mb must be >= 0, got -1" in out.stderr
     with pytest.raises(ValueError, match="gemm_dtype must be one of auto, float32, bfloat16"):
         EngineConfig(gemm_dtype="float16")
 

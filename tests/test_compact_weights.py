@@ -4,10 +4,12 @@ when the kernel cannot be built."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,7 +18,7 @@ from model_helpers import PROMPTS, chat_ids, greedy, logits_of
 
 from parrot_kernels import cpu_ops, quant_matmul
 from parrot_server.engine.model import LoadedModel, load_model
-from parrot_server.engine.model.compact import QuantEmbedding, QuantLinear
+from parrot_server.engine.model.compact import QuantEmbedding, QuantLinear, keep_dense_weights
 
 # The block kernel sums in another order than the dense GEMM; the largest logit difference seen
 # against the dequantised fp32 model is about 5e-5 (logits span tens).
@@ -32,8 +34,24 @@ def compact(loaded_model: LoadedModel) -> LoadedModel:
 
 
 def _model_bytes(loaded: LoadedModel) -> int:
+    """The weights' memory, less the dense copies kept for prompt GEMMs."""
     tensors = [*loaded.model.parameters(), *loaded.model.buffers()]
-    return sum(t.numel() * t.element_size() for t in tensors)
+    copies = sum(m.dense_bytes for m in loaded.model.modules() if isinstance(m, QuantLinear))
+    return sum(t.numel() * t.element_size() for t in tensors) - copies
+
+
+@contextlib.contextmanager
+def _without_dense_copies(model: torch.nn.Module) -> Iterator[list[QuantLinear]]:
+    """The model's block linears with their dense copies dropped, then given back (a buffer:
+    monkeypatch would delete it on undo)."""
+    kept = {m: m.dense for m in model.modules() if isinstance(m, QuantLinear)}
+    for module in kept:
+        module.dense = None
+    try:
+        yield list(kept)
+    finally:
+        for module, dense in kept.items():
+            module.dense = dense
 
 
 def test_weights_stay_blocks_and_fit_in_1_5x_the_file(compact, dense_model):
@@ -92,9 +110,10 @@ def test_perplexity_of_a_held_text_within_half_a_percent(compact, dense_model, b
 @pytest.fixture
 def gemm_in_bfloat16(compact, monkeypatch):
     """Prefill's many-row matmuls in bfloat16, whatever this CPU's faster type."""
-    for module in compact.model.modules():
-        if isinstance(module, QuantLinear):
+    with _without_dense_copies(compact.model) as linears:  # its copies are fp32
+        for module in linears:
             monkeypatch.setattr(module, "gemm_dtype", torch.bfloat16)
+        yield
 
 
 def test_a_bfloat16_prefill_gemm_keeps_perplexity_within_half_a_percent(
@@ -119,12 +138,45 @@ def test_a_bfloat16_prefill_gemm_keeps_the_greedy_answers(compact, dense_model, 
         assert greedy(compact.model, ids, 8, eos) == want
 
 
+def test_prompt_gemms_over_the_kept_copies_give_the_logits_of_dequantising_each_time(compact):
+    linears = [m for m in compact.model.modules() if isinstance(m, QuantLinear)]
+    assert all(m.dense is not None and m.dense.dtype is m.gemm_dtype for m in linears)
+    assert f"dense copies of {len(linears)}/{len(linears)} weights" in compact.weights
+    ids = compact.tokenizer.encode("The quick brown fox jumps over the lazy dog. " * 30)
+    assert len(ids) >= quant_matmul.DENSE_ROWS  # every matmul takes the dense GEMM
+    kept = logits_of(compact.model, ids)
+    with _without_dense_copies(compact.model):
+        assert torch.equal(logits_of(compact.model, ids), kept)  # the same values and GEMM
+
+
+def test_dense_copies_are_kept_from_the_first_layer_on_within_the_budget(compact):
+    with _without_dense_copies(compact.model) as linears:
+        _check_budget(compact.model, linears)
+
+
+def _check_budget(model: torch.nn.Module, linears: list[QuantLinear]) -> None:
+    assert keep_dense_weights(model, 0) == 0
+    assert all(m.dense is None for m in linears)
+    sizes = [m.out_features * m.in_features * m.gemm_dtype.itemsize for m in linears]
+    assert min(sizes) > sizes[5] // 2
+    budget = sum(sizes[:5]) + sizes[5] // 2  # five weights and half of the sixth
+    used = keep_dense_weights(model, budget)
+    assert used == sum(sizes[:5])
+    assert [m.dense is not None for m in linears] == [True] * 5 + [False] * (len(linears) - 5)
+    assert keep_dense_weights(model, budget) == used  # kept copies count, none added
+    for m in linears[:5]:
+        want = quant_matmul.dequantize(m.qweight, m.kind, m.in_features, m.gemm_dtype)
+        assert torch.equal(m.dense, want)
+
+
 def test_by_default_the_prefill_gemm_takes_the_faster_type_and_says_so(compact):
     auto = load_model()
     faster = quant_matmul.fastest_dense_dtype()
     assert {m.gemm_dtype for m in auto.model.modules() if isinstance(m, QuantLinear)} == {faster}
     assert f"prefill GEMM {str(faster).removeprefix('torch.')}" in auto.weights
     assert "prefill GEMM float32" in compact.weights  # the tests' model: pinned to fp32
+    kept = {m.dense.dtype for m in auto.model.modules() if isinstance(m, QuantLinear)}
+    assert kept == {faster}
 
 
 @pytest.mark.slow

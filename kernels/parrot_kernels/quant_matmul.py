@@ -9,7 +9,9 @@ weight: each block is dequantised in registers and multiplied with a few rows of
 once, the weights streamed from memory once per call (what decode needs). Elsewhere, or before
 the extension is loaded, the weight is dequantised in torch and multiplied densely. Both equal
 `F.linear(x, dequantize(weight))` up to float rounding. For many rows (prefill) dequantising the weight once and running a
-dense GEMM is faster than the block kernel, so `linear` switches at `DENSE_ROWS`. That GEMM may
+dense GEMM is faster than the block kernel, so `linear` switches at `DENSE_ROWS`; a caller
+with memory to spare passes a copy dequantised once instead (`dense`): dequantising for every
+call writes the whole weight again, and the GEMM right after it reads slower. That GEMM may
 run in bfloat16 (`dense_dtype`): on CPUs with bf16 dot-product instructions it takes about half
 the time of fp32, for rounding the activations and weights to 8 significant bits (the
 perplexity bound is checked in tests/test_compact_weights.py); `fastest_dense_dtype` measures
@@ -172,9 +174,12 @@ def linear(
     in_features: int,
     bias: torch.Tensor | None = None,
     dense_dtype: torch.dtype = torch.float32,
+    dense: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """`F.linear(x, dequantize(weight))` for x [..., in_features]; fp32 out for fp32 in. From
-    `DENSE_ROWS` rows on, the dense GEMM runs in `dense_dtype` (float32 or bfloat16)."""
+    `DENSE_ROWS` rows on, the dense GEMM runs in `dense_dtype` (float32 or bfloat16), over
+    `dense` where the caller keeps the weight dequantised (its dtype then rules), else over
+    the weight dequantised for this call."""
     module = cpu_ops.EXTENSION.module
     # The decode case first, in as few Python operations as possible: it runs hundreds of
     # times per step, and each call's own work is tens of microseconds.
@@ -186,11 +191,11 @@ def linear(
             if x.dim() != 2:
                 out = out.view(*x.shape[:-1], weight.shape[0])
             return out if bias is None else out + bias
-        dense = module.dequantize(
-            weight, kind, in_features, _SCRATCH.take(weight.shape[0] * in_features, dense_dtype)
-        )
-        if dense_dtype is torch.float32:
+        if dense is None:
+            scratch = _SCRATCH.take(weight.shape[0] * in_features, dense_dtype)
+            dense = module.dequantize(weight, kind, in_features, scratch)
+        if dense.dtype is torch.float32:
             return F.linear(x, dense, bias)
-        out = F.linear(x.to(dense_dtype), dense).float()
+        out = F.linear(x.to(dense.dtype), dense).float()
         return out if bias is None else out + bias
     return F.linear(x, dequantize(weight, kind, in_features).to(x.dtype), bias)

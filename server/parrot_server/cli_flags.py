@@ -62,6 +62,13 @@ def add_engine_args(_option: Options) -> None:
         "where this CPU runs it faster than float32, else float32",
         choices=list(GEMM_DTYPES),
     )
+    _option(
+        "--dense-weights-mb",
+        d.dense_weights_mb,
+        "with compact weights, memory (MB) for weights also kept dequantised in the GEMM type "
+        "so prefill need not dequantise them each step (0: none)",
+        type=int,
+    )
     _option("--device", d.device, "torch device for the engine: cpu, cuda, cuda:N")
     _option("--host", "127.0.0.1", "bind address")
     _option("--port", 8000, "port", type=int)

@@ -229,6 +229,7 @@ def engine_argv(args, count: int) -> list[str]:
         ("--model", args.model),
         ("--dtype", args.dtype),
         ("--gemm-dtype", args.gemm_dtype),
+        ("--dense-weights-mb", args.dense_weights_mb),
         ("--device", args.device),
         ("--kv-pool-tokens", args.kv_pool_tokens),
         ("--max-context-len", args.max_context_len),

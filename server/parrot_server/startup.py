@@ -69,6 +69,7 @@ def build_engine(args: argparse.Namespace) -> AsyncEngine | None:
             chat_template=args.chat_template,
             dtype=args.dtype,
             gemm_dtype=args.gemm_dtype,
+            dense_weights_mb=args.dense_weights_mb,
             device=args.device,
             kv_pool_tokens=args.kv_pool_tokens,
             max_context_len=args.max_context_len,

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 GEMM_DTYPES = ("auto", "float32", "bfloat16")
+DENSE_WEIGHTS_MB = 512
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,10 @@ class EngineConfig:
     # chunks, batches from 48 rows): "auto" = bfloat16 where this CPU runs it faster than
     # float32 (bf16 dot-product instructions or AMX), else float32.
     gemm_dtype: str = "auto"
+    # With block weights: MB of memory for weights also kept dequantised in the GEMM's type,
+    # layer by layer from the first, so that a prefill step need not dequantise them again
+    # (which writes each weight out anew); 0 dequantises every weight for every such step.
+    dense_weights_mb: int = DENSE_WEIGHTS_MB
     kv_pool_tokens: int = 32768  # KV slots preallocated (tokens; each holds K and V of every layer)
     max_context_len: int | None = None  # default: the model's max_position_embeddings
     max_step_tokens: int = 512  # tokens computed per step (prefill chunk + decodes)
@@ -64,6 +69,7 @@ class EngineConfig:
             )
         for name, least in (
             ("kv_pool_tokens", 1),
+            ("dense_weights_mb", 0),
             ("max_step_tokens", 1),
             ("max_running_requests", 1),
             ("max_queued_requests", 1),

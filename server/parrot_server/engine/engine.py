@@ -55,6 +55,7 @@ class Engine:
             dtype=weight_dtype(config.dtype),
             device=config.device,
             gemm_dtype=weight_dtype(config.gemm_dtype),
+            dense_weights_mb=config.dense_weights_mb,
         )
         self.tokenizer = self.loaded.tokenizer
         if config.chat_template is not None:

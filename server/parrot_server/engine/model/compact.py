@@ -26,7 +26,14 @@ from .config import ModelConfig
 from .gguf import gguf_tensors, read_gguf
 from .llama import Block, CompiledDecode, LlamaModel
 
-__all__ = ["BlockWeight", "QuantEmbedding", "QuantLinear", "compact_state", "install_compact"]
+__all__ = [
+    "BlockWeight",
+    "QuantEmbedding",
+    "QuantLinear",
+    "compact_state",
+    "install_compact",
+    "keep_dense_weights",
+]
 
 
 @dataclass(frozen=True)
@@ -48,7 +55,8 @@ class BlockWeight:
 
 class QuantLinear(nn.Module):
     """`nn.Linear` over a `BlockWeight` (the bias, if any, stays fp32); many rows at once go
-    through a dense GEMM in `gemm_dtype` (see `quant_matmul.linear`)."""
+    through a dense GEMM in `gemm_dtype` (see `quant_matmul.linear`), over the weight
+    dequantised once if `keep_dense` was called, else dequantised for each such call."""
 
     def __init__(
         self,
@@ -65,15 +73,31 @@ class QuantLinear(nn.Module):
         )
         self.register_buffer("qweight", weight.data)
         self.bias = None if bias is None else nn.Parameter(bias, requires_grad=False)
+        # Derived from qweight, never saved.
+        self.dense: Tensor | None
+        self.register_buffer("dense", None, persistent=False)
+
+    def keep_dense(self) -> int:
+        """Keep the weight dequantised in `gemm_dtype` for the many-row GEMMs; its bytes."""
+        self.dense = quant_matmul.dequantize(
+            self.qweight, self.kind, self.in_features, self.gemm_dtype
+        )
+        return self.dense_bytes
+
+    @property
+    def dense_bytes(self) -> int:
+        """Bytes of the dequantised copy (0 without one)."""
+        return 0 if self.dense is None else self.dense.numel() * self.dense.element_size()
 
     def forward(self, x: Tensor) -> Tensor:
         return quant_matmul.linear(
-            x, self.qweight, self.kind, self.in_features, self.bias, self.gemm_dtype
+            x, self.qweight, self.kind, self.in_features, self.bias, self.gemm_dtype, self.dense
         )
 
     def extra_repr(self) -> str:
         gemm = str(self.gemm_dtype).removeprefix("torch.")
-        return f"{self.in_features}, {self.out_features}, {self.kind.name}, gemm {gemm}"
+        kept = ", kept dense" if self.dense is not None else ""
+        return f"{self.in_features}, {self.out_features}, {self.kind.name}, gemm {gemm}{kept}"
 
 
 class QuantEmbedding(nn.Module):
@@ -152,6 +176,22 @@ def install_compact(
             raise ValueError(f"{key}: no quantised form of {type(module).__name__}")
         dense[f"{owner}.qweight"] = value.data
     return dense
+
+
+def keep_dense_weights(model: nn.Module, budget_bytes: int) -> int:
+    """Keep block linears' weights dequantised for their many-row GEMMs (prompt chunks), in
+    module order, each one that still fits in `budget_bytes`; returns the bytes kept. Costs
+    memory (a bf16 copy is about 3.5x a Q4 weight) to spare each prompt step writing every
+    weight out again; decode rows still read the blocks."""
+    used = 0
+    for module in model.modules():
+        if not isinstance(module, QuantLinear):
+            continue
+        size = module.out_features * module.in_features * module.gemm_dtype.itemsize
+        if module.dense is None and used + size <= budget_bytes:
+            module.keep_dense()
+        used += module.dense_bytes
+    return used
 
 
 def layer_blocks(block: Block) -> LayerBlocks | None:

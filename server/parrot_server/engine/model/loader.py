@@ -25,6 +25,7 @@ from safetensors.torch import load_file
 
 from parrot_kernels import cpu_ops, quant_matmul
 
+from ..config import DENSE_WEIGHTS_MB
 from ..model_source import missing_reason
 from ..tokenizer import TokenizerNotFoundError, load_hf_tokenizer
 from .compact import (
@@ -34,6 +35,7 @@ from .compact import (
     compile_decode,
     concat_rows,
     install_compact,
+    keep_dense_weights,
 )
 from .config import HF_ARCHITECTURES, ModelConfig
 from .errors import ModelLoadError, ModelNotFoundError, UnsupportedModelError
@@ -90,6 +92,7 @@ def load_model(
     device: str | torch.device = "cpu",
     cache_dir: str | Path | None = None,
     gemm_dtype: torch.dtype | None = None,
+    dense_weights_mb: int = DENSE_WEIGHTS_MB,
 ) -> LoadedModel:
     """Load a GGUF file or an HF safetensors directory; None means the default model.
 
@@ -98,7 +101,9 @@ def load_model(
     fp32; where that kernel cannot be built, and for HF directories and other devices, fp32.
     A dtype dequantises every weight to it. gemm_dtype: the type block weights are multiplied
     in when many rows come at once (prefill; float32 or bfloat16); None: the faster on this CPU
-    (`quant_matmul.fastest_dense_dtype`).
+    (`quant_matmul.fastest_dense_dtype`). dense_weights_mb: memory for block weights kept
+    dequantised in that type for those GEMMs (`keep_dense_weights`); 0 dequantises them for
+    every such call instead.
     """
     given = default_model_path() if path is None else Path(path)
     src = given.expanduser()
@@ -114,6 +119,7 @@ def load_model(
         model = _build_compact_model(
             config, src, given, gemm_dtype or quant_matmul.fastest_dense_dtype()
         )
+        keep_dense_weights(model, dense_weights_mb << 20)
     else:
         dtype = dtype or torch.float32
         model = _build_model(config, _read_safetensors(hf_dir, given), given, dtype, device)
@@ -155,6 +161,11 @@ def _describe_weights(model: LlamaModel) -> str:
     )
     if kinds:
         gemm_note = f"; prefill GEMM {', '.join(gemm)}" if gemm else ""
+        linears = [m for m in model.modules() if isinstance(m, QuantLinear)]
+        kept = [m for m in linears if m.dense is not None]
+        if kept:
+            mb = sum(m.dense_bytes for m in kept) / 2**20
+            gemm_note += f" over dense copies of {len(kept)}/{len(linears)} weights ({mb:.0f} MB)"
         return f"GGUF blocks {', '.join(kinds)} (other tensors {', '.join(dtypes)}{gemm_note})"
     return ", ".join(dtypes)
 
