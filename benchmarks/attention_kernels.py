@@ -19,6 +19,8 @@ paths: only attention is.
   shared-ext  parrot_kernels.cpu_shared_prefix (CPU decode: the same two fused-attention calls
               with the glue between them compiled; only where the extension builds)
   triton      parrot_kernels.triton_shared_prefix (CUDA only)
+  chunk-ext   prefill, per request: parrot_kernels.prefill_attention over concat(prefix, suffix)
+              (the engine's path for a chunk without a prefix shared in its step; CPU)
   pool-base   decode, as the engine's plain path: gather every request's K/V from a paged pool
               (index_select), one SDPA
   pool-shared decode, as the engine's shared path: the prefix, held in one run of pool slots,
@@ -53,7 +55,8 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention.bias import causal_lower_right
 
-from parrot_kernels import cpu_shared_prefix, shared_prefix_decode, shared_prefix_prefill
+from parrot_kernels import cpu_ops, cpu_shared_prefix, shared_prefix_decode, shared_prefix_prefill
+from parrot_kernels.prefill_attention import prefill_attention
 
 Inputs = dict[str, torch.Tensor]
 Variant = Callable[[Inputs], object]
@@ -73,6 +76,8 @@ def make_inputs(args, device, dtype, b, p, s, t, seed) -> Inputs:
     for n, pre, suf in (("k_all", x["pk"], x["sk"]), ("v_all", x["pv"], x["sv"])):
         x[n] = torch.cat([pre.expand(b, p, hkv, d), suf], dim=1).transpose(1, 2).contiguous()
     x["q4"] = x["q"].transpose(1, 2)  # [B, Hq, T, D]
+    if t > 1:  # the engine's rows: [B, P+S, Hkv, D]
+        x["k_rows"], x["v_rows"] = (x[n].transpose(1, 2).contiguous() for n in ("k_all", "v_all"))
     if t == 1:  # engine-style paged pool: the prefix in slots [0, P), then each suffix
         x["k_pool"] = torch.cat([x["pk"], x["sk"].reshape(b * s, hkv, d)])
         x["v_pool"] = torch.cat([x["pv"], x["sv"].reshape(b * s, hkv, d)])
@@ -159,6 +164,10 @@ def prefill_variants(b: int, triton_mod) -> dict[str, Variant]:
         out["triton"] = lambda x: triton_mod.shared_prefix_prefill(
             x["q"], x["pk"], x["pv"], x["sk"], x["sv"]
         )
+    elif cpu_ops.loaded():
+        out["chunk-ext"] = lambda x: [
+            prefill_attention(x["q"][i], x["k_rows"][i], x["v_rows"][i]) for i in range(b)
+        ]
     return out
 
 
@@ -259,6 +268,8 @@ def run_grid(args, mode: str, device: torch.device, dtype: torch.dtype, triton_m
     names = ["sdpa-batch", "sdpa-req", "shared", "shared-ext", "triton"]
     if mode == "decode":
         names += ["pool-base", "pool-shared"]
+    else:
+        names += ["chunk-ext"]
     lengths = args.suffix if mode == "decode" else args.query
     cuda = device.type == "cuda"
     head = f"{'B':>3} {'P':>5} {'S':>4} " + " ".join(f"{n:>11}" for n in names)
@@ -355,6 +366,9 @@ def main() -> None:
         built = cpu_shared_prefix.load()
         why = "" if built else f" ({cpu_shared_prefix.unavailable_reason()})"
         print(f"CPU extension (shared-ext): {'loaded' if built else 'not available'}{why}")
+        ops = cpu_ops.load()
+        why = "" if ops else f" ({cpu_ops.unavailable_reason()})"
+        print(f"CPU operators (chunk-ext): {'loaded' if ops else 'not available'}{why}")
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
         f"{platform.processor() or platform.machine()}; heads {args.heads}/{args.kv_heads}, "

@@ -1,7 +1,7 @@
 """The `parrot_cpu_ops` extension: block-quantised matmul (`quant_matmul`), a decoder layer's
-elementwise work (`layer_ops`), decode attention over a paged KV pool (`paged_attention`) and
-decoder layers for decoding requests (`decode_layers`), compiled from `csrc/` on first
-`load()`."""
+elementwise work (`layer_ops`), decode attention over a paged KV pool (`paged_attention`), a
+prompt chunk's causal attention (`prefill_attention`) and decoder layers for decoding requests
+(`decode_layers`), compiled from `csrc/` on first `load()`."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ EXTENSION = CppExtension(
         "quant_matmul_avx512.cpp",
         "layer_ops.cpp",
         "paged_attention.cpp",
+        "prefill_attention.cpp",
         "decode_layer.cpp",
         "cpu_ops.cpp",
     ],

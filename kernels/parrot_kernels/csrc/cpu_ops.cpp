@@ -19,6 +19,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, mod) {
   mod.def("silu_mul", &parrot::silu_mul, "silu(gate) * up for gate_up [N, 2I] -> [N, I]");
   mod.def("paged_decode_attention", &parrot::paged_decode_attention,
           "q [B, Hq, D] against pool rows slots[b, :lengths[b]] -> [B, Hq, D]", NoGil());
+  mod.def("prefill_attention", &parrot::prefill_attention,
+          "causal q [n, Hq, D] over k, v [L, Hkv, D] (q the last n positions) -> [n, Hq, D], "
+          "or None",
+          NoGil());
   mod.def("decode_layers", &parrot::decode_layers,
           "Llama decoder layers in turn for B decoding requests over block weights -> x [B, "
           "hidden]; pools [layers, slots, Hkv, D]",

@@ -39,6 +39,11 @@ torch::Tensor paged_decode_attention(const torch::Tensor& q, const torch::Tensor
                                      const torch::Tensor& v_pool, const torch::Tensor& slots,
                                      const torch::Tensor& lengths, double scale);
 
+// prefill_attention.cpp: causal attention of a chunk's n queries, the last n of the L keys;
+// nullopt where it has no vector path (scalar CPUs, a head size not a multiple of 8).
+std::optional<torch::Tensor> prefill_attention(const torch::Tensor& q, const torch::Tensor& k,
+                                               const torch::Tensor& v, double scale);
+
 // decode_layer.cpp: Llama decoder layers in turn for B decoding requests over block weights;
 // per layer two norms (attention, MLP) and four weights and kinds (qkv, o, gate_up, down);
 // pools [layers, slots, Hkv, D].

@@ -2,7 +2,8 @@
 
 Single-token chunks (decodes, each row of a decode with a draft too) attend as one padded batch (or through the compiled paged decode
 kernel), decodes and prefill chunks sharing a cached prefix read it once per group through the
-shared-prefix kernels, other prefill chunks attend one by one.
+shared-prefix kernels, other prefill chunks attend one by one (through the compiled prefill
+kernel where it applies).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from parrot_kernels import plan_shared_prefix
 from parrot_kernels import shared_prefix as torch_shared_prefix
 from parrot_kernels.decode_layer import DecodeKV
 from parrot_kernels.paged_attention import paged_decode_attention
+from parrot_kernels.prefill_attention import prefill_attention
 
 from .batch import Chunk
 from .kv_pool import KVPool
@@ -268,16 +270,24 @@ class PagedAttention:
             for r, o in zip(g.rows, outs, strict=True):
                 out[r] = o
         for p in self.prefills:
-            qp = q[p.rows].transpose(0, 1).unsqueeze(0)  # [1, Hq, n, D]
-            kp = _read(k_pool, p.kv_slots).transpose(0, 1).unsqueeze(0)  # [1, Hkv, L, D]
-            vp = _read(v_pool, p.kv_slots).transpose(0, 1).unsqueeze(0)
-            o = F.scaled_dot_product_attention(
-                qp,
-                kp,
-                vp,
-                attn_mask=p.causal_mask,
-                is_causal=p.causal_mask is None,
-                enable_gqa=True,
-            )
-            out[p.rows] = o.squeeze(0).transpose(0, 1)
+            out[p.rows] = self._prefill(p, q[p.rows], k_pool, v_pool)
         return out
+
+    @staticmethod
+    def _prefill(
+        p: _Prefill, q: torch.Tensor, k_pool: torch.Tensor, v_pool: torch.Tensor
+    ) -> torch.Tensor:
+        """One chunk's causal attention over its history: q [n, Hq, D] -> [n, Hq, D]."""
+        k, v = _read(k_pool, p.kv_slots), _read(v_pool, p.kv_slots)  # [L, Hkv, D]
+        o = prefill_attention(q, k, v)
+        if o is not None:
+            return o
+        o = F.scaled_dot_product_attention(
+            q.transpose(0, 1).unsqueeze(0),  # [1, Hq, n, D]
+            k.transpose(0, 1).unsqueeze(0),  # [1, Hkv, L, D]
+            v.transpose(0, 1).unsqueeze(0),
+            attn_mask=p.causal_mask,
+            is_causal=p.causal_mask is None,
+            enable_gqa=True,
+        )
+        return o.squeeze(0).transpose(0, 1)
