@@ -2,12 +2,14 @@
 // attends to its request's slots, read in place, with GQA. In a decode step it replaces the
 // dozen torch ops of a gather (or view) plus a fused attention call, each of which runs with
 // cold caches. fp32 on CPU; AVX2 or scalar, as `active_isa`. On AVX2 a chunk scores eight keys
-// at a time (one reduction for eight dots) and its exponentials are vectorised.
+// at a time (one reduction for eight dots), its exponentials are vectorised and its values
+// summed in registers.
 //
-// Work is split by request, KV head and chunk of keys, so even one request keeps every thread
-// busy: a chunk scores its keys against the group of query heads sharing the KV head, takes
-// the softmax within the chunk and sums its values; the chunks' partial sums are then merged
-// under their common maximum.
+// Work is split by request and chunk of keys, so even one request keeps every thread busy: a
+// chunk copies its keys' rows (every KV head of a slot lies together) into buffers in slot
+// order, asks for the next chunk's rows meanwhile, and for each KV head scores its keys against
+// the group of query heads sharing it, takes the softmax within the chunk and sums its values;
+// the chunks' partial sums are then merged under their common maximum.
 
 #include "cpu_ops.h"
 #include "vec_math.h"
@@ -17,6 +19,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -102,21 +105,56 @@ AVX2 void scores_avx2(const float* q, int64_t group, const float* const* keys, i
     for (int64_t g = 0; g < group; ++g) out[g * stride + j] = dot_avx2(q + g * d, keys[j], d) * scale;
 }
 
+// out[0 .. d) = sum over j < n of w[j] * rows[j][0 .. d), summed in key order (as repeated
+// axpy would), the sums held in registers.
+void values_scalar(float* out, const float* w, const float* const* rows, int64_t n, int64_t d) {
+  std::fill(out, out + d, 0.0f);
+  for (int64_t j = 0; j < n; ++j) axpy_scalar(out, w[j], rows[j], d);
+}
+
+template <int L>  // L vectors of eight values from e0
+AVX2 void values_avx2_part(float* out, const float* w, const float* const* rows, int64_t n,
+                           int64_t e0) {
+  __m256 acc[L];
+  for (int u = 0; u < L; ++u) acc[u] = _mm256_setzero_ps();
+  for (int64_t j = 0; j < n; ++j) {
+    const __m256 a = _mm256_broadcast_ss(w + j);
+    for (int u = 0; u < L; ++u)
+      acc[u] = _mm256_fmadd_ps(a, _mm256_loadu_ps(rows[j] + e0 + 8 * u), acc[u]);
+  }
+  for (int u = 0; u < L; ++u) _mm256_storeu_ps(out + e0 + 8 * u, acc[u]);
+}
+
+AVX2 void values_avx2(float* out, const float* w, const float* const* rows, int64_t n,
+                      int64_t d) {
+  int64_t e0 = 0;
+  for (; e0 + 64 <= d; e0 += 64) values_avx2_part<8>(out, w, rows, n, e0);
+  for (; e0 + 8 <= d; e0 += 8) values_avx2_part<1>(out, w, rows, n, e0);
+  for (; e0 < d; ++e0) {  // a head size that is not a multiple of 8
+    float r = 0.0f;
+    for (int64_t j = 0; j < n; ++j) r += w[j] * rows[j][e0];
+    out[e0] = r;
+  }
+}
+
 struct Attend {
   void (*scores)(const float*, int64_t, const float* const*, int64_t, int64_t, float, float*,
                  int64_t);
   float (*exp_sum)(float*, int64_t, float);
   void (*axpy)(float*, float, const float*, int64_t);
+  void (*values)(float*, const float*, const float* const*, int64_t, int64_t);
 };
 
 Attend pick() {
-  if (active_isa() == Isa::Scalar) return {scores_scalar, exp_sum_scalar, axpy_scalar};
-  return {scores_avx2, exp_sum_avx2, axpy_avx2};  // the AVX-512 path's CPUs have AVX2 too
+  if (active_isa() == Isa::Scalar)
+    return {scores_scalar, exp_sum_scalar, axpy_scalar, values_scalar};
+  // The AVX-512 path's CPUs have AVX2 too.
+  return {scores_avx2, exp_sum_avx2, axpy_avx2, values_avx2};
 }
 
 // Keys per task: enough to amortise a task, few enough that one request's heads split over
 // every thread.
-constexpr int64_t kChunk = 32;
+constexpr int64_t kChunk = 64;
 
 }  // namespace
 
@@ -162,29 +200,48 @@ torch::Tensor paged_decode_attention(const torch::Tensor& q, const torch::Tensor
   // exp(score - max), and its values summed with those weights.
   const int64_t part = d + 2;
   std::vector<float> parts(b * hkv * chunks * group * part);
-  at::parallel_for(0, b * hkv * chunks, 1, [&](int64_t t0, int64_t t1) {
-    std::vector<float> score(kChunk * group);
-    const float* keys[kChunk];
+  // A task is a chunk of one request's keys, every KV head: its K and V rows are copied into
+  // buffers first, read whole in slot order (the heads of a slot lie together in the pool), so
+  // memory is streamed rather than visited one head's row at a time.
+  const int64_t row = hkv * d;
+  at::parallel_for(0, b * chunks, 1, [&](int64_t t0, int64_t t1) {
+    std::vector<float> score(kChunk * group), kbuf(kChunk * row), vbuf(kChunk * row);
+    const float *keys[kChunk], *vals[kChunk];
+    auto prefetch_rows = [&](int64_t t) {
+      const int64_t c = t % chunks, i = t / chunks;
+      const int64_t* si = sp + i * width;
+      for (int64_t j = c * kChunk; j < std::min(lp[i], (c + 1) * kChunk); ++j)
+        for (int64_t at = 0; at < row; at += 16) {
+          _mm_prefetch(reinterpret_cast<const char*>(kp + si[j] * row + at), _MM_HINT_T1);
+          _mm_prefetch(reinterpret_cast<const char*>(vp + si[j] * row + at), _MM_HINT_T1);
+        }
+    };
     for (int64_t t = t0; t < t1; ++t) {
-      const int64_t c = t % chunks, h = (t / chunks) % hkv, i = t / (chunks * hkv);
+      const int64_t c = t % chunks, i = t / chunks;
       const int64_t j0 = c * kChunk, j1 = std::min(lp[i], j0 + kChunk);
       if (j0 >= j1) continue;
-      const float* qi = qp + (i * hq + h * group) * d;
       const int64_t* si = sp + i * width;
-      for (int64_t j = j0; j < j1; ++j) keys[j - j0] = kp + (si[j] * hkv + h) * d;
-      attend.scores(qi, group, keys, j1 - j0, d, s, score.data(), kChunk);
-      for (int64_t g = 0; g < group; ++g) {
-        float* sg = score.data() + g * kChunk;
-        float* pg = parts.data() + (t * group + g) * part;
-        const float mx = *std::max_element(sg, sg + (j1 - j0));
-        pg[0] = mx;
-        pg[1] = attend.exp_sum(sg, j1 - j0, mx);
-        std::fill(pg + 2, pg + part, 0.0f);
-      }
       for (int64_t j = j0; j < j1; ++j) {
-        const float* vr = vp + (si[j] * hkv + h) * d;
-        for (int64_t g = 0; g < group; ++g)
-          attend.axpy(parts.data() + (t * group + g) * part + 2, score[g * kChunk + j - j0], vr, d);
+        std::memcpy(&kbuf[(j - j0) * row], kp + si[j] * row, row * sizeof(float));
+        std::memcpy(&vbuf[(j - j0) * row], vp + si[j] * row, row * sizeof(float));
+      }
+      if (t + 1 < t1) prefetch_rows(t + 1);  // into L2 while this chunk computes
+      for (int64_t h = 0; h < hkv; ++h) {
+        const int64_t part_of = (i * hkv + h) * chunks + c;  // the parts' (request, head, chunk)
+        const float* qi = qp + (i * hq + h * group) * d;
+        for (int64_t j = 0; j < j1 - j0; ++j) {
+          keys[j] = &kbuf[j * row + h * d];
+          vals[j] = &vbuf[j * row + h * d];
+        }
+        attend.scores(qi, group, keys, j1 - j0, d, s, score.data(), kChunk);
+        for (int64_t g = 0; g < group; ++g) {
+          float* sg = score.data() + g * kChunk;
+          float* pg = parts.data() + (part_of * group + g) * part;
+          const float mx = *std::max_element(sg, sg + (j1 - j0));
+          pg[0] = mx;
+          pg[1] = attend.exp_sum(sg, j1 - j0, mx);
+          attend.values(pg + 2, sg, vals, j1 - j0, d);
+        }
       }
     }
   });
