@@ -19,6 +19,8 @@ paths: only attention is.
   shared-ext  parrot_kernels.cpu_shared_prefix (CPU decode: the same two fused-attention calls
               with the glue between them compiled; only where the extension builds)
   triton      parrot_kernels.triton_shared_prefix (CUDA only)
+  pool-ext    decode, the engine's compiled paged decode attention (parrot_kernels
+              .paged_attention) over every request's slots of the pool, prefix included; CPU
   chunk-ext   prefill, per request: parrot_kernels.prefill_attention over concat(prefix, suffix)
               (the engine's path for a chunk without a prefix shared in its step; CPU)
   pool-base   decode, as the engine's plain path: gather every request's K/V from a paged pool
@@ -56,6 +58,7 @@ import torch.nn.functional as F
 from torch.nn.attention.bias import causal_lower_right
 
 from parrot_kernels import cpu_ops, cpu_shared_prefix, shared_prefix_decode, shared_prefix_prefill
+from parrot_kernels.paged_attention import paged_decode_attention
 from parrot_kernels.prefill_attention import prefill_attention
 
 Inputs = dict[str, torch.Tensor]
@@ -84,11 +87,13 @@ def make_inputs(args, device, dtype, b, p, s, t, seed) -> Inputs:
         suffix_slots = p + torch.arange(b * s, device=device).view(b, s)
         prefix_slots = torch.arange(p, device=device).expand(b, p)
         x["suffix_index"] = suffix_slots.flatten()  # flat: index_select, as the engine
-        x["all_index"] = torch.cat([prefix_slots, suffix_slots], dim=1).flatten()
+        x["all_slots"] = torch.cat([prefix_slots, suffix_slots], dim=1).contiguous()
+        x["all_index"] = x["all_slots"].flatten()
+        x["all_lengths"] = torch.full((b,), p + s, dtype=torch.long, device=device)
     return x
 
 
-def decode_variants(b: int, triton_mod) -> dict[str, Variant]:
+def decode_variants(b: int, triton_mod, cpu: bool) -> dict[str, Variant]:
     def sdpa_batch(x):
         return F.scaled_dot_product_attention(x["q4"], x["k_all"], x["v_all"], enable_gqa=True)
 
@@ -126,6 +131,10 @@ def decode_variants(b: int, triton_mod) -> dict[str, Variant]:
         "pool-base": pool_base,
         "pool-shared": pool_shared,
     }
+    if cpu and cpu_ops.loaded():
+        out["pool-ext"] = lambda x: paged_decode_attention(
+            x["q"][:, 0], x["k_pool"], x["v_pool"], x["all_slots"], x["all_lengths"]
+        )
     if ext:
         out["shared-ext"] = lambda x: cpu_shared_prefix.shared_prefix_decode(
             x["q"][:, 0], x["pk"], x["pv"], x["sk"], x["sv"]
@@ -137,7 +146,7 @@ def decode_variants(b: int, triton_mod) -> dict[str, Variant]:
     return out
 
 
-def prefill_variants(b: int, triton_mod) -> dict[str, Variant]:
+def prefill_variants(b: int, triton_mod, cpu: bool) -> dict[str, Variant]:
     def sdpa_batch(x):
         t, length = x["q4"].shape[2], x["k_all"].shape[2]
         mask = causal_lower_right(t, length)  # query i sees the prefix and suffix keys <= i
@@ -164,7 +173,7 @@ def prefill_variants(b: int, triton_mod) -> dict[str, Variant]:
         out["triton"] = lambda x: triton_mod.shared_prefix_prefill(
             x["q"], x["pk"], x["pv"], x["sk"], x["sv"]
         )
-    elif cpu_ops.loaded():
+    elif cpu and cpu_ops.loaded():
         out["chunk-ext"] = lambda x: [
             prefill_attention(x["q"][i], x["k_rows"][i], x["v_rows"][i]) for i in range(b)
         ]
@@ -267,7 +276,7 @@ def run_grid(args, mode: str, device: torch.device, dtype: torch.dtype, triton_m
     rows = []
     names = ["sdpa-batch", "sdpa-req", "shared", "shared-ext", "triton"]
     if mode == "decode":
-        names += ["pool-base", "pool-shared"]
+        names += ["pool-base", "pool-ext", "pool-shared"]
     else:
         names += ["chunk-ext"]
     lengths = args.suffix if mode == "decode" else args.query
@@ -287,7 +296,7 @@ def run_grid(args, mode: str, device: torch.device, dtype: torch.dtype, triton_m
                 where = f"{mode} B={b} P={p} S={s} {dtype}"
                 pick = decode_variants if mode == "decode" else prefill_variants
                 x0 = make_inputs(args, device, dtype, b, p, s, t, seed)
-                variants = check(pick(b, triton_mod), x0, where)
+                variants = check(pick(b, triton_mod, not cuda), x0, where)
                 moved = bytes_moved(args, b, p, s, t, x0["q"].element_size())
                 if cuda:
                     copies = min(32, math.ceil(ROTATE_BYTES / moved["base"]))
