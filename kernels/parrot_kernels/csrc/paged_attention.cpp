@@ -152,8 +152,8 @@ Attend pick() {
   return {scores_avx2, exp_sum_avx2, axpy_avx2, values_avx2};
 }
 
-// Keys per task: enough to amortise a task, few enough that one request's heads split over
-// every thread.
+// Keys per task: enough to amortise a task (its copies, its partial sums), few enough that one
+// request's keys split over every thread.
 constexpr int64_t kChunk = 64;
 
 }  // namespace
