@@ -181,8 +181,8 @@ def install_compact(
 def keep_dense_weights(model: nn.Module, budget_bytes: int) -> int:
     """Keep block linears' weights dequantised for their many-row GEMMs (prompt chunks), in
     module order, each one that still fits in `budget_bytes`; returns the bytes kept. Costs
-    memory (a bf16 copy is about 3.5x a Q4 weight) to spare each prompt step writing every
-    weight out again; decode rows still read the blocks."""
+    memory (a bf16 copy takes over three times a Q4 weight's bytes) to spare each prompt step
+    writing every weight out again; decode rows still read the blocks."""
     used = 0
     for module in model.modules():
         if not isinstance(module, QuantLinear):
