@@ -60,12 +60,21 @@ def test_rope_rotates_the_leading_heads_in_place_like_the_torch_path(n, heads, e
     assert not torch.equal(compiled, qkv)
 
 
-@pytest.mark.parametrize("rows", [1, 7, 8, 40])  # the compiled loop, then torch's SiLU
-def test_silu_mul_matches_the_torch_path(rows):
-    gate_up = torch.randn(rows, 2 * 96) * 8
-    assert torch.allclose(
-        layer_ops.silu_mul(gate_up), torch_path(layer_ops.silu_mul, gate_up), atol=1e-5
-    )
+# Scalar: the compiled loop below 8 rows, then torch's SiLU; AVX2: the vector loop throughout
+# (widths 96 and 100: with and without a tail of fewer than eight values).
+@pytest.mark.parametrize("rows", [1, 7, 8, 40])
+@pytest.mark.parametrize("width", [96, 100])
+def test_silu_mul_matches_the_torch_path_on_every_vector_path(rows, width):
+    gate_up = torch.randn(rows, 2 * width) * 8
+    gate_up[0, :4] = torch.tensor([-120.0, -90.0, 90.0, 120.0])  # past exp's clamps
+    want = torch_path(layer_ops.silu_mul, gate_up)
+    module = cpu_ops.module()
+    try:
+        for path in ("scalar", module.set_isa("best")):
+            assert module.set_isa(path) == path
+            assert torch.allclose(layer_ops.silu_mul(gate_up), want, atol=1e-5), path
+    finally:
+        module.set_isa("best")
 
 
 def test_other_dtypes_and_layouts_take_the_torch_path():

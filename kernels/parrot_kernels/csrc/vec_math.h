@@ -13,8 +13,9 @@ namespace parrot {
 #define AVX2 __attribute__((target("avx2,fma")))
 
 // exp on eight lanes: Cephes' range reduction by ln 2 and degree-6 polynomial (relative error
-// about 1e-7), the power of two put in the exponent bits. Inputs here are scores minus their
-// maximum (<= 0); below -87 the result is held at about 1e-38 instead of going subnormal.
+// about 1e-7), the power of two put in the exponent bits. Inputs are clamped to [-87, 88]:
+// below, the result is held at about 1e-38 instead of going subnormal; above, at about 1.7e38
+// (softmax passes scores minus their maximum, <= 0; SiLU passes -x).
 AVX2 inline __m256 exp8(__m256 x) {
   x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
   const __m256 n = _mm256_floor_ps(
