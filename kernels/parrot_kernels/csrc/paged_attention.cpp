@@ -140,6 +140,7 @@ AVX2 void values_avx2(float* out, const float* w, const float* const* rows, int6
 struct Attend {
   void (*scores)(const float*, int64_t, const float* const*, int64_t, int64_t, float, float*,
                  int64_t);
+  float (*max)(const float*, int64_t);
   float (*exp_sum)(float*, int64_t, float);
   void (*axpy)(float*, float, const float*, int64_t);
   void (*values)(float*, const float*, const float* const*, int64_t, int64_t);
@@ -147,9 +148,9 @@ struct Attend {
 
 Attend pick() {
   if (active_isa() == Isa::Scalar)
-    return {scores_scalar, exp_sum_scalar, axpy_scalar, values_scalar};
+    return {scores_scalar, max_scalar, exp_sum_scalar, axpy_scalar, values_scalar};
   // The AVX-512 path's CPUs have AVX2 too.
-  return {scores_avx2, exp_sum_avx2, axpy_avx2, values_avx2};
+  return {scores_avx2, max_avx2, exp_sum_avx2, axpy_avx2, values_avx2};
 }
 
 // Keys per task: enough to amortise a task (its copies, its partial sums), few enough that one
@@ -237,7 +238,7 @@ torch::Tensor paged_decode_attention(const torch::Tensor& q, const torch::Tensor
         for (int64_t g = 0; g < group; ++g) {
           float* sg = score.data() + g * kChunk;
           float* pg = parts.data() + (part_of * group + g) * part;
-          const float mx = *std::max_element(sg, sg + (j1 - j0));
+          const float mx = attend.max(sg, j1 - j0);
           pg[0] = mx;
           pg[1] = attend.exp_sum(sg, j1 - j0, mx);
           attend.values(pg + 2, sg, vals, j1 - j0, d);

@@ -92,18 +92,6 @@ AVX2 void sum_values(const Problem& P, int64_t h, const float* wa, const float* 
   }
 }
 
-// The largest of v[0 .. n).
-AVX2 float max_of(const float* v, int64_t n) {
-  __m256 m = _mm256_set1_ps(v[0]);
-  int64_t j = 0;
-  for (; j + 8 <= n; j += 8) m = _mm256_max_ps(m, _mm256_loadu_ps(v + j));
-  alignas(32) float lanes[8];
-  _mm256_store_ps(lanes, m);
-  float r = *std::max_element(lanes, lanes + 8);
-  for (; j < n; ++j) r = std::max(r, v[j]);
-  return r;
-}
-
 AVX2 void attend_tile(const Problem& P, int64_t h, int64_t m0, std::vector<float>& scores,
                       std::vector<float>& scratch) {
   const int64_t count = std::min(kTile, P.n * P.group - m0);
@@ -116,7 +104,7 @@ AVX2 void attend_tile(const Problem& P, int64_t h, int64_t m0, std::vector<float
   for (int64_t t = 0; t < count; ++t) {
     float* s = scores.data() + t * P.lp;
     const int64_t seen = P.visible(m0 + t);
-    const float mx = max_of(s, seen);
+    const float mx = max_avx2(s, seen);
     sums[t] = exp_sum_avx2(s, seen, mx);
     std::fill(s + seen, s + keys, 0.0f);
   }

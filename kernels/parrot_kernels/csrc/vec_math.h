@@ -1,10 +1,11 @@
-// Vector math the attention kernels share: an AVX2 exp on eight lanes and the softmax's
-// exponentiate-and-sum over a row of scores, with their scalar counterparts. Compiled for
-// AVX2 only in the functions marked so; called only where the CPU has it.
+// Vector math the kernels share: an AVX2 exp on eight lanes, and a softmax's maximum and
+// exponentiate-and-sum over a row of scores, with their scalar counterparts. Compiled for AVX2
+// only in the functions marked so; called only where the CPU has it.
 #pragma once
 
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 
@@ -32,6 +33,19 @@ AVX2 inline __m256 exp8(__m256 x) {
   const __m256i e = _mm256_slli_epi32(
       _mm256_add_epi32(_mm256_cvttps_epi32(n), _mm256_set1_epi32(127)), 23);
   return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+}
+
+// The largest of v[0 .. n), n >= 1 (a softmax's maximum).
+inline float max_scalar(const float* v, int64_t n) { return *std::max_element(v, v + n); }
+
+AVX2 inline float max_avx2(const float* v, int64_t n) {
+  __m256 m = _mm256_set1_ps(v[0]);
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) m = _mm256_max_ps(m, _mm256_loadu_ps(v + j));
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, m);
+  const float r = max_scalar(lanes, 8);
+  return j < n ? std::max(r, max_scalar(v + j, n - j)) : r;
 }
 
 // v[j] = exp(v[j] - mx) for j < n; returns their sum.
