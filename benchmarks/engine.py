@@ -368,9 +368,16 @@ def main() -> None:
                 f"namespace each) {each:.2f} s ({each / once:.2f}x)"
             )
         return
+    # Drafts off: these figures are the engine's speed per token, against llama.cpp's plain
+    # decoding, and a step is counted as one token per request (a step verifying a draft makes
+    # more; drafts are measured in apps.py, against the peer's own).
     engine = Engine(
-        EngineConfig(kv_pool_tokens=16384, max_step_tokens=1024, max_running_requests=64), loaded
-    )
+        EngineConfig(
+            kv_pool_tokens=16384, max_step_tokens=1024, max_running_requests=64,
+            speculative_tokens=0,
+        ),
+        loaded,
+    )  # fmt: skip
     if args.constrained:
         schema = json.dumps(RECORDS)
         for b in (1, 32):
