@@ -42,6 +42,37 @@ def test_port_in_use_fails_at_once_before_loading_the_model():
             assert took < 15, f"`parrot {command}` took {took:.1f} s to refuse a taken port"
 
 
+def test_connections_on_the_listening_socket_are_accepted_with_nagle_off():
+    """What uvicorn does with the socket `parrot serve` listens on (asyncio accepts on it), and
+    the option each accepted connection then has: with Nagle's algorithm on, a response written
+    in two parts waits for the client's delayed ACK on a kept-alive connection (~40 ms)."""
+    import argparse
+    import asyncio
+
+    from parrot_server.startup import listen
+
+    sock = listen(argparse.Namespace(host="127.0.0.1", port=0))
+    assert sock is not None
+
+    async def accepted_nodelay() -> int:
+        seen: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            conn = writer.get_extra_info("socket")
+            seen.set_result(conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            writer.close()
+
+        server = await asyncio.start_server(on_connection, sock=sock)
+        async with server:
+            _, writer = await asyncio.open_connection(*sock.getsockname()[:2])
+            try:
+                return await asyncio.wait_for(seen, 10)
+            finally:
+                writer.close()
+
+    assert asyncio.run(accepted_nodelay()) != 0
+
+
 def test_a_hub_id_is_answered_with_what_to_pass_instead():
     hub_id = "HuggingFaceTB/SmolLM2-135M-Instruct"
     with socket.socket() as s:
