@@ -8,10 +8,10 @@ from parrot_server.engine.kv_allocator import KVSlotAllocator
 from parrot_server.engine.radix_cache import RadixCache
 from parrot_server.engine.request import Request, RequestStatus
 from parrot_server.engine.sampling_params import SamplingParams
-from parrot_server.engine.scheduler import Scheduler
+from parrot_server.engine.scheduler import URGENT_LINGER_SECONDS, Scheduler
 
 
-def make(pool=64, step=16, running=8, queued=100, wait=32, pause=0):
+def make(pool=64, step=16, running=8, queued=100, wait=32, pause=0, short=128, clock=None):
     cfg = EngineConfig(
         kv_pool_tokens=pool,
         max_step_tokens=step,
@@ -19,8 +19,11 @@ def make(pool=64, step=16, running=8, queued=100, wait=32, pause=0):
         max_queued_requests=queued,
         prefix_wait_min_tokens=wait,
         background_pause_steps=pause,
+        background_step_tokens=short,
     )
-    return Scheduler(cfg, KVSlotAllocator(pool), RadixCache())
+    if clock is None:
+        return Scheduler(cfg, KVSlotAllocator(pool), RadixCache())
+    return Scheduler(cfg, KVSlotAllocator(pool), RadixCache(), clock)
 
 
 def req(rid, n, max_new=4, priority=0, start=0):
@@ -74,6 +77,28 @@ def test_urgent_work_runs_in_steps_of_its_own_while_background_waits():
     assert batch_job.num_computed == 16  # waited, its KV kept
     s.finish(chat)
     assert [(c.request.rid, c.length) for c in fake_step(s).chunks] == [("batch", 16)]
+
+
+@pytest.mark.parametrize("short", [4, 0])
+def test_background_steps_stay_short_for_a_moment_after_urgent_work(short):
+    """A chat's next turn usually follows its last at once: for `URGENT_LINGER_SECONDS` after
+    it, the background computes short steps, whose layers the next turn waits for."""
+    clock = [100.0]
+    s = make(pool=256, step=16, pause=64, short=short, clock=lambda: clock[0])
+    batch_job = req("batch", 100, priority=0)
+    s.add(batch_job)
+    assert fake_step(s).chunks[0].length == 16  # nothing urgent seen yet: the whole step
+    chat = req("chat", 10, priority=2, start=500)
+    s.add(chat)
+    assert [c.request.rid for c in fake_step(s).chunks] == ["chat"]
+    s.finish(chat)
+    clock[0] += 0.5
+    assert fake_step(s).chunks[0].length == (short or 16)  # the chat was served just now
+    clock[0] += URGENT_LINGER_SECONDS
+    assert fake_step(s).chunks[0].length == 16  # long enough ago: whole steps again
+    same = req("same", 10, priority=0, start=700)  # as urgent as the batch: no reason
+    s.add(same)
+    assert sum(c.length for c in fake_step(s).chunks) == 16
 
 
 def test_background_waits_a_bounded_number_of_steps_in_a_row():

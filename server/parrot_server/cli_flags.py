@@ -102,6 +102,13 @@ def add_engine_args(_option: Options) -> None:
         type=int,
     )
     _option(
+        "--background-step-tokens",
+        d.background_step_tokens,
+        "tokens of a lower-priority step for a second after higher-priority work was served "
+        "(an urgent arrival waits for the layer under way; 0: --max-step-tokens always)",
+        type=int,
+    )
+    _option(
         "--speculative-tokens",
         d.speculative_tokens,
         "a greedy request guesses up to this many tokens from its own text and verifies them "

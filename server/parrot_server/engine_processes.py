@@ -236,6 +236,7 @@ def engine_argv(args, count: int) -> list[str]:
         ("--max-step-tokens", args.max_step_tokens),
         ("--background-pause-steps", args.background_pause_steps),
         ("--background-slice-layers", args.background_slice_layers),
+        ("--background-step-tokens", args.background_step_tokens),
         ("--speculative-tokens", args.speculative_tokens),
         ("--speculative-max-batch", args.speculative_max_batch),
         ("--max-running-requests", args.max_running_requests),

@@ -85,6 +85,7 @@ def build_engine(args: argparse.Namespace) -> AsyncEngine | None:
             max_step_tokens=args.max_step_tokens,
             background_pause_steps=args.background_pause_steps,
             background_slice_layers=args.background_slice_layers,
+            background_step_tokens=args.background_step_tokens,
             speculative_tokens=args.speculative_tokens,
             speculative_max_batch=args.speculative_max_batch,
             max_running_requests=args.max_running_requests,

@@ -50,6 +50,11 @@ class EngineConfig:
     # only filled in priority order.
     background_pause_steps: int = 64
     background_slice_layers: int = 8
+    # For `URGENT_LINGER_SECONDS` after a more urgent request was served (a chat's next turn is
+    # usually on its way), a step of lower-priority work computes at most this many tokens: a
+    # shorter step has shorter layers, and an urgent arrival waits for the layer under way.
+    # 0: steps of `max_step_tokens` always.
+    background_step_tokens: int = 128
     # A greedy request drafts up to this many tokens from its own text (prompt lookup) and
     # verifies them in its decode, keeping those the model agrees with; 0 turns it off. Only
     # while at most `speculative_max_batch` requests decode: in larger batches an extra row
@@ -75,6 +80,7 @@ class EngineConfig:
             ("max_queued_requests", 1),
             ("background_slice_layers", 1),
             ("background_pause_steps", 0),
+            ("background_step_tokens", 0),
             ("prefix_wait_min_tokens", 0),
             ("speculative_tokens", 0),
             ("speculative_max_batch", 0),

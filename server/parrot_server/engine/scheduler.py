@@ -9,7 +9,10 @@ steps of its own. A step of lower-priority work already under way when an urgent
 arrives is stopped between layers by the engine and set aside (`set_aside`): its requests are
 skipped until it is finished (`holds_back` says when). So that they never starve, after
 `background_pause_steps` steps in a row lower-priority requests get a turn: a step of their own
-(`Batch.turn`) or the one set aside, of which the engine runs a slice of layers.
+(`Batch.turn`) or the one set aside, of which the engine runs a slice of layers. For a moment
+after urgent work was served its next request is likely on its way (a chat's next turn), so
+steps of lower-priority work are kept short then (`background_step_tokens`): the layer under way
+when it arrives is short too.
 Admission matches the prompt against the prefix cache, so only the uncached rest is computed.
 A prompt's KV enters the cache chunk by chunk as it is computed, and a new request that shares
 a longer prefix with a prompt still being prefilled waits for it rather than computing the same
@@ -24,6 +27,8 @@ from __future__ import annotations
 import bisect
 import itertools
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .batch import Batch, Chunk
@@ -34,6 +39,9 @@ from .prefix_cache import PrefixCache, common_prefix_len
 from .request import Request, RequestStatus
 
 log = logging.getLogger(__name__)
+
+# How long after a more urgent request was served steps of lower-priority work stay short.
+URGENT_LINGER_SECONDS = 1.0
 
 
 @dataclass
@@ -65,15 +73,22 @@ def min_priority(requests: list[Request]) -> int | None:
 
 class Scheduler:
     def __init__(
-        self, config: EngineConfig, allocator: KVSlotAllocator, cache: PrefixCache
+        self,
+        config: EngineConfig,
+        allocator: KVSlotAllocator,
+        cache: PrefixCache,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
+        self._clock = clock
         self.allocator = allocator
         self.cache = cache
         self.waiting: list[Request] = []  # sorted by Request.sort_key
         self.running: list[Request] = []
         self.num_preemptions = 0
         self._paused_steps = 0  # steps in a row in which lower-priority requests waited
+        # The highest priority served lately, and when (see `URGENT_LINGER_SECONDS`).
+        self._urgent: tuple[int, float] | None = None
         self.prompt_tokens_total = 0  # over first admissions
         self.cached_tokens_total = 0  # of those, served from the prefix cache
 
@@ -135,7 +150,8 @@ class Scheduler:
     def schedule(self) -> Batch:
         batch = Batch()
         limit = self.config.background_pause_steps
-        step = _Budget(self.config.max_step_tokens, self._paused_steps < limit)
+        now = self._clock()
+        step = _Budget(self._step_tokens(now), self._paused_steps < limit)
         self.running.sort(key=lambda r: r.sort_key)
         step.top = max((r.priority for r in self.running if not r.set_aside), default=None)
         # Lower-priority work has waited its limit while more urgent work runs: its turn.
@@ -180,8 +196,33 @@ class Scheduler:
             step.pause and step.top is not None and any(r.priority < step.top for r in self.running)
         )
         self._paused_steps = self._paused_steps + 1 if paused else 0
+        if batch.chunks:
+            self._served(max(c.request.priority for c in batch.chunks), now)
         self._mark_shared_prefixes(batch)
         return batch
+
+    def _step_tokens(self, now: float) -> int:
+        """This step's token budget: short while more urgent work than any present was served
+        less than `URGENT_LINGER_SECONDS` ago."""
+        full, short = self.config.max_step_tokens, self.config.background_step_tokens
+        present = max(
+            (r.priority for r in itertools.chain(self.running, self.waiting) if not r.set_aside),
+            default=None,
+        )
+        if short and present is not None and self._urgent is not None:
+            priority, at = self._urgent
+            if present < priority and now - at < URGENT_LINGER_SECONDS:
+                return min(full, short)
+        return full
+
+    def _served(self, priority: int, now: float) -> None:
+        """A step serves work of `priority`: remembered while it is the most urgent lately."""
+        if (
+            self._urgent is None
+            or priority >= self._urgent[0]
+            or now - self._urgent[1] >= URGENT_LINGER_SECONDS
+        ):
+            self._urgent = (priority, now)
 
     def more_urgent(self, priority: int | None) -> bool:
         """Whether a request of priority above `priority` runs (outside a step set aside) or
