@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from model_helpers import PROMPTS, chat_ids, greedy, logits_of
+from model_helpers import PROMPTS, chat_ids, greedy, logits_of, small_engine
 
 from parrot_kernels import cpu_ops, quant_matmul
 from parrot_server.engine.model import LoadedModel, load_model
 from parrot_server.engine.model.compact import QuantEmbedding, QuantLinear, keep_dense_weights
+from parrot_server.engine.sampling_params import SamplingParams
 
 # The block kernel sums in another order than the dense GEMM; the largest logit difference seen
 # against the dequantised fp32 model is about 5e-5 (logits span tens).
@@ -90,6 +91,29 @@ def test_greedy_tokens_equal_the_dequantised_model(compact, dense_model, block_k
         want = greedy(dense_model.model, ids, 20, eos)
         assert len(want) >= 5
         assert greedy(compact.model, ids, 20, eos) == want
+
+
+@pytest.mark.slow
+def test_engine_decode_steps_follow_the_dequantised_model(compact, dense_model):
+    # A decode step multiplies one row per request through the compiled layers and the LM head,
+    # x rounded to 16-bit integers on the vector paths. Against the fp32 model fed the same
+    # tokens: each token's log-probability within 1e-2, and each token its greedy choice unless
+    # that choice was a near tie (which any rounding may flip).
+    engine = small_engine(compact, speculative_tokens=0)  # drafts would verify several rows
+    for question in PROMPTS:
+        ids = chat_ids(compact.tokenizer, question)
+        sampling = SamplingParams(max_new_tokens=20, temperature=0, logprobs=True)
+        [out] = engine.generate([ids], sampling)
+        got = out.new_token_ids
+        assert len(got) >= 5
+        logp = torch.log_softmax(logits_of(dense_model.model, ids + got)[len(ids) - 1 :], -1)
+        for i, token in enumerate(got):
+            best, second = logp[i].topk(2).values.tolist()
+            assert token == int(logp[i].argmax()) or best - second < NEAR_TIE, (question, i)
+            assert abs(out.logprobs[i].logprob - logp[i, token].item()) <= 1e-2, (question, i)
+
+
+NEAR_TIE = 1e-2  # log-probability between the two likeliest tokens
 
 
 def _perplexity(loaded: LoadedModel, ids: list[int]) -> float:

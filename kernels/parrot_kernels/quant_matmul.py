@@ -3,19 +3,19 @@
 A weight of M rows and K inputs is a uint8 tensor [M, K / 32 * block bytes]: each row holds its
 blocks' bytes grouped (every block's scale, then Q4_1's offsets, then the values; `from_gguf`
 regroups a GGUF tensor's rows) so the kernel converts a row's scales in a few vector
-instructions. On CPU the
-compiled extension (`cpu_ops`, `csrc/quant_matmul.cpp`) multiplies without expanding the
-weight: each block is dequantised in registers and multiplied with a few rows of activations at
-once, the weights streamed from memory once per call (what decode needs). Elsewhere, or before
-the extension is loaded, the weight is dequantised in torch and multiplied densely. Both equal
-`F.linear(x, dequantize(weight))` up to float rounding. For many rows (prefill) dequantising the weight once and running a
-dense GEMM is faster than the block kernel, so `linear` switches at `DENSE_ROWS`; a caller
-with memory to spare passes a copy dequantised once instead (`dense`): dequantising for every
-call writes the whole weight again, and the GEMM right after it reads slower. That GEMM may
-run in bfloat16 (`dense_dtype`): on CPUs with bf16 dot-product instructions it takes about half
-the time of fp32, for rounding the activations and weights to 8 significant bits (the
-perplexity bound is checked in tests/test_compact_weights.py); `fastest_dense_dtype` measures
-which this CPU runs faster.
+instructions. On CPU the compiled extension (`cpu_ops`, `csrc/quant_matmul.cpp`) multiplies
+without expanding the weight: each block is dequantised in registers and multiplied with a few
+rows of activations at once, the weights streamed from memory once per call (what decode needs).
+Elsewhere, or before the extension is loaded, the weight is dequantised in torch and multiplied
+densely. Both equal `F.linear(x, dequantize(weight))` up to float rounding (and, for one or two
+rows on the vector paths, x's rounding to 16-bit integers per block; see the C++ file). For many
+rows (prefill) dequantising the weight once and running a dense GEMM is faster than the block
+kernel, so `linear` switches at `DENSE_ROWS`; a caller with memory to spare passes a copy
+dequantised once instead (`dense`): dequantising for every call writes the whole weight again,
+and the GEMM right after it reads slower. That GEMM may run in bfloat16 (`dense_dtype`): on CPUs
+with bf16 dot-product instructions it takes about half the time of fp32, for rounding the
+activations and weights to 8 significant bits (the perplexity bound is checked in
+tests/test_compact_weights.py); `fastest_dense_dtype` measures which this CPU runs faster.
 """
 
 from __future__ import annotations

@@ -85,7 +85,18 @@ struct Job {
   const uint8_t* w;
   float* out;       // [n, m]
   int64_t n, k, m;
+  // x rounded per block to 16-bit integers, xq * xs ~ x (`quantize_i16_avx512`), for the
+  // vector kernels' integer path (at most kIntRows rows); null where x is used as floats.
+  const int16_t* xq = nullptr;  // [n, k]
+  const float* xs = nullptr;    // [n, nb]
 };
+
+// Rows of x up to which the vector kernels multiply in 16-bit integers (decode).
+constexpr int64_t kIntRows = 2;
+
+// x [n, k] rounded to 16-bit integers per 32-value block: xq = round(x / xs), xs = a block's
+// largest magnitude / 32767 (NaN where the block holds a NaN, so that it reaches the output).
+void quantize_i16_avx512(const float* x, int64_t n, int64_t k, int16_t* xq, float* xs);
 
 
 // The AVX-512 row kernels (quant_matmul_avx512.cpp).

@@ -15,11 +15,15 @@
 // which costs fewer vector operations per block than dequantising first; for more rows it
 // dequantises each block once and multiplies it with up to eight rows. A tile of weight rows
 // stays in cache while each group of x rows passes over it (the group in L1), so the weights
-// stream from memory once per call. Results
-// equal the dequantised fp32 product up to float rounding. (Rounding x to integers per block,
-// as llama.cpp does, moved this model's perplexity by about half a percent, at the limit we
-// hold to.) The vector paths (AVX-512, AVX2 + FMA + F16C) are picked at run time from the
-// CPU's features; other CPUs take the scalar path.
+// stream from memory once per call. Results equal the dequantised fp32 product up to float
+// rounding, but for one or two rows on the vector paths (decode): there x is first rounded per
+// block to 16-bit integers (a step of 1/32767 of the block's largest value) and q . x is an
+// exact integer dot (vpmaddwd), fewer vector operations than converting q to floats, which is
+// what bounds decode on a core or two. A decode token's log-probability moves by about 1e-3
+// (tests/test_compact_weights.py holds it within 1e-2). (Rounding x to 8-bit integers, as
+// llama.cpp does, moved this model's perplexity by about half a percent, at the limit we hold
+// to.) The vector paths (AVX-512, AVX2 + FMA + F16C) are picked at run time from the CPU's
+// features; other CPUs take the scalar path.
 
 #include "cpu_ops.h"
 #include "quant_blocks.h"
@@ -208,10 +212,90 @@ AVX2 void tail_avx2(const Job& J, const RowScales& s, int64_t r, int64_t i0) {
   }
 }
 
+// x [n, k] to 16-bit integers per block, as `quantize_i16_avx512` (quant_blocks.h).
+AVX2 void quantize_i16_avx2(const float* x, int64_t n, int64_t k, int16_t* xq, float* xs) {
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  for (int64_t i = 0; i < n * (k / kBlock); ++i) {
+    const float* p = x + i * kBlock;
+    __m256 v[4], top = _mm256_setzero_ps(), unordered = _mm256_setzero_ps();
+    for (int j = 0; j < 4; ++j) {
+      v[j] = _mm256_loadu_ps(p + 8 * j);
+      top = _mm256_max_ps(top, _mm256_andnot_ps(sign, v[j]));
+      unordered = _mm256_or_ps(unordered, _mm256_cmp_ps(v[j], v[j], _CMP_UNORD_Q));
+    }
+    __m128 h = _mm_max_ps(_mm256_castps256_ps128(top), _mm256_extractf128_ps(top, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    const float amax = _mm_cvtss_f32(_mm_max_ss(h, _mm_movehdup_ps(h)));
+    const bool nan = _mm256_movemask_ps(unordered) != 0;
+    xs[i] = nan ? __builtin_nanf("") : amax / 32767.0f;
+    const __m256 inv = _mm256_set1_ps(amax >= 1e-30f && !nan ? 32767.0f / amax : 0.0f);
+    for (int j = 0; j < 4; j += 2) {
+      // packs works within 128-bit lanes: quadwords 0, 2, 1, 3 put the sixteen in order.
+      const __m256i packed = _mm256_packs_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(v[j], inv)),
+                                                _mm256_cvtps_epi32(_mm256_mul_ps(v[j + 1], inv)));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(xq + i * kBlock + 8 * j),
+                          _mm256_permute4x64_epi64(packed, 0xD8));
+    }
+  }
+}
+
+// Row r of w against the NR (at most kIntRows) rows of x in 16-bit integers, as
+// int_dot_rows_avx512: per block two vpmaddwd of q widened to 16 bits against xq.
+template <int64_t Q, int NR>
+AVX2 void int_dot_rows_avx2(const Job& J, const RowScales& s, float* ds, int64_t r) {
+  constexpr int64_t kValueBytes = Q == Q8_0 ? 32 : 16;
+  const int64_t nb = J.L.nb, k = J.k, stride = nb + 16;
+  for (int i = 0; i < NR; ++i) {
+    int64_t b = 0;
+    for (; b + 8 <= nb; b += 8)
+      _mm256_storeu_ps(ds + i * stride + b, _mm256_mul_ps(_mm256_loadu_ps(&s.d[b]),
+                                                          _mm256_loadu_ps(J.xs + i * nb + b)));
+    for (; b < nb; ++b) ds[i * stride + b] = s.d[b] * J.xs[i * nb + b];
+  }
+  const uint8_t* vals = J.w + r * J.L.row_bytes + J.L.values_at;
+  __m256 acc[NR][2];
+  for (int i = 0; i < NR; ++i) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b) {
+    const uint8_t* p = vals + b * kValueBytes;
+    _mm_prefetch(reinterpret_cast<const char*>(p + kPrefetchBytes), _MM_HINT_T0);
+    __m256i lo, hi;  // values 0-15 and 16-31 as 16-bit integers
+    if constexpr (Q == Q8_0) {
+      lo = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+      hi = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16)));
+    } else {
+      const __m256i bytes = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+      lo = _mm256_and_si256(bytes, _mm256_set1_epi16(0x0F));
+      hi = _mm256_srli_epi16(bytes, 4);
+    }
+    for (int i = 0; i < NR; ++i) {
+      const int16_t* xb = J.xq + i * k + b * kBlock;
+      const __m256i dot = _mm256_add_epi32(
+          _mm256_madd_epi16(lo, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb))),
+          _mm256_madd_epi16(hi, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb + 16))));
+      acc[i][0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_broadcast_ss(ds + i * stride + b),
+                                  acc[i][0]);
+      std::swap(acc[i][0], acc[i][1]);
+    }
+  }
+  for (int i = 0; i < NR; ++i)
+    J.out[i * J.m + r] = hsum_avx2(_mm256_add_ps(acc[i][0], acc[i][1])) +
+                         (Q == Q8_0 ? 0.0f : offsets_dot_avx2(s.m.data(), J.sx + i * nb, nb));
+}
+
 // Four rows of x per pass; up to four, one weight row after another, past four in tiles, as
 // in the AVX-512 kernel.
 template <int64_t Q>
 AVX2 void matmul_rows_avx2(const Job& J, int64_t r0, int64_t r1) {
+  if (J.xq) {
+    RowScales s(J.L.nb);
+    std::vector<float> ds(kIntRows * (J.L.nb + 16));
+    for (int64_t r = r0; r < r1; ++r) {
+      scales_f16c(Q, J.L, J.w + r * J.L.row_bytes, s);
+      if (J.n == 2) int_dot_rows_avx2<Q, 2>(J, s, ds.data(), r);
+      else int_dot_rows_avx2<Q, 1>(J, s, ds.data(), r);
+    }
+    return;
+  }
   if (J.n <= 4) {
     RowScales s(J.L.nb);
     for (int64_t r = r0; r < r1; ++r) {
@@ -332,9 +416,19 @@ torch::Tensor matmul(const torch::Tensor& x_in, const torch::Tensor& w, int64_t 
   const int64_t n = x.size(0), m = w.size(0);
   torch::Tensor out = torch::empty({n, m}, x.options());
   const std::vector<float> sx = block_sums(x.data_ptr<float>(), n, k);
-  const Job job{qtype, RowLayout(qtype, k), x.data_ptr<float>(), sx.data(),
-                w.data_ptr<uint8_t>(), out.data_ptr<float>(), n, k, m};
+  Job job{qtype, RowLayout(qtype, k), x.data_ptr<float>(), sx.data(),
+          w.data_ptr<uint8_t>(), out.data_ptr<float>(), n, k, m};
   const Isa isa = active_isa();
+  std::vector<int16_t> xq;
+  std::vector<float> xs;
+  if (isa != Isa::Scalar && n <= kIntRows) {
+    xq.resize(n * k);
+    xs.resize(n * (k / kBlock));
+    if (isa == Isa::Avx512) quantize_i16_avx512(job.x, n, k, xq.data(), xs.data());
+    else quantize_i16_avx2(job.x, n, k, xq.data(), xs.data());
+    job.xq = xq.data();
+    job.xs = xs.data();
+  }
   at::parallel_for(0, m, kGrain, [&](int64_t r0, int64_t r1) {
     switch (qtype) {
       case Q4_0: matmul_rows<Q4_0>(isa, job, r0, r1); break;

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <utility>
+#include <vector>
 
 #include "quant_blocks.h"
 
@@ -98,6 +99,63 @@ AVX512 void dot_rows_avx512(const Job& J, const RowScales& s, int64_t r, int64_t
   }
 }
 
+// One block's quantised values (not yet scaled) as 32 16-bit integers, in x's order: Q4's
+// sixteen bytes widened twice, the low nibbles kept in the first half, the high in the second.
+template <int64_t Q>
+AVX512 inline __m512i values_i16_avx512(const uint8_t* p) {
+  if constexpr (Q == Q8_0) {
+    return _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  } else {
+    const __m512i twice = _mm512_cvtepu8_epi16(
+        _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+    // A byte's high nibble is the byte shifted right by four: no mask needed in that half.
+    return _mm512_mask_srli_epi16(_mm512_and_si512(twice, _mm512_set1_epi16(0x0F)), 0xFFFF0000,
+                                  twice, 4);
+  }
+}
+
+// Row r of w against the NR (at most kIntRows) rows of x in 16-bit integers: per block the
+// integer dot of q and xq (vpmaddwd, exact), scaled by d * xs; the offsets' share from x's
+// float block sums. Fewer vector operations per block than converting q to floats. The row's
+// scales go straight from halves to d * xs (`ds`, NR * (nb + 16) floats of scratch) and to the
+// offsets' sums, not through RowScales: at decode's row lengths the per-row work counts.
+template <int64_t Q, int NR>
+AVX512 void int_dot_rows_avx512(const Job& J, float* ds, int64_t r) {
+  constexpr int64_t kValueBytes = Q == Q8_0 ? 32 : 16;
+  const int64_t nb = J.L.nb, k = J.k, stride = nb + 16;
+  const uint8_t* row = J.w + r * J.L.row_bytes;
+  const uint16_t* d16 = reinterpret_cast<const uint16_t*>(row);
+  __m512 acc[NR][2], offsets[NR];
+  for (int i = 0; i < NR; ++i) acc[i][0] = acc[i][1] = offsets[i] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < nb; b += 16) {
+    const __mmask16 m = nb - b >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << (nb - b)) - 1);
+    const __m512 d = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, d16 + b));
+    __m512 off = _mm512_setzero_ps();
+    if constexpr (Q == Q4_1) off = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, d16 + nb + b));
+    else if constexpr (Q == Q4_0) off = _mm512_mul_ps(d, _mm512_set1_ps(-8.0f));
+    for (int i = 0; i < NR; ++i) {
+      _mm512_storeu_ps(ds + i * stride + b,
+                       _mm512_mul_ps(d, _mm512_maskz_loadu_ps(m, J.xs + i * nb + b)));
+      if constexpr (Q != Q8_0)
+        offsets[i] = _mm512_fmadd_ps(off, _mm512_maskz_loadu_ps(m, J.sx + i * nb + b), offsets[i]);
+    }
+  }
+  const uint8_t* vals = row + J.L.values_at;
+  for (int64_t b = 0; b < nb; ++b) {
+    _mm_prefetch(reinterpret_cast<const char*>(vals + b * kValueBytes + kPrefetchBytes), _MM_HINT_T0);
+    const __m512i q = values_i16_avx512<Q>(vals + b * kValueBytes);
+    for (int i = 0; i < NR; ++i) {
+      const __m512i dot = _mm512_madd_epi16(q, _mm512_loadu_si512(J.xq + i * k + b * kBlock));
+      acc[i][0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_set1_ps(ds[i * stride + b]),
+                                  acc[i][0]);
+      std::swap(acc[i][0], acc[i][1]);  // as in dot_rows_avx512
+    }
+  }
+  for (int i = 0; i < NR; ++i)
+    J.out[i * J.m + r] =
+        _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[i][0], acc[i][1]), offsets[i]));
+}
+
 // The rows of x from i0 (fewer than eight) against weight row r.
 template <int64_t Q>
 AVX512 void tail_avx512(const Job& J, const RowScales& s, int64_t r, int64_t i0) {
@@ -124,6 +182,14 @@ constexpr int64_t kGroupBytes = 32 * 1024;
 
 template <int64_t Q>
 AVX512 void rows_avx512(const Job& J, int64_t r0, int64_t r1) {
+  if (J.xq) {
+    std::vector<float> ds(kIntRows * (J.L.nb + 16));
+    for (int64_t r = r0; r < r1; ++r) {
+      if (J.n == 2) int_dot_rows_avx512<Q, 2>(J, ds.data(), r);
+      else int_dot_rows_avx512<Q, 1>(J, ds.data(), r);
+    }
+    return;
+  }
   if (J.n <= 8) {
     RowScales s(J.L.nb);
     for (int64_t r = r0; r < r1; ++r) {
@@ -151,7 +217,29 @@ AVX512 void rows_avx512(const Job& J, int64_t r0, int64_t r1) {
 }
 
 
+AVX512 void quantize_i16(const float* x, int64_t n, int64_t k, int16_t* xq, float* xs) {
+  for (int64_t i = 0; i < n * (k / kBlock); ++i) {
+    const float* p = x + i * kBlock;
+    const __m512 a = _mm512_loadu_ps(p), b = _mm512_loadu_ps(p + 16);
+    const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(a), _mm512_abs_ps(b)));
+    const bool nan = (_mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q) | _mm512_cmp_ps_mask(b, b, _CMP_UNORD_Q)) != 0;
+    xs[i] = nan ? __builtin_nanf("") : amax / 32767.0f;
+    // Rounded to nearest; a product that lands a hair past 32767 saturates there. Blocks under
+    // 1e-30 (where 32767 / amax would overflow) count as zeros.
+    const __m512 inv = _mm512_set1_ps(amax >= 1e-30f && !nan ? 32767.0f / amax : 0.0f);
+    int16_t* q = xq + i * kBlock;
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q),
+                        _mm512_cvtsepi32_epi16(_mm512_cvtps_epi32(_mm512_mul_ps(a, inv))));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + 16),
+                        _mm512_cvtsepi32_epi16(_mm512_cvtps_epi32(_mm512_mul_ps(b, inv))));
+  }
+}
+
 }  // namespace
+
+void quantize_i16_avx512(const float* x, int64_t n, int64_t k, int16_t* xq, float* xs) {
+  quantize_i16(x, n, k, xq, xs);
+}
 
 void matmul_rows_avx512(int64_t qtype, const Job& J, int64_t r0, int64_t r1) {
   switch (qtype) {
