@@ -20,6 +20,7 @@ from parrot_server.engine.sampler import (
     candidates,
     mask_tokens,
     min_p_filter,
+    position_generator,
     process_row,
     sample,
     sample_batch,
@@ -78,7 +79,7 @@ def test_a_tiny_temperature_samples_the_best_token():
     for t in (1e-300, 1e-30, 1e-6):
         params = SamplingParams(temperature=t, max_new_tokens=1)
         assert params.greedy
-        assert sample(logits[None], [params], [rng]) == [1]
+        assert sample(logits[None], [SampleRow(params, [], [], 0)]) == [1]
     # Past the greedy threshold an overflow still falls back to the best token.
     huge = torch.tensor([1e38, 3e38, -1e38])
     assert sample_row(huge, SamplingParams(temperature=0.5, max_new_tokens=1), rng) == 1
@@ -133,14 +134,52 @@ def test_token_logprobs_by_hand():
     assert len(entry.top) == 2
 
 
+@pytest.mark.parametrize(
+    ("params", "want"),
+    [
+        (SamplingParams(temperature=1.0, max_new_tokens=1), None),
+        (SamplingParams(temperature=0.5, max_new_tokens=1), None),
+        (SamplingParams(temperature=1.0, top_k=2, max_new_tokens=1), 2),
+    ],
+    ids=["t1", "t0.5", "top-k-2"],
+)
+def test_draws_follow_the_distribution_and_depend_on_seed_and_position_only(params, want):
+    logits = torch.tensor([0.0, 1.0, 2.0, 0.5])
+    probs = torch.softmax(logits / params.temperature, -1)
+    if want is not None:  # the k likeliest, renormalised
+        top = probs.topk(want)
+        probs = torch.zeros(4).index_copy(0, top.indices, top.values / top.values.sum())
+    n = 8000
+    draws = [sample_row(logits, params, position_generator(5, t)) for t in range(n)]
+    freq = torch.bincount(torch.tensor(draws), minlength=4).double() / n
+    assert (freq - probs.double()).abs().max() <= 4 * math.sqrt(0.25 / n)  # 4 sigma at most
+    assert draws[:50] == [sample_row(logits, params, position_generator(5, t)) for t in range(50)]
+    assert draws[:50] != [sample_row(logits, params, position_generator(6, t)) for t in range(50)]
+
+
+def test_a_rounding_of_the_logits_rarely_changes_a_draw():
+    # Many near-equal logits, as a flat distribution at temperature 1 has: a change of float
+    # rounding's size reorders them in top-p's sort, which must not move the draw (drafts
+    # verify rows of several-row steps, whose logits differ from a one-row step's by such
+    # rounding).
+    base = torch.randn(4000, generator=torch.Generator().manual_seed(0)) * 0.01
+    nudged = base + torch.randn(4000, generator=torch.Generator().manual_seed(1)) * 1e-5
+    params = SamplingParams(temperature=1.0, top_p=0.99, max_new_tokens=1)
+    same = sum(
+        sample_row(base, params, position_generator(9, t))
+        == sample_row(nudged, params, position_generator(9, t))
+        for t in range(500)
+    )
+    assert same >= 495
+
+
 def test_sample_batch_skips_rows_without_processors_and_scores_only_asked_rows():
     logits = torch.tensor([[0.0, 1.0, 2.0], [0.0, 1.0, 2.0]])
     plain = SamplingParams(temperature=0, max_new_tokens=2)
     biased = SamplingParams(
         temperature=0, max_new_tokens=2, logit_bias={0: 100}, logprobs=True, top_logprobs=3
     )
-    rng = torch.Generator().manual_seed(0)
-    rows = [SampleRow(plain, [1], [], rng), SampleRow(biased, [1], [], rng)]
+    rows = [SampleRow(plain, [1], [], 0), SampleRow(biased, [1], [], 0)]
     (t0, lp0), (t1, lp1) = sample_batch(logits, rows, end_ids=[2])
     assert (t0, lp0) == (2, None)
     assert t1 == 0 and lp1 is not None and lp1.logprob == max(v for _, v in lp1.top)

@@ -1,5 +1,6 @@
-"""Greedy requests verify drafts from their own text (prompt lookup): the output is what plain
-greedy decoding gives, in fewer steps, and a draft's unused slots go back to the pool."""
+"""Requests verify drafts from their own text (prompt lookup): the output is what plain decoding
+gives (greedy, or sampled with the same seed), in fewer steps, and a draft's unused slots go
+back to the pool."""
 
 from __future__ import annotations
 
@@ -43,10 +44,14 @@ def engines(make_engine):
         # the penalties of the text before it.
         (SamplingParams(max_new_tokens=40, temperature=0, repetition_penalty=1.2), 1),
         (SamplingParams(max_new_tokens=40, top_k=1, frequency_penalty=0.4, min_new_tokens=5), 1),
+        # Sampled: a row's draw depends on the seed and its position only, so the same seed
+        # gives the same tokens however many of them a step verified.
+        (SamplingParams(max_new_tokens=40, temperature=0.7, sampling_seed=7), 5),
+        (SamplingParams(max_new_tokens=40, temperature=1.0, top_p=0.9, sampling_seed=3), 2),
     ],
-    ids=["greedy", "repetition-penalty", "top-k-1-penalties"],
+    ids=["greedy", "repetition-penalty", "top-k-1-penalties", "sampled", "sampled-top-p"],
 )
-def test_drafts_give_the_greedy_output_in_fewer_steps(engines, sampling, saved):
+def test_drafts_give_the_same_output_in_fewer_steps(engines, sampling, saved):
     plain, drafting = engines
     before = drafting.stats()
     expected, plain_steps = run_alone(plain, COPYING + OTHER, sampling)
@@ -96,10 +101,10 @@ def test_a_stop_inside_an_accepted_draft_ends_there_and_frees_the_rest(engines):
         assert eng.allocator.num_free == eng.config.kv_pool_tokens
 
 
-def test_only_small_batches_of_greedy_unconstrained_requests_draft(make_engine):
+def test_only_small_batches_of_unconstrained_requests_draft(make_engine):
     eng = make_engine(speculative_tokens=4, speculative_max_batch=2)
     ids = chat_ids(eng.tokenizer, COPYING[0])
-    assert eng.submit(ids, SamplingParams(max_new_tokens=4, temperature=0.7)).lookup is None
+    assert eng.submit(ids, SamplingParams(max_new_tokens=4, temperature=0.7)).lookup is not None
     constrained = SamplingParams(max_new_tokens=4, temperature=0, json_schema='{"type": "string"}')
     assert eng.submit(ids, constrained).lookup is None
     assert eng.submit(ids, prefill_only=True).lookup is None

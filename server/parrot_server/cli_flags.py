@@ -111,8 +111,8 @@ def add_engine_args(_option: Options) -> None:
     _option(
         "--speculative-tokens",
         d.speculative_tokens,
-        "a greedy request guesses up to this many tokens from its own text and verifies them "
-        "in one step, keeping those the model agrees with (0: off)",
+        "a request guesses up to this many tokens from its own text and verifies them in one "
+        "step, keeping those the model agrees with, greedy or sampled (0: off)",
         type=int,
     )
     _option(

@@ -55,8 +55,9 @@ class EngineConfig:
     # shorter step has shorter layers, and an urgent arrival waits for the layer under way.
     # 0: steps of `max_step_tokens` always.
     background_step_tokens: int = 128
-    # A greedy request drafts up to this many tokens from its own text (prompt lookup) and
-    # verifies them in its decode, keeping those the model agrees with; 0 turns it off. Only
+    # A request (not a constrained one) drafts up to this many tokens from its own text (prompt
+    # lookup) and verifies them in its decode, keeping those the model agrees with (greedy or
+    # sampled, see draft.py); 0 turns it off. Only
     # while at most `speculative_max_batch` requests decode: in larger batches an extra row
     # costs about what it saves.
     speculative_tokens: int = 4

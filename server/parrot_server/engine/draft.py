@@ -1,16 +1,20 @@
-"""Draft tokens from the request's own text (prompt lookup), for greedy requests to verify
-several tokens in one step.
+"""Draft tokens from the request's own text (prompt lookup), for requests to verify several
+tokens in one step.
 
 Apps often make the model repeat what it was given: a rewrite, a summary quoting its source,
 an answer naming the document's terms. When the last few tokens occurred before, the tokens
 that followed them then are a cheap guess of what comes next. The engine runs the guesses as
-extra rows of the request's decode and keeps the longest run the model agrees with, plus the
-model's own next token, so the output is the one greedy decoding gives (up to float rounding
-between a one-row and a several-row step). An extra row costs a fraction of a step on a CPU,
-so the draft length follows how many of the last guesses were accepted, and a request whose
-guesses all fail (an answer that does not repeat its prompt) stops guessing for a while: for
-one decode after the first such miss, two after the next in a row, and so on up to
-`MAX_PAUSE`. No torch here: the scheduler asks for drafts.
+extra rows of the request's decode, samples every row (row i as if the draft's first i tokens
+were the request's), and keeps the rows' tokens up to the first that differs from the draft.
+Greedy, that is the greedy output; sampled, a row's draw equals the draft's token with exactly
+the probability the model gives it, and a draw that differs is one from the rest of the
+distribution, so the output is distributed as without drafts, and a seeded request gives the
+same tokens (each draw depends on its position only, `sampler.position_generator`). Both hold
+up to float rounding between a one-row and a several-row step. An extra row costs a fraction
+of a step on a CPU, so the draft length follows how many of the last guesses were accepted,
+and a request whose guesses all fail (an answer that does not repeat its prompt) stops guessing
+for a while: for one decode after the first such miss, two after the next in a row, and so on
+up to `MAX_PAUSE`. No torch here: the scheduler asks for drafts.
 """
 
 from __future__ import annotations

@@ -140,7 +140,7 @@ class Engine:
         if sampling.constraint is not None and not prefill_only:
             done = prompt_ids[len(prompt_ids) - sampling.constrained_prompt_tail :]
             req.grammar = self.grammars.start(sampling, done)
-        elif sampling.greedy and self.config.speculative_tokens and not prefill_only:
+        elif self.config.speculative_tokens and not prefill_only:
             req.lookup = PromptLookup(self.config.speculative_tokens)
         self.scheduler.add(req)  # may raise EngineOverloadedError: nothing registered yet
         if ctx is not None:

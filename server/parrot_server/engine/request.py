@@ -102,9 +102,9 @@ class Request:
     # Per-request helpers, set by the engine and runner (typed Any: scheduling stays torch-free).
     detokenizer: Any = None  # Detokenizer: text and stop strings from the output tokens
     context: Any = None  # Context this request continues, if any
-    rng: Any = None  # torch.Generator for sampling, made at the first sampled token
+    seed: int | None = None  # of its draws (sampler.request_seed), set at its first sampled token
     grammar: Any = None  # GrammarState when the output is constrained
-    lookup: PromptLookup | None = None  # its drafts, for a greedy request that verifies them
+    lookup: PromptLookup | None = None  # its drafts, for a request that verifies them
 
     @property
     def tokens(self) -> list[int]:

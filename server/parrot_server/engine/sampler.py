@@ -8,6 +8,7 @@ top-k, top-p, min-p and the draw. Rows whose parameters change nothing skip ever
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -17,14 +18,24 @@ from .request import TokenLogprob
 from .sampling_params import SamplingParams
 
 
-def make_generator(params: SamplingParams) -> torch.Generator:
-    """Per-request RNG: a fixed seed replays the same draws whatever else is in the batch."""
-    gen = torch.Generator()
+def request_seed(params: SamplingParams) -> int:
+    """A request's seed: the one it gave, else a fresh one."""
     if params.sampling_seed is not None:
-        gen.manual_seed(params.sampling_seed)
-    else:
-        gen.seed()
-    return gen
+        return params.sampling_seed
+    return random.getrandbits(63)
+
+
+def position_generator(seed: int, position: int) -> torch.Generator:
+    """The RNG for a request's output token at `position`. Each draw depends on the seed and the
+    token's place only, so a seeded request gives the same tokens whatever else is in the batch
+    and however many of its tokens a step verifies (drafts, draft.py)."""
+    mixed = (seed + (position + 1) * 0x9E3779B97F4A7C15) & _MASK64  # splitmix64
+    mixed = ((mixed ^ (mixed >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    mixed = ((mixed ^ (mixed >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return torch.Generator().manual_seed((mixed ^ (mixed >> 31)) >> 1)
+
+
+_MASK64 = (1 << 64) - 1
 
 
 # -- logit processors -------------------------------------------------------------------------
@@ -149,18 +160,13 @@ def sample_row(logits: torch.Tensor, params: SamplingParams, generator: torch.Ge
         return int(ids[torch.argmax(values)])
     if params.min_p > 0:
         probs = min_p_filter(probs, params.min_p)
-    return int(ids[torch.multinomial(probs, 1, generator=generator)])
-
-
-def sample(
-    logits: torch.Tensor, params: list[SamplingParams], generators: list[torch.Generator]
-) -> list[int]:
-    """One token per row. Greedy rows share one argmax; sampled rows draw from their own RNG."""
-    greedy = torch.argmax(logits, dim=-1).tolist()
-    return [
-        greedy[i] if p.greedy else sample_row(logits[i], p, g)
-        for i, (p, g) in enumerate(zip(params, generators, strict=True))
-    ]
+    # An exponential race (the token whose probability over its own Exp(1) draw is largest is
+    # drawn with exactly its probability), each vocabulary entry keeping its draw: logits that
+    # move by float rounding change the winner only when two come that close, where drawing
+    # by the candidates' cumulative sum would hand a whole token's share of the draws to its
+    # neighbour when two near-equal candidates swap places in the order.
+    race = torch.empty(logits.shape[-1]).exponential_(generator=generator)[ids]
+    return int(ids[torch.argmax(probs / race)])
 
 
 @dataclass
@@ -169,8 +175,20 @@ class SampleRow:
 
     params: SamplingParams
     prompt_ids: Sequence[int]
-    output_ids: Sequence[int]
-    generator: torch.Generator
+    output_ids: Sequence[int]  # the tokens before this row's
+    seed: int  # the request's (`request_seed`)
+
+
+def sample(logits: torch.Tensor, rows: list[SampleRow]) -> list[int]:
+    """One token per row. Greedy rows share one argmax; sampled rows draw from the RNG of their
+    request's seed and their position."""
+    greedy = torch.argmax(logits, dim=-1).tolist()
+    return [
+        greedy[i]
+        if r.params.greedy
+        else sample_row(logits[i], r.params, position_generator(r.seed, len(r.output_ids)))
+        for i, r in enumerate(rows)
+    ]
 
 
 def sample_batch(
@@ -181,7 +199,7 @@ def sample_batch(
     for i, r in enumerate(rows):
         if r.params.processed:
             logits[i] = process_row(logits[i], r.params, r.prompt_ids, r.output_ids, end_ids)
-    tokens = sample(logits, [r.params for r in rows], [r.generator for r in rows])
+    tokens = sample(logits, rows)
     return [
         (t, token_logprobs(logits[i], t, r.params.top_logprobs) if r.params.logprobs else None)
         for i, (t, r) in enumerate(zip(tokens, rows, strict=True))

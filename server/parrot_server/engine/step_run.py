@@ -23,7 +23,7 @@ from .kv_pool import KVPool
 from .model import LlamaModel
 from .paged_attention import PagedAttention
 from .request import TokenLogprob
-from .sampler import SampleRow, make_generator, sample_batch
+from .sampler import SampleRow, request_seed, sample_batch
 
 Sampled = tuple[int, TokenLogprob | None]
 
@@ -100,11 +100,11 @@ class StepRun:
             sample_rows = []
             for c, n in sampled:
                 r = c.request
-                if r.rng is None:
-                    r.rng = make_generator(r.sampling)
+                if r.seed is None:
+                    r.seed = request_seed(r.sampling)
                 for i in range(n):  # row i follows the draft's first i tokens
                     output = r.output_ids + list(c.draft[:i]) if i else r.output_ids
-                    sample_rows.append(SampleRow(r.sampling, r.prompt_ids, output, r.rng))
+                    sample_rows.append(SampleRow(r.sampling, r.prompt_ids, output, r.seed))
             tokens = iter(sample_batch(logits, sample_rows, self.end_ids))
             for c, n in sampled:
                 result[id(c)] = _verified([next(tokens) for _ in range(n)], c.draft)
