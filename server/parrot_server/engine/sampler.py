@@ -160,12 +160,17 @@ def sample_row(logits: torch.Tensor, params: SamplingParams, generator: torch.Ge
         return int(ids[torch.argmax(values)])
     if params.min_p > 0:
         probs = min_p_filter(probs, params.min_p)
-    # An exponential race (the token whose probability over its own Exp(1) draw is largest is
-    # drawn with exactly its probability), each vocabulary entry keeping its draw: logits that
-    # move by float rounding change the winner only when two come that close, where drawing
-    # by the candidates' cumulative sum would hand a whole token's share of the draws to its
-    # neighbour when two near-equal candidates swap places in the order.
-    race = torch.empty(logits.shape[-1]).exponential_(generator=generator)[ids]
+    # An exponential race: each candidate draws its own Exp(1), in token-id order, and the one
+    # whose probability over its draw is largest wins, which happens with exactly its
+    # probability. Logits that move by float rounding then change the winner only when two
+    # scores come that close; walking a cumulative sum instead moves the draw wherever the
+    # rounding of all tokens before it adds up (and over top-p's sorted candidates, two
+    # near-equal ones swapping places hand a whole share of draws to the other).
+    # torch.multinomial also takes several times as long over a whole vocabulary.
+    if len(ids) < logits.shape[-1]:
+        ids, order = torch.sort(ids)
+        probs = probs[order]
+    race = -torch.log(torch.rand(len(ids), generator=generator))
     return int(ids[torch.argmax(probs / race)])
 
 
