@@ -20,9 +20,11 @@ OTHER = ["What is the capital of France?", "Write a haiku about the sea."]
 
 
 def run_alone(eng, prompts, sampling: SamplingParams):
-    """Each prompt on its own (a batch of one drafts); the outputs and the steps taken."""
+    """Each prompt on its own (a batch of one drafts), its prompt computed afresh (a cached
+    one would end in a one-row step, rounded otherwise); the outputs and the steps taken."""
     outs, steps = [], 0
     for p in prompts:
+        eng.flush_cache()
         r = eng.submit(chat_ids(eng.tokenizer, p), sampling)
         while eng.has_work():
             eng.step()

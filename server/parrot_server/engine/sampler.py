@@ -160,17 +160,15 @@ def sample_row(logits: torch.Tensor, params: SamplingParams, generator: torch.Ge
         return int(ids[torch.argmax(values)])
     if params.min_p > 0:
         probs = min_p_filter(probs, params.min_p)
-    # An exponential race: each candidate draws its own Exp(1), in token-id order, and the one
+    # An exponential race: every vocabulary entry draws its own Exp(1), and the candidate
     # whose probability over its draw is largest wins, which happens with exactly its
     # probability. Logits that move by float rounding then change the winner only when two
-    # scores come that close; walking a cumulative sum instead moves the draw wherever the
-    # rounding of all tokens before it adds up (and over top-p's sorted candidates, two
-    # near-equal ones swapping places hand a whole share of draws to the other).
-    # torch.multinomial also takes several times as long over a whole vocabulary.
-    if len(ids) < logits.shape[-1]:
-        ids, order = torch.sort(ids)
-        probs = probs[order]
-    race = -torch.log(torch.rand(len(ids), generator=generator))
+    # scores come that close, or when the token top-p's edge lets in or out would have won;
+    # walking a cumulative sum instead moves the draw wherever the rounding of all tokens
+    # before it adds up (and over top-p's sorted candidates, two near-equal ones swapping
+    # places hand a whole share of draws to the other). torch.multinomial also takes several
+    # times as long over a whole vocabulary.
+    race = -torch.log(torch.rand(logits.shape[-1], generator=generator)[ids])
     return int(ids[torch.argmax(probs / race)])
 
 
