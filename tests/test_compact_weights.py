@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from model_helpers import PROMPTS, chat_ids, greedy, logits_of, small_engine
+from model_helpers import PROMPTS, chat_ids, greedy, logits_of
 
 from parrot_kernels import cpu_ops, quant_matmul
 from parrot_server.engine.model import LoadedModel, load_model
@@ -94,12 +94,12 @@ def test_greedy_tokens_equal_the_dequantised_model(compact, dense_model, block_k
 
 
 @pytest.mark.slow
-def test_engine_decode_steps_follow_the_dequantised_model(compact, dense_model):
+def test_engine_decode_steps_follow_the_dequantised_model(compact, dense_model, make_engine):
     # A decode step multiplies one row per request through the compiled layers and the LM head,
     # x rounded to 16-bit integers on the vector paths. Against the fp32 model fed the same
     # tokens: each token's log-probability within 1e-2, and each token its greedy choice unless
     # that choice was a near tie (which any rounding may flip).
-    engine = small_engine(compact, speculative_tokens=0)  # drafts would verify several rows
+    engine = make_engine(speculative_tokens=0)  # drafts would verify several rows
     for question in PROMPTS:
         ids = chat_ids(compact.tokenizer, question)
         sampling = SamplingParams(max_new_tokens=20, temperature=0, logprobs=True)

@@ -1,5 +1,7 @@
 """Scheduler on hand-built requests: chunking, priorities, prefix reuse, preemption (no model)."""
 
+import time
+
 import pytest
 
 from parrot_server.engine.config import EngineConfig
@@ -11,7 +13,9 @@ from parrot_server.engine.sampling_params import SamplingParams
 from parrot_server.engine.scheduler import URGENT_LINGER_SECONDS, Scheduler
 
 
-def make(pool=64, step=16, running=8, queued=100, wait=32, pause=0, short=128, clock=None):
+def make(
+    pool=64, step=16, running=8, queued=100, wait=32, pause=0, short=128, clock=time.monotonic
+):
     cfg = EngineConfig(
         kv_pool_tokens=pool,
         max_step_tokens=step,
@@ -21,8 +25,6 @@ def make(pool=64, step=16, running=8, queued=100, wait=32, pause=0, short=128, c
         background_pause_steps=pause,
         background_step_tokens=short,
     )
-    if clock is None:
-        return Scheduler(cfg, KVSlotAllocator(pool), RadixCache())
     return Scheduler(cfg, KVSlotAllocator(pool), RadixCache(), clock)
 
 
