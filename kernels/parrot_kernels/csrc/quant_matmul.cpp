@@ -258,6 +258,7 @@ AVX2 void int_dot_rows_avx2(const Job& J, const RowScales& s, float* ds, int64_t
   for (int64_t b = 0; b < nb; ++b) {
     const uint8_t* p = vals + b * kValueBytes;
     _mm_prefetch(reinterpret_cast<const char*>(p + kPrefetchBytes), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(p + kFarPrefetchBytes), _MM_HINT_T1);
     __m256i lo, hi;  // values 0-15 and 16-31 as 16-bit integers
     if constexpr (Q == Q8_0) {
       lo = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));

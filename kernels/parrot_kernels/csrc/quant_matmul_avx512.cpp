@@ -143,6 +143,7 @@ AVX512 void int_dot_rows_avx512(const Job& J, float* ds, int64_t r) {
   const uint8_t* vals = row + J.L.values_at;
   for (int64_t b = 0; b < nb; ++b) {
     _mm_prefetch(reinterpret_cast<const char*>(vals + b * kValueBytes + kPrefetchBytes), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(vals + b * kValueBytes + kFarPrefetchBytes), _MM_HINT_T1);
     const __m512i q = values_i16_avx512<Q>(vals + b * kValueBytes);
     for (int i = 0; i < NR; ++i) {
       const __m512i dot = _mm512_madd_epi16(q, _mm512_loadu_si512(J.xq + i * k + b * kBlock));
