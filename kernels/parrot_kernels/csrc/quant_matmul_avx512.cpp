@@ -217,8 +217,9 @@ AVX512 void rows_avx512(const Job& J, int64_t r0, int64_t r1) {
   }
 }
 
+}  // namespace
 
-AVX512 void quantize_i16(const float* x, int64_t n, int64_t k, int16_t* xq, float* xs) {
+AVX512 void quantize_i16_avx512(const float* x, int64_t n, int64_t k, int16_t* xq, float* xs) {
   for (int64_t i = 0; i < n * (k / kBlock); ++i) {
     const float* p = x + i * kBlock;
     const __m512 a = _mm512_loadu_ps(p), b = _mm512_loadu_ps(p + 16);
@@ -234,12 +235,6 @@ AVX512 void quantize_i16(const float* x, int64_t n, int64_t k, int16_t* xq, floa
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + 16),
                         _mm512_cvtsepi32_epi16(_mm512_cvtps_epi32(_mm512_mul_ps(b, inv))));
   }
-}
-
-}  // namespace
-
-void quantize_i16_avx512(const float* x, int64_t n, int64_t k, int16_t* xq, float* xs) {
-  quantize_i16(x, n, k, xq, xs);
 }
 
 void matmul_rows_avx512(int64_t qtype, const Job& J, int64_t r0, int64_t r1) {
